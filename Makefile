@@ -1,0 +1,38 @@
+# Quick start: `make demo` then `make test`. Both work offline on a fresh clone with only Python and make.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# The CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test install dev bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+$(VENV)/.dev-installed: $(VENV)/.installed
+	$(PIP) install -q -e ".[dev]"
+	bash scripts/build_llama_cpp_wheel.sh $(PIP) || echo "llama.cpp server wheel unavailable: its HTTP tests will skip"
+	touch $@
+
+dev: $(VENV)/.dev-installed
+
+demo: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/fluxprm score examples/traces.jsonl -o out/demo_scores.jsonl
+	$(PY) -m fluxprm.demo_table out/demo_scores.jsonl
+
+test: dev
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+bench: install
+	$(PY) benchmarks/score_throughput.py
+
+clean:
+	rm -rf out .pytest_cache

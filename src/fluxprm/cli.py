@@ -1,0 +1,156 @@
+"""The ``fluxprm`` command line: parse arguments, call the library, print. No logic lives here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Trajectory-aware process reward models: score, select, Best-of-N, label, train.")
+err = Console(stderr=True)
+
+
+class OnError(str, Enum):
+    skip = "skip"
+    fail = "fail"
+
+
+class Long(str, Enum):
+    truncate = "truncate"
+    windows = "windows"
+
+
+class Batching(str, Enum):
+    auto = "auto"
+    single = "single"
+    padded = "padded"
+
+
+def _die(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+ModelOpt = Annotated[Optional[str], typer.Option("-m", "--model", help="Registry name, local checkpoint folder "
+                                                 "or hub id (default: the embedded fluxprm-mini).")]
+
+
+@app.command()
+def score(
+    inputs: Annotated[list[Path], typer.Argument(help="JSONL / JSON / Parquet files, optionally .gz.")],
+    model: ModelOpt = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Score records (JSONL); stdout if absent.")] = None,
+    errors: Annotated[Optional[Path], typer.Option("--errors", help="Rejected records (JSONL); default OUT.errors.jsonl.")] = None,
+    on_error: Annotated[OnError, typer.Option("--on-error", help="skip: log bad records and go on; fail: stop.")] = OnError.skip,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of the same command.")] = False,
+    batch_tokens: Annotated[int, typer.Option("--batch-tokens", help="Padded tokens per forward batch.")] = 16384,
+    batching: Annotated[Batching, typer.Option("--batching", help="auto measures single vs padded on the first chunk.")] = Batching.auto,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto | bfloat16 | float16 | float32.")] = "auto",
+    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Context budget in tokens (default: the model's).")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda | auto.")] = "auto",
+    long: Annotated[Long, typer.Option("--long", help="Traces over the context: drop earliest thinking steps, or score in windows.")] = Long.truncate,
+    format: Annotated[Optional[str], typer.Option("--format", help="Override checkpoint format detection.")] = None,
+    aggregate: Annotated[Optional[str], typer.Option("--aggregate", help="Step rewards → score: mean | min | last | prod | max.")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="Weight of the trajectory reward in score.")] = 1.0,
+    separator: Annotated[str, typer.Option("--separator", help="Step separator in free text.")] = "\n\n",
+    min_chars: Annotated[int, typer.Option("--min-chars", help="Merge steps shorter than this into their predecessor.")] = 30,
+    max_thinking_steps: Annotated[int, typer.Option("--max-thinking-steps", help="Cap on thinking steps (neighbours merged evenly).")] = 64,
+    max_response_steps: Annotated[int, typer.Option("--max-response-steps", help="Cap on response steps.")] = 32,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Traces per chunk (sort window and checkpoint interval).")] = 64,
+    id_field: Annotated[Optional[str], typer.Option("--id-field")] = None,
+    problem_field: Annotated[Optional[str], typer.Option("--problem-field")] = None,
+    response_field: Annotated[Optional[str], typer.Option("--response-field")] = None,
+    thinking_field: Annotated[Optional[str], typer.Option("--thinking-field")] = None,
+    steps_field: Annotated[Optional[str], typer.Option("--steps-field")] = None,
+    gold_field: Annotated[Optional[str], typer.Option("--gold-field")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Distributed scoring with Ray Data (extra 'ray').")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Ray workers.")] = 1,
+) -> None:
+    """Score traces with a PRM: one record per trace, in input order; bad records go to --errors."""
+    from fluxprm.engine import ScoreFailure, ScoreOptions
+    from fluxprm.models.loading import ModelNotFound, load_prm
+    from fluxprm.outputs import ResumeMismatch
+    from fluxprm.score_job import count_records, run_score_job
+    from fluxprm.steps import StepConfig
+    from fluxprm.traces import FieldMap
+
+    if ray:
+        _die("--ray needs the 'ray' extra and a Ray cluster; it is not available in this build yet")
+    if resume and out is None:
+        _die("--resume needs -o/--out (stdout cannot be resumed)")
+    paths = [str(p) for p in inputs]
+    for p in paths:
+        if not os.path.exists(p):
+            _die(f"input file not found: {p}")
+    try:
+        prm = load_prm(model, format=format, device=device, dtype=dtype, max_length=max_length,
+                       aggregate=aggregate, alpha=alpha)
+    except (ModelNotFound, ValueError) as exc:
+        _die(str(exc))
+    options = ScoreOptions(
+        steps=StepConfig(separator=separator, min_chars=min_chars, max_thinking_steps=max_thinking_steps,
+                         max_response_steps=max_response_steps),
+        batch_tokens=batch_tokens, batching=batching.value, long=long.value, chunk_size=chunk_size,
+        on_error=on_error.value)
+    fields = FieldMap(id=id_field, problem=problem_field, response=response_field, thinking=thinking_field,
+                      steps=steps_field, gold=gold_field)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    total = count_records(paths)
+    progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=err, transient=False, disable=out is None)
+    try:
+        with progress:
+            task = progress.add_task("score", total=total)
+            result = run_score_job(prm, paths, out, errors, options, fields, resume,
+                                   on_progress=lambda n: progress.advance(task, n))
+    except ScoreFailure as exc:
+        _die(str(exc), code=1)
+    except ResumeMismatch as exc:
+        _die(str(exc))
+    if result.already_complete:
+        err.print(f"{out}: already complete ({result.skipped_done} records); nothing to do")
+        return
+    _print_summary(result, prm.name)
+
+
+def _print_summary(result, model_name: str) -> None:
+    s = result.stats
+    table = Table(title=f"fluxprm score · {model_name}", show_header=True, header_style="bold")
+    for col in ("records", "scored", "steps", "tokens", "tokens/s", "errors", "truncated", "batching"):
+        table.add_column(col, justify="right")
+    table.add_row(str(s.traces + s.errors + result.skipped_done), str(s.traces), str(s.steps), str(s.tokens),
+                  f"{result.tokens_per_s:,.0f}", str(s.errors), str(s.truncated), s.batching or "-")
+    err.print(table)
+    if result.out:
+        err.print(f"scores → {result.out}" + (f"   rejected → {result.errors}" if s.errors else ""))
+    if result.skipped_done:
+        err.print(f"resumed: {result.skipped_done} records were already done")
+
+
+@app.command()
+def models() -> None:
+    """List the PRMs fluxprm knows by name, with their formats and where they come from."""
+    from fluxprm.models.registry import REGISTRY
+
+    table = Table(show_header=True, header_style="bold")
+    for col in ("name", "format", "source", "description"):
+        table.add_column(col)
+    for e in REGISTRY.values():
+        table.add_row(e.name, e.format, e.hub_id or f"bundled:{e.bundled}", e.description)
+    Console().print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

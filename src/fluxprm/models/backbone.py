@@ -1,0 +1,46 @@
+"""Loading a checkpoint's transformer backbone and tokenizer without remote code."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
+
+__all__ = ["read_config", "load_backbone", "load_tokenizer"]
+
+
+def read_config(folder: Path) -> PretrainedConfig:
+    """The checkpoint's config as the built-in transformers class of its ``model_type``.
+
+    ``auto_map`` (pointers to remote modeling code, as Qwen2.5-Math-PRM ships) is dropped: the
+    backbone is a stock architecture and the head is rebuilt here, so no remote code is ever needed —
+    and new transformers releases cannot break it.
+    """
+    data: dict[str, Any] = json.loads((folder / "config.json").read_text())
+    data.pop("auto_map", None)
+    model_type = data.pop("model_type", None)
+    if not model_type:
+        raise ValueError(f"{folder / 'config.json'}: field 'model_type' is missing")
+    return AutoConfig.for_model(model_type, **data)
+
+
+def load_backbone(folder: Path, config: PretrainedConfig, dtype: torch.dtype,
+                  device: torch.device) -> torch.nn.Module:
+    """The base model (no LM or task head) with weights from ``folder``, in ``dtype`` on ``device``.
+
+    Checkpoints store the backbone under ``model.*`` next to their head; transformers strips the
+    prefix and we load the head ourselves, so the "unused weights" notice is expected and silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModel.from_pretrained(str(folder), config=config, dtype=dtype, trust_remote_code=False,
+                                          low_cpu_mem_usage=True)
+    return model.to(device).eval()
+
+
+def load_tokenizer(folder: Path) -> Any:
+    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)

@@ -1,0 +1,171 @@
+"""``fluxprm``: the checkpoint ``fluxprm train`` writes — a causal-LM backbone with two small heads.
+
+Layout: the backbone's chat template with the problem as the user turn and the steps (thinking steps,
+then response steps) joined by a blank line as the assistant turn. The *step head* is read at the last
+token of every step — with a causal backbone that is R(s_t | x, s_<t) — and the *trajectory head*
+at the last token of the sequence, R(x, y). ``score = aggregate(step rewards) + α · trajectory``.
+
+A checkpoint folder holds ``fluxprm_config.json``, ``heads.safetensors`` and, when trained with
+LoRA, a peft adapter (``adapter_config.json`` + ``adapter_model.safetensors``). The backbone itself is
+referenced, not copied (``base``: ``"smollm2"`` for the embedded SmolLM2-135M-Instruct, a folder, or a
+hub id), so a trained model is a few megabytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from fluxprm.models.base import TransformerPRM
+
+CONFIG_NAME = "fluxprm_config.json"
+HEADS_NAME = "heads.safetensors"
+
+
+@dataclass
+class FluxPRMConfig:
+    """Everything needed to rebuild a fluxprm PRM around its backbone."""
+
+    base: str = "smollm2"
+    feature_layers: list[int] = field(default_factory=lambda: [-1])  # hidden-state layers concatenated
+    head_hidden: int = 256
+    joiner: str = "\n\n"
+    system_prompt: str | None = None
+    aggregate: str = "mean"
+    alpha: float = 1.0
+    max_length: int = 4096
+    lora: bool = False
+    version: int = 1
+
+    def save(self, folder: Path) -> None:
+        (folder / CONFIG_NAME).write_text(json.dumps({"format": "fluxprm", **asdict(self)}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> "FluxPRMConfig":
+        data = json.loads((folder / CONFIG_NAME).read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class RewardHead(nn.Module):
+    """LayerNorm → Linear → GELU → Linear(1): a logit. The norm makes mid-layer features usable."""
+
+    def __init__(self, in_features: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(in_features), nn.Linear(in_features, hidden), nn.GELU(),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+def resolve_base(base: str) -> Path:
+    """The backbone folder of a fluxprm checkpoint: the embedded SmolLM2, a folder, or a cached hub id."""
+    if base in ("smollm2", "smollm2-135m-instruct"):
+        from fluxprm.embedded import smollm2_dir
+
+        return smollm2_dir()
+    path = Path(base).expanduser()
+    if path.is_dir():
+        return path
+    from fluxprm.models.loading import resolve_model
+
+    return resolve_model(base)[0]
+
+
+class FluxPRM(TransformerPRM):
+    format = "fluxprm"
+    default_aggregate = "mean"
+
+    def __init__(self, backbone: nn.Module, tokenizer: Any, step_head: RewardHead, traj_head: RewardHead,
+                 config: FluxPRMConfig, **kw: Any):
+        super().__init__(backbone, tokenizer, **kw)
+        self.step_head = step_head.eval()
+        self.traj_head = traj_head.eval()
+        self.config = config
+
+    def build_text(self, problem: str, steps: list[str]) -> tuple[str, list[int]]:
+        """The chat text and, per step, the index of the step's last character in it."""
+        content = self.config.joiner.join(steps)
+        messages = []
+        if self.config.system_prompt:
+            messages.append({"role": "system", "content": self.config.system_prompt})
+        messages += [{"role": "user", "content": problem}, {"role": "assistant", "content": content}]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        pos = text.rfind(content) if content else -1
+        ends = []
+        for k, step in enumerate(steps):
+            pos += (len(self.config.joiner) if k else 0) + len(step)
+            ends.append(pos - 1)
+        return text, ends
+
+    def encode_ids(self, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
+        text, ends = self.build_text(problem, steps)
+        return self.offsets_to_positions(text, ends)
+
+    def features(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        layers = self.config.feature_layers
+        if layers == [-1]:
+            return self.backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        out = self.backbone(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=True)
+        return torch.cat([out.hidden_states[i] for i in layers], dim=-1)
+
+    def step_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.step_head(feats.to(self.step_head.net[1].weight.dtype)).float()
+
+    def traj_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.traj_head(feats.to(self.traj_head.net[1].weight.dtype)).float()
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.step_logits(hidden))
+
+    def trajectory(self, hidden_last: torch.Tensor) -> torch.Tensor | None:
+        return torch.sigmoid(self.traj_logits(hidden_last))
+
+
+def feature_size(backbone: nn.Module, layers: list[int]) -> int:
+    return backbone.config.hidden_size * len(layers)
+
+
+def new_heads(in_features: int, hidden: int, seed: int) -> tuple[RewardHead, RewardHead]:
+    gen = torch.random.fork_rng()
+    with gen:
+        torch.manual_seed(seed)
+        return RewardHead(in_features, hidden), RewardHead(in_features, hidden)
+
+
+def save_heads(folder: Path, step_head: RewardHead, traj_head: RewardHead) -> None:
+    tensors = {f"step_head.{k}": v.detach().float().contiguous().cpu() for k, v in step_head.state_dict().items()}
+    tensors.update({f"traj_head.{k}": v.detach().float().contiguous().cpu()
+                    for k, v in traj_head.state_dict().items()})
+    save_file(tensors, str(folder / HEADS_NAME))
+
+
+def load_fluxprm(folder: Path, *, name: str, device: torch.device, dtype: torch.dtype, max_length: int | None,
+                 aggregate: str | None, alpha: float, **_: Any) -> FluxPRM:
+    """Backbone from ``config.base`` (+ LoRA adapter if saved, merged for speed), heads from safetensors."""
+    from fluxprm.models.backbone import load_backbone, load_tokenizer, read_config
+
+    config = FluxPRMConfig.load(folder)
+    base = resolve_base(config.base)
+    backbone = load_backbone(base, read_config(base), dtype, device)
+    if config.lora:
+        from peft import PeftModel
+
+        backbone = PeftModel.from_pretrained(backbone, str(folder)).merge_and_unload()
+    tokenizer = load_tokenizer(base)
+    state = load_file(str(folder / HEADS_NAME))
+    in_features = feature_size(backbone, config.feature_layers)
+    step_head, traj_head = RewardHead(in_features, config.head_hidden), RewardHead(in_features, config.head_hidden)
+    step_head.load_state_dict({k.removeprefix("step_head."): v for k, v in state.items() if k.startswith("step_head.")})
+    traj_head.load_state_dict({k.removeprefix("traj_head."): v for k, v in state.items() if k.startswith("traj_head.")})
+    # Heads stay float32: they are tiny, and their inputs are cast up before use.
+    return FluxPRM(backbone, tokenizer, step_head.to(device), traj_head.to(device), config, name=name,
+                   device=device, dtype=dtype, max_length=max_length or config.max_length,
+                   aggregate=aggregate or config.aggregate, alpha=alpha if alpha != 1.0 else config.alpha)

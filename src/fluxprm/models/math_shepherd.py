@@ -1,0 +1,57 @@
+"""``math-shepherd``: peiyi9979/math-shepherd-mistral-7b-prm and PRMs trained the same way.
+
+Layout (model card): ``f"{question} {output}"`` where every step ends with the tag `` ки``; the
+reward at a tag is P('+') / (P('+') + P('-')) from the LM's next-token logits at the tag position.
+Only the two candidate rows of the LM head are applied, and only at the tags — the full-vocabulary
+projection at every position, which the card computes and discards, is skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from fluxprm.models.base import TransformerPRM
+
+STEP_TAG = "ки"
+_STEP_PREFIX = re.compile(r"^\s*Step\s*\d+\s*:", re.IGNORECASE)
+
+
+class MathShepherdPRM(TransformerPRM):
+    format = "math-shepherd"
+    default_aggregate = "min"  # the Math-Shepherd paper ranks solutions by their weakest step
+
+    def __init__(self, backbone: nn.Module, tokenizer: Any, lm_head_rows: torch.Tensor, *,
+                 step_tag: str = STEP_TAG, **kw: Any):
+        super().__init__(backbone, tokenizer, **kw)
+        self.candidate_rows = lm_head_rows  # (2, h): rows of '+' and '-'
+        self.step_tag = step_tag
+
+    def build_text(self, problem: str, steps: list[str]) -> tuple[str, list[int]]:
+        """``question Step 1: ... ки\\nStep 2: ... ки``; steps already numbered keep their numbers."""
+        text = f"{problem} "
+        reads = []
+        for k, step in enumerate(steps, start=1):
+            step = step.replace(self.step_tag, "").strip()
+            if not _STEP_PREFIX.match(step):
+                step = f"Step {k}: {step}"
+            text += step + f" {self.step_tag}"
+            reads.append(len(text) - 1)
+            if k < len(steps):
+                text += "\n"
+        return text, reads
+
+    def encode_ids(self, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
+        text, reads = self.build_text(problem, steps)
+        ids, positions = self.offsets_to_positions(text, reads)
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        if bos is not None and getattr(self.tokenizer, "add_bos_token", False):
+            ids, positions = [bos] + ids, [p + 1 for p in positions]
+        return ids, positions
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = hidden.to(self.candidate_rows.dtype) @ self.candidate_rows.T
+        return torch.softmax(logits.float(), dim=-1)[:, 0]

@@ -1,0 +1,61 @@
+"""``qwen-prm``: Qwen2.5-Math-PRM-7B/72B, ReasonFlux-PRM-7B, Qwen2.5-Math-7B-PRM800K.
+
+Layout (model cards): a chat with the problem as the user turn and the steps joined by ``<extra_0>``
+(plus a trailing one) as the assistant turn; the step reward is P(class 1) of a two-class head at
+every separator token. Weights: the backbone under ``model.*`` and the head
+``score = Sequential(Linear(h, h), ReLU, Linear(h, 2))`` under ``score.0.*`` / ``score.2.*``, the
+names vLLM's and SGLang's ``qwen2_rm.py`` load — so a downloaded checkpoint loads with no remote code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from fluxprm.models.base import TransformerPRM
+
+SEPARATOR = "<extra_0>"
+
+
+class QwenPRM(TransformerPRM):
+    format = "qwen-prm"
+    default_aggregate = "mean"
+
+    def __init__(self, backbone: nn.Module, tokenizer: Any, score_head: nn.Module, *,
+                 system_prompt: str | None = None, **kw: Any):
+        super().__init__(backbone, tokenizer, **kw)
+        self.score_head = score_head.eval()
+        self.system_prompt = system_prompt
+        sep_id = tokenizer.convert_tokens_to_ids(SEPARATOR)
+        if sep_id is None or sep_id == tokenizer.unk_token_id:
+            raise ValueError(f"tokenizer of {self.name} has no {SEPARATOR} token: not a qwen-prm checkpoint")
+        self.separator_id = int(sep_id)
+
+    def build_text(self, problem: str, steps: list[str]) -> str:
+        """The model-card chat; a literal separator inside a step is removed so step counts stay exact."""
+        clean = [s.replace(SEPARATOR, "") for s in steps]
+        messages = []
+        if self.system_prompt is not None:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": problem})
+        messages.append({"role": "assistant", "content": SEPARATOR.join(clean) + SEPARATOR})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+    def encode_ids(self, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
+        text = self.build_text(problem, steps)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        positions = [i for i, t in enumerate(ids) if t == self.separator_id]
+        if len(positions) != len(steps):  # the problem itself contained the separator literal
+            positions = positions[-len(steps):] if steps else []
+        return ids, positions
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.score_head(hidden.to(next(self.score_head.parameters()).dtype)).float()
+        return torch.softmax(logits, dim=-1)[:, 1]
+
+
+def make_score_head(hidden_size: int, num_labels: int = 2) -> nn.Sequential:
+    """The head layout of Qwen2ForProcessRewardModel (indices 0 and 2 carry the weights)."""
+    return nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, num_labels))

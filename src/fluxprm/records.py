@@ -1,0 +1,269 @@
+"""Read raw records from JSONL / JSON / Parquet files (optionally gzipped), one at a time.
+
+Every reader here turns a file into a stream of :class:`RawRecord` (a decoded object with its
+place in the file) or :class:`BadRecord` (what went wrong, and where). A damaged record never
+stops the stream: scoring a million-line file must not die on line 999,999 because one line was
+cut off, so record-level problems become ``BadRecord`` values the caller can count, log to the
+errors file (``BadRecord.to_json`` is the DESIGN errors record) or turn into a failure.
+
+Only *usage* errors raise: a path that does not exist raises :class:`FileNotFoundError` when
+:func:`iter_records` is called, before anything is read.
+
+Memory: JSONL is read line by line in binary and Parquet batch by batch, so memory is bounded by
+the longest line / the Parquet row group, whatever the file size. A ``.json`` document is one
+value and has to be read whole.
+
+Line numbers (``line``, 1-based): the physical line for JSONL, the element index + 1 for a JSON
+array, the row index + 1 for Parquet. ``line == 0`` marks a problem with the file as a whole (an
+unreadable Parquet footer, a broken JSON document); it is still reported as a ``BadRecord`` so that
+one bad file among many does not abort a run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import orjson
+
+__all__ = ["RawRecord", "BadRecord", "iter_records", "iter_file", "detect_file_format", "FILE_FORMATS",
+           "decode_json_line"]
+
+FILE_FORMATS = ("jsonl", "json", "parquet")
+
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+_BOM = b"\xef\xbb\xbf"
+_WHITESPACE = b" \t\r\n"
+_READ_ERRORS = (OSError, EOFError, zlib.error)  # what a damaged or truncated (gzip) file raises
+_PARQUET_BATCH_ROWS = 256  # rows per batch: traces can be ~100 KB each, so keep batches modest
+
+
+@dataclass(slots=True)
+class RawRecord:
+    """One decoded record and where it came from."""
+
+    source: str  # file path as given by the user
+    line: int  # 1-based: JSONL line number; JSON array element index+1; Parquet row index+1
+    data: Any  # the decoded record (normally a dict)
+
+
+@dataclass(slots=True)
+class BadRecord:
+    """A record that could not be read or understood; it becomes one line of the errors file."""
+
+    source: str
+    line: int
+    error: str  # human message naming the field/problem
+    id: str | None = None  # record id if it could be read
+
+    def to_json(self) -> dict:
+        """The DESIGN errors record: ``{"source", "line", "id", "error"}``."""
+        return {"source": self.source, "line": self.line, "id": self.id, "error": self.error}
+
+
+def iter_records(paths: Iterable[str | os.PathLike]) -> Iterator[RawRecord | BadRecord]:
+    """Stream the records of every file in ``paths``, in order.
+
+    All paths are checked up front, so a typo in the last of ten paths fails before any work is
+    done: a missing file raises ``FileNotFoundError`` naming it (a usage error, not a record error).
+    """
+    path_list = [os.fspath(p) for p in paths]
+    for p in path_list:
+        if not os.path.exists(p):
+            raise FileNotFoundError(2, "No such file or directory", p)
+        if os.path.isdir(p):
+            raise IsADirectoryError(21, "Is a directory (pass the files inside it)", p)
+    return _iter_all(path_list)
+
+
+def _iter_all(paths: list[str]) -> Iterator[RawRecord | BadRecord]:
+    for p in paths:
+        yield from iter_file(p)
+
+
+def iter_file(path: str | os.PathLike, fmt: str | None = None) -> Iterator[RawRecord | BadRecord]:
+    """Stream the records of one file; ``fmt`` (one of ``FILE_FORMATS``) skips format detection."""
+    source = os.fspath(path)
+    gzipped, fmt = detect_file_format(source) if fmt is None else (_is_gzip(source), fmt)
+    if fmt == "parquet":
+        return _iter_parquet(source, gzipped)
+    if fmt == "json":
+        return _iter_json(source, gzipped)
+    return _iter_jsonl(source, gzipped)
+
+
+# ----------------------------------------------------------------------------- format detection
+
+
+def detect_file_format(path: str | os.PathLike) -> tuple[bool, str]:
+    """Return ``(gzipped, format)`` for a file: by extension, else by sniffing its first bytes.
+
+    Extensions: ``.jsonl``/``.ndjson``, ``.json``, ``.parquet`` (each optionally followed by
+    ``.gz``). Anything else is sniffed: gzip magic → look inside; ``PAR1`` → Parquet; first
+    non-space byte ``[`` → JSON array; otherwise JSONL.
+    """
+    name = os.fspath(path).lower()
+    gzipped = name.endswith(".gz")
+    stem = name[:-3] if gzipped else name
+    fmt = _EXTENSIONS.get(os.path.splitext(stem)[1])
+    if fmt is not None:
+        return gzipped, fmt
+    gzipped = _is_gzip(path)
+    return gzipped, _sniff(path, gzipped)
+
+
+def _is_gzip(path: str | os.PathLike) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def _sniff(path: str | os.PathLike, gzipped: bool) -> str:
+    try:
+        with _open(path, gzipped) as f:
+            head = f.read(4096)
+    except _READ_ERRORS:  # a broken gzip stream: let the JSONL reader report it
+        return "jsonl"
+    if head.startswith(_PARQUET_MAGIC):
+        return "parquet"
+    head = head.removeprefix(_BOM).lstrip(_WHITESPACE)
+    return "json" if head.startswith(b"[") else "jsonl"
+
+
+def _open(path: str | os.PathLike, gzipped: bool) -> IO[bytes]:
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- JSON decoding
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def decode_json_line(raw: bytes) -> tuple[Any, str | None]:
+    """Decode one JSON value from bytes: ``(value, None)`` or ``(None, error message)``.
+
+    orjson does the work; the standard ``json`` module is only consulted when orjson refuses, both
+    for a readable message ("Expecting ',' delimiter at column 17") and to accept what Python
+    itself writes but orjson rejects (``NaN``, ``Infinity``).
+    """
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError as fast_error:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return None, f"invalid UTF-8: byte 0x{raw[e.start]:02x} at position {e.start}"
+        try:
+            return json.loads(text), None
+        except json.JSONDecodeError as e:
+            return None, f"invalid JSON: {e.msg} at column {e.colno}"
+        except (ValueError, RecursionError):
+            return None, f"invalid JSON: {fast_error}"
+
+
+def _as_record(source: str, line: int, value: Any) -> RawRecord | BadRecord:
+    if isinstance(value, dict):
+        return RawRecord(source, line, value)
+    return BadRecord(source, line, f"expected a JSON object, got {_type_name(value)}")
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def _iter_jsonl(source: str, gzipped: bool) -> Iterator[RawRecord | BadRecord]:
+    """One record per line; blank lines are skipped; each line is decoded on its own."""
+    lineno = 0
+    try:
+        with _open(source, gzipped) as f:
+            for lineno, raw in enumerate(f, 1):
+                if lineno == 1:
+                    raw = raw.removeprefix(_BOM)
+                raw = raw.strip(_WHITESPACE)
+                if not raw:
+                    continue
+                value, error = decode_json_line(raw)
+                yield BadRecord(source, lineno, error) if error else _as_record(source, lineno, value)
+    except _READ_ERRORS as e:  # corrupt or truncated gzip stream: report it, keep going
+        yield BadRecord(source, lineno + 1, f"cannot read file: {e}")
+
+
+def _iter_json(source: str, gzipped: bool) -> Iterator[RawRecord | BadRecord]:
+    """A JSON array of objects, or one object; a file that fails as a document is read as JSONL.
+
+    The JSONL fallback covers the common ``.json`` file that really holds one object per line.
+    A file whose first line is a complete object is streamed as JSONL straight away, so a huge
+    JSONL file misnamed ``.json`` is never loaded whole. A broken JSON *array* is reported as one
+    ``BadRecord`` (line 0) instead: reading it line by line would only produce noise.
+    """
+    try:
+        first_line = _first_nonblank_line(source, gzipped)
+    except _READ_ERRORS as e:
+        yield BadRecord(source, 0, f"cannot read file: {e}")
+        return
+    if not first_line:
+        return  # empty file
+    first_line_parses = decode_json_line(first_line)[1] is None
+    if first_line.startswith(b"{") and first_line_parses:
+        yield from _iter_jsonl(source, gzipped)
+        return
+    try:
+        with _open(source, gzipped) as f:
+            value, error = _decode_document(f.read().removeprefix(_BOM))
+    except _READ_ERRORS as e:
+        yield BadRecord(source, 0, f"cannot read file: {e}")
+        return
+    if error is None and isinstance(value, list):
+        for i, item in enumerate(value):
+            yield _as_record(source, i + 1, item)
+    elif error is None:
+        yield _as_record(source, 1, value)
+    elif first_line.startswith(b"[") and not first_line_parses:
+        yield BadRecord(source, 0, error)
+    else:
+        yield from _iter_jsonl(source, gzipped)
+
+
+def _first_nonblank_line(source: str, gzipped: bool) -> bytes:
+    with _open(source, gzipped) as f:
+        line = f.readline().removeprefix(_BOM)
+        while line and not line.strip(_WHITESPACE):
+            line = f.readline()
+    return line.strip(_WHITESPACE)
+
+
+def _decode_document(raw: bytes) -> tuple[Any, str | None]:
+    """Like :func:`decode_json_line`, but the message gives line and column in the document."""
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(raw.decode("utf-8")), None
+        except UnicodeDecodeError as e:
+            return None, f"invalid UTF-8 in JSON document: byte 0x{raw[e.start]:02x} at position {e.start}"
+        except json.JSONDecodeError as e:
+            return None, f"invalid JSON document: {e.msg} at line {e.lineno} column {e.colno}"
+        except (ValueError, RecursionError) as e:
+            return None, f"invalid JSON document: {e}"
+
+
+def _iter_parquet(source: str, gzipped: bool) -> Iterator[RawRecord | BadRecord]:
+    """Stream rows with ``ParquetFile.iter_batches``; a damaged file ends in one ``BadRecord``."""
+    import pyarrow.parquet as pq  # imported lazily: pyarrow is heavy and JSONL users never need it
+
+    row = 0
+    try:
+        with _open(source, gzipped) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+                for data in batch.to_pylist():
+                    row += 1
+                    yield _as_record(source, row, data)
+    except (*_READ_ERRORS, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
+        yield BadRecord(source, row + 1 if row else 0, f"cannot read Parquet file: {e}")

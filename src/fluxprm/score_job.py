@@ -1,0 +1,107 @@
+"""``fluxprm score`` as a library call: files in, score and error files out, resumable, with progress."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import orjson
+import torch
+
+from fluxprm.engine import ScoreOptions, Stats, score_stream
+from fluxprm.models.base import TraceScore, TransformerPRM
+from fluxprm.outputs import ResumableWriter, fingerprint
+from fluxprm.records import BadRecord
+from fluxprm.traces import FieldMap, iter_traces
+
+__all__ = ["ScoreJobResult", "run_score_job", "count_records"]
+
+
+@dataclass
+class ScoreJobResult:
+    stats: Stats
+    seconds: float
+    out: Path | None
+    errors: Path | None
+    skipped_done: int = 0
+    already_complete: bool = False
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.stats.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def count_records(paths: Sequence[str]) -> int | None:
+    """Cheap record count for a progress total: newline count of plain JSONL inputs, else None."""
+    total = 0
+    for p in paths:
+        if not p.endswith((".jsonl", ".ndjson")):
+            return None
+        with open(p, "rb") as f:
+            total += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    return total
+
+
+def default_errors_path(out: Path) -> Path:
+    name = out.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
+    return out.with_name(name + ".errors.jsonl")
+
+
+def run_score_job(prm: TransformerPRM, inputs: Sequence[str], out: Path | None, errors: Path | None,
+                  options: ScoreOptions, fields: FieldMap | None = None, resume: bool = False,
+                  on_progress: Callable[[int], None] | None = None) -> ScoreJobResult:
+    """Score every record of ``inputs``; each ends in ``out`` or in ``errors``, in input order.
+
+    With ``out=None`` records go to stdout and rejected records to stderr (no resume possible).
+    ``on_progress(n)`` is called after each chunk with the number of input items just finished.
+    """
+    for p in inputs:
+        if not Path(p).exists():
+            raise FileNotFoundError(f"input file not found: {p}")
+    stats = Stats()
+    started = time.perf_counter()
+    if out is None:
+        for chunk in score_stream(prm, iter_traces(inputs, fields), options, stats):
+            recs, errs = _split(chunk)
+            sys.stdout.buffer.write(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+            sys.stdout.flush()
+            for e in errs:
+                sys.stderr.write(orjson.dumps(e).decode() + "\n")
+            if on_progress:
+                on_progress(len(chunk))
+        return ScoreJobResult(stats, time.perf_counter() - started, None, None)
+
+    errors = errors or default_errors_path(out)
+    run_id = fingerprint(inputs, {"model": prm.name, "format": prm.format, "max_length": prm.max_length,
+                                  "aggregate": prm.aggregate, "alpha": prm.alpha, "dtype": str(prm.dtype),
+                                  "steps": asdict(options.steps), "long": options.long,
+                                  "fields": asdict(fields) if fields else None})
+    writer = ResumableWriter(out, errors, run_id, resume)
+    if writer.complete:
+        writer.close()
+        return ScoreJobResult(stats, 0.0, out, errors, writer.done, already_complete=True)
+    skipped = writer.done
+    if on_progress and skipped:
+        on_progress(skipped)
+    items = itertools.islice(iter_traces(inputs, fields), skipped, None)
+    try:
+        with torch.inference_mode():
+            for chunk in score_stream(prm, items, options, stats):
+                recs, errs = _split(chunk)
+                writer.write_chunk(recs, errs, len(chunk))
+                if on_progress:
+                    on_progress(len(chunk))
+        writer.finish()
+    finally:
+        writer.close()
+    return ScoreJobResult(stats, time.perf_counter() - started, out, errors, skipped)
+
+
+def _split(chunk: list[TraceScore | BadRecord]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    recs = [r.to_json() for r in chunk if isinstance(r, TraceScore)]
+    errs = [r.to_json() for r in chunk if isinstance(r, BadRecord)]
+    return recs, errs
