@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Build the llama-cpp-python wheel once, keep it in a cache folder, install from there on later runs.
 #
-#   scripts/build_llama_cpp_wheel.sh            # build if missing, then install llama-cpp-python[server]
-#   scripts/build_llama_cpp_wheel.sh --build-only
+#   scripts/build_llama_cpp_wheel.sh [PIP_OR_PYTHON]      # build if missing, then install llama-cpp-python[server]
+#   scripts/build_llama_cpp_wheel.sh --build-only [PIP_OR_PYTHON]
+#   scripts/build_llama_cpp_wheel.sh --print-dir           # the folder holding the wheel (for pip --find-links)
+#
+# PIP_OR_PYTHON: the pip or python executable of the target environment (e.g. .venv/bin/pip);
+# default: $PYTHON, else .venv/bin/python, else python3.
 #
 # Environment:
-#   PYTHON                     interpreter whose environment receives the wheel (default: .venv/bin/python, else python3)
+#   PYTHON                     interpreter whose environment receives the wheel (see above)
 #   FLUXPRM_WHEEL_CACHE        wheel cache folder (default: ~/.cache/fluxprm/wheels)
 #   LLAMA_CPP_PYTHON_VERSION   version to build (default: 0.3.36)
 #   CMAKE_ARGS                 llama.cpp build flags (default: portable x86-64-v3: AVX2/FMA/F16C, no -march=native)
@@ -16,9 +20,28 @@
 # flags builds a new wheel instead of reusing one built with different flags.
 set -euo pipefail
 
+MODE=install
+TARGET=""
+for arg in "$@"; do
+    case "$arg" in
+        --build-only) MODE=build ;;
+        --print-dir) MODE=print ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) TARGET="$arg" ;;
+    esac
+done
+
 cd "$(dirname "$0")/.."
-if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+if [[ -n "$TARGET" ]]; then
+    case "$(basename "$TARGET")" in
+        pip*) PIP=("$TARGET") ;;
+        *) PIP=("$TARGET" -m pip) ;;
+    esac
+else
+    if [[ -z "${PYTHON:-}" ]]; then
+        if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+    fi
+    PIP=("$PYTHON" -m pip)
 fi
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 CACHE="${FLUXPRM_WHEEL_CACHE:-$HOME/.cache/fluxprm/wheels}"
@@ -34,6 +57,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/
 
 KEY="$(printf '%s|%s|%s' "$VERSION" "$ARCH" "$CMAKE_ARGS" | sha256sum | cut -c1-12)"
 DIR="$CACHE/llama-cpp-python-$VERSION-$KEY"
+if [[ "$MODE" == print ]]; then echo "$DIR"; exit 0; fi
 mkdir -p "$CACHE"
 
 have_wheel() { compgen -G "$DIR/llama_cpp_python-$VERSION-*.whl" >/dev/null; }
@@ -49,7 +73,7 @@ if ! have_wheel; then
         start=$(date +%s)
         # --no-cache-dir: pip's own wheel cache is keyed by URL, not by CMAKE_ARGS, and could hand back
         # a wheel built with other flags (e.g. -march=native).
-        "$PYTHON" -m pip wheel --no-cache-dir --no-deps --no-binary llama-cpp-python \
+        "${PIP[@]}" wheel --no-cache-dir --no-deps --no-binary llama-cpp-python \
             "llama-cpp-python==$VERSION" -w "$TMP"
         printf '%s\n' "$CMAKE_ARGS" > "$TMP/CMAKE_ARGS"
         rm -rf "$DIR"
@@ -61,12 +85,12 @@ if ! have_wheel; then
 fi
 echo "wheel: $(ls "$DIR"/llama_cpp_python-*.whl)" >&2
 
-[[ "${1:-}" == "--build-only" ]] && exit 0
+[[ "$MODE" == build ]] && exit 0
 
 extra=()
 [[ "${FLUXPRM_LLAMA_REINSTALL:-0}" == "1" ]] && extra+=(--force-reinstall)
 # The wheel itself from the cache only (never a source build) ...
-"$PYTHON" -m pip install "${extra[@]}" --no-index --no-deps --find-links "$DIR" "llama-cpp-python==$VERSION"
+"${PIP[@]}" install "${extra[@]}" --no-index --no-deps --find-links "$DIR" "llama-cpp-python==$VERSION"
 # ... then its runtime and [server] dependencies from the index as usual (the wheel is already satisfied).
-"$PYTHON" -m pip install --find-links "$DIR" "llama-cpp-python[server]==$VERSION"
-"$PYTHON" -c "import llama_cpp, llama_cpp.server.app; print('llama-cpp-python', llama_cpp.__version__, 'ready')"
+"${PIP[@]}" install --find-links "$DIR" "llama-cpp-python[server]==$VERSION"
+echo "llama-cpp-python $VERSION [server] installed from $DIR" >&2

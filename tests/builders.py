@@ -734,10 +734,28 @@ def build_token_classification(dst: Path | None, seed: int = 0) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+_LOADED: dict[tuple, object] = {}
+
+
+def _memo(kind: str, folder: Path, load: Callable[[], object]):
+    """Memoise loaded tokenizers/models per folder; any file change (mtime/size) forces a reload."""
+    folder = Path(folder).resolve()
+    stamp = tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in folder.iterdir() if f.is_file()))
+    key = (kind, str(folder))
+    hit = _LOADED.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    if len(_LOADED) > 16:
+        _LOADED.clear()
+    obj = load()
+    _LOADED[key] = (stamp, obj)
+    return obj
+
+
 def _tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder))
+    return _memo("tokenizer", folder, lambda: AutoTokenizer.from_pretrained(str(folder)))
 
 
 def _load_qwen_prm_by_hand(folder: Path) -> tuple[nn.Module, nn.Module]:
@@ -780,7 +798,7 @@ def ref_qwen_prm(folder: Path, problem: str, steps: Sequence[str], system: str |
     passed and the template's default system block is used (the ReasonFlux-PRM-7B card does this).
     """
     tok = _tokenizer(folder)
-    backbone, head = _load_qwen_prm_by_hand(folder)
+    backbone, head = _memo("qwen-prm", folder, lambda: _load_qwen_prm_by_hand(folder))
     text = tok.apply_chat_template(qwen_prm_messages(problem, steps, system), tokenize=False, add_generation_prompt=False)
     ids = torch.tensor([tok.encode(text)])
     sep_id = tok.convert_tokens_to_ids(PRM_STEP_TOKEN)
@@ -808,7 +826,7 @@ def ref_scalar_head(folder: Path, problem: str, completion: str) -> float:
     token (``attention_mask.sum(1) - 1``) -> ``reward_head`` -> sigmoid.
     """
     tok = _tokenizer(folder)
-    base, head = _load_scalar_head(folder)
+    base, head = _memo("scalar-head", folder, lambda: _load_scalar_head(folder))
     enc = tok(problem + completion, return_tensors="pt")
     out = base.model(
         input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_hidden_states=True, return_dict=True
@@ -850,7 +868,7 @@ def ref_scalar_head_prefix_rewards(
     equals ``ref_scalar_head(folder, problem, joiner.join(steps))``.
     """
     tok = _tokenizer(folder)
-    base, head = _load_scalar_head(folder)
+    base, head = _memo("scalar-head", folder, lambda: _load_scalar_head(folder))
     text = problem
     ends = []
     for i, step in enumerate(steps):
@@ -894,7 +912,9 @@ def ref_math_shepherd(folder: Path, problem: str, steps: Sequence[str]) -> list[
     from transformers import AutoModelForCausalLM
 
     tok = _tokenizer(folder)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    model = _memo(
+        "causal-lm", folder, lambda: AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    )
     candidate_tokens, step_tag_id = shepherd_token_ids(tok)
     input_id = torch.tensor([tok.encode(math_shepherd_input(problem, steps))])
     logits = model(input_id, use_cache=False).logits[:, :, candidate_tokens]
@@ -928,7 +948,11 @@ def ref_token_classification(folder: Path, problem: str, steps: Sequence[str], s
     from transformers import AutoModelForTokenClassification
 
     tok = _tokenizer(folder)
-    model = AutoModelForTokenClassification.from_pretrained(str(folder), dtype=torch.float32).eval()
+    model = _memo(
+        "token-classification",
+        folder,
+        lambda: AutoModelForTokenClassification.from_pretrained(str(folder), dtype=torch.float32).eval(),
+    )
     ids, positions = trl_prm_input_ids(tok, problem, steps, separator)
     logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
     probs = torch.softmax(logits.float(), dim=-1)

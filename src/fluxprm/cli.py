@@ -14,7 +14,7 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Trajectory-aware process reward models: score, select, Best-of-N, label, train.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class OnError(str, Enum):

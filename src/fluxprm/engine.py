@@ -6,8 +6,8 @@ Design points, each answering a user pain with one-at-a-time scoring scripts:
   whatever the file size, and records come out in input order.
 - **Batching chosen by measurement.** Within a chunk traces are length-sorted and grouped into
   batches of at most ``batch_tokens`` padded tokens. On a GPU padded batches win; on a CPU padding
-  is pure waste and one trace per forward is faster. With ``batching="auto"`` the engine times
-  both on the first chunk and keeps the faster (tokens of real text per second).
+  is often pure waste and one trace per forward is faster. With ``batching="auto"`` the engine
+  measures both once per set-up (see :func:`resolve_batching`) and keeps the faster.
 - **Long traces.** ``long="truncate"`` drops the earliest thinking steps (never problem or
   response) and flags the record; ``long="windows"`` scores every step in consecutive windows that
   each fit the context.
@@ -16,6 +16,8 @@ Design points, each answering a user pain with one-at-a-time scoring scripts:
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -36,7 +38,7 @@ class ScoreOptions:
 
     steps: StepConfig = field(default_factory=StepConfig)
     batch_tokens: int = 16384
-    batching: str = "auto"          # auto | single | padded
+    batching: str = "auto"          # auto (measured) | single | padded
     long: str = "truncate"          # truncate | windows
     chunk_size: int = 64
     on_error: str = "raise"         # raise (library default) | skip (CLI default) | fail
@@ -154,23 +156,82 @@ def _merge(prm: TransformerPRM, work: _Work) -> TraceScore:
     return score
 
 
+def _time_forward(prm: TransformerPRM, batches: list[list[Encoded]]) -> float:
+    start = time.perf_counter()
+    for batch in batches:
+        prm.forward(batch)
+    return time.perf_counter() - start
+
+
+def measure_batching(prm: TransformerPRM, length: int = 384, n: int = 4) -> dict[str, float]:
+    """Tokens/s of one-trace-per-forward vs one padded batch, on synthetic sequences of mixed length.
+
+    Lengths ``length·(1, 3/4, 1/2, 1/4)`` mimic a length-sorted bucket; the ids are arbitrary text
+    tokens (the cost of a forward does not depend on which tokens they are).
+    """
+    length = max(8, min(length, prm.max_length))
+    gen = torch.Generator().manual_seed(0)
+    vocab = min(int(getattr(prm.tokenizer, "vocab_size", 1000) or 1000), 30000)
+    encs = []
+    for k in range(n):
+        size = max(4, length * (n - k) // n)
+        ids = torch.randint(100, vocab, (size,), generator=gen).tolist()
+        encs.append(Encoded(ids, [size - 1], num_thinking=0))
+    _time_forward(prm, [encs[-1:]])  # warm-up
+    tokens = sum(len(e.input_ids) for e in encs)
+    single = tokens / _time_forward(prm, [[e] for e in encs])
+    padded = tokens / _time_forward(prm, [encs])
+    return {"single": single, "padded": padded}
+
+
+def resolve_batching(prm: TransformerPRM, requested: str) -> tuple[str, str]:
+    """The batching to use and how it was chosen ("given", "device", "measured", "measured, cached").
+
+    ``auto`` on a GPU is padded batches (always faster there). On a CPU the engine measures both on
+    synthetic sequences once per (model, device, dtype, threads) and caches the verdict, so every run
+    — and every resumed run — of the same set-up batches the same way and writes the same bytes.
+    """
+    if requested in ("single", "padded"):
+        return requested, "given"
+    if prm.device.type == "cuda":
+        return "padded", "device"
+    from fluxprm.embedded import cache_dir
+
+    key = f"{prm.name}|{prm.format}|{prm.device}|{prm.dtype}|{torch.get_num_threads()}"
+    path = cache_dir() / "batching.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key], "measured, cached"
+    speeds = measure_batching(prm)
+    mode = max(speeds, key=speeds.get)
+    known[key] = mode
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"batching.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs a re-measurement next time
+    return mode, "measured"
+
+
 class _Batcher:
-    """Groups encodings into forward batches and, in ``auto`` mode, picks the faster batching."""
+    """Groups a chunk's encodings into forward batches: one per trace, or length-sorted padded batches."""
 
     def __init__(self, prm: TransformerPRM, options: ScoreOptions, stats: Stats):
         self.prm, self.options, self.stats = prm, options, stats
-        mode = options.batching
-        if mode == "auto" and prm.device.type == "cuda":
-            mode = "padded"
-        self.mode = mode
-        self.timings: dict[str, float] = {}
+        self.mode, how = resolve_batching(prm, options.batching)
+        stats.batching = f"{self.mode} ({how})"
 
-    def batches(self, encs: list[tuple[int, Encoded]], mode: str) -> list[list[tuple[int, Encoded]]]:
+    def batches(self, encs: list[tuple[Any, Encoded]]) -> list[list[tuple[Any, Encoded]]]:
         encs = sorted(encs, key=lambda x: len(x[1].input_ids))
-        if mode == "single":
+        if self.mode == "single":
             return [[e] for e in encs]
-        out: list[list[tuple[int, Encoded]]] = []
-        cur: list[tuple[int, Encoded]] = []
+        out: list[list[tuple[Any, Encoded]]] = []
+        cur: list[tuple[Any, Encoded]] = []
         for e in encs:
             width = len(e[1].input_ids)  # sorted ascending: the newest is the widest
             if cur and width * (len(cur) + 1) > self.options.batch_tokens:
@@ -181,37 +242,14 @@ class _Batcher:
             out.append(cur)
         return out
 
-    def run(self, encs: list[tuple[int, Encoded]]) -> dict[int, ItemOutput]:
-        results: dict[int, ItemOutput] = {}
-        if not encs:
-            return results
-        if self.mode == "auto":
-            # Calibrate on this chunk: time the first half one at a time and the second half padded.
-            half = max(1, len(encs) // 2)
-            ordered = sorted(encs, key=lambda x: len(x[1].input_ids))
-            first, second = ordered[::2][:half], [e for e in ordered if e not in ordered[::2][:half]]
-            for mode, part in (("single", first), ("padded", second)):
-                if part:
-                    tokens = sum(len(e.input_ids) for _, e in part)
-                    seconds = self._forward(self.batches(part, mode), results)
-                    self.timings[mode] = tokens / max(seconds, 1e-9)
-            if len(self.timings) == 2:
-                self.mode = max(self.timings, key=self.timings.get)
-            self.stats.batching = f"{self.mode} (measured)" if len(self.timings) == 2 else "auto"
-            return results
-        self.stats.batching = self.stats.batching or self.mode
-        self._forward(self.batches(encs, self.mode), results)
-        return results
-
-    def _forward(self, batches: list[list[tuple[int, Encoded]]], results: dict[int, ItemOutput]) -> float:
+    def run(self, encs: list[tuple[Any, Encoded]]) -> dict[Any, ItemOutput]:
+        results: dict[Any, ItemOutput] = {}
         start = time.perf_counter()
-        for batch in batches:
-            outs = self.prm.forward([e for _, e in batch])
-            for (key, _), out in zip(batch, outs):
+        for batch in self.batches(encs):
+            for (key, _), out in zip(batch, self.prm.forward([e for _, e in batch])):
                 results[key] = out
-        seconds = time.perf_counter() - start
-        self.stats.forward_seconds += seconds
-        return seconds
+        self.stats.forward_seconds += time.perf_counter() - start
+        return results
 
 
 def score_stream(prm: TransformerPRM, items: Iterable[Trace | BadRecord], options: ScoreOptions,

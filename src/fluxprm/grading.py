@@ -357,6 +357,7 @@ class _Pool:
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._count = 0  # workers alive or being started
+        self._generation = getattr(self, "_generation", 0) + 1  # bumped by shutdown: stale spares are dropped
         self._pid = os.getpid()
 
     def after_fork_in_child(self) -> None:
@@ -385,22 +386,23 @@ class _Pool:
         return w
 
     def release(self, w: _Worker, healthy: bool) -> None:
-        if not healthy:
-            w.kill()
         with self._cond:
-            if healthy and self._pid == os.getpid():
+            ours = w in self._all  # False once shutdown() (or a fork) dropped it
+            if ours and healthy:
                 self._idle.append(w)
-            else:
+            elif ours:
                 self._all.discard(w)
                 self._count -= 1
             self._cond.notify()
+        if not (ours and healthy):
+            w.kill()
         if not healthy:
-            threading.Thread(target=self._spare, daemon=True).start()
+            threading.Thread(target=self._spare, args=(self._generation,), daemon=True).start()
 
-    def _spare(self) -> None:
+    def _spare(self, generation: int) -> None:
         """Start a replacement in the background so the next call does not pay the start-up."""
         with self._cond:
-            if self._idle or self._count >= self.max_workers:
+            if self._idle or self._count >= self.max_workers or generation != self._generation:
                 return
             self._count += 1
         try:
@@ -411,9 +413,12 @@ class _Pool:
                 self._cond.notify()
             return
         with self._cond:
-            self._all.add(w)
-            self._idle.append(w)
-            self._cond.notify()
+            if generation == self._generation:
+                self._all.add(w)
+                self._idle.append(w)
+                self._cond.notify()
+                return
+        w.kill()  # the pool was shut down (or we forked) meanwhile
 
     def size(self) -> int:
         with self._cond:
@@ -424,6 +429,8 @@ class _Pool:
             workers, self._idle = list(self._all), []
             self._all = set()
             self._count = 0
+            self._generation += 1
+            self._cond.notify_all()
         for w in workers:
             w.kill()
 
@@ -490,8 +497,11 @@ class Grader:
         if hook:
             request["hook"] = hook
         worker = self.pool.acquire()
-        answer = worker.call(request, time.monotonic() + timeout + HARD_GRACE)
-        self.pool.release(worker, healthy=answer is not None)
+        answer = None
+        try:
+            answer = worker.call(request, time.monotonic() + timeout + HARD_GRACE)
+        finally:  # a worker that did not answer (or garbled its answer) is killed, never reused
+            self.pool.release(worker, healthy=answer is not None)
         if answer is None:
             self._count("killed")
             logger.debug("grading worker killed after %.1f s: pred=%r gold=%r", timeout, pred[:200], gold[:200])

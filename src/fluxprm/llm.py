@@ -489,8 +489,9 @@ class TransformersLLM:
             num_return_sequences=num_return,
             pad_token_id=pad,
             eos_token_id=self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id,
+            stop_strings=params.stop or None,
         )
-        extra = {"stop_strings": params.stop, "tokenizer": self.tokenizer} if params.stop else {}
+        extra = {"tokenizer": self.tokenizer} if params.stop else {}
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config, **extra)
         self._count("forwards")

@@ -43,12 +43,14 @@ class _State:
     out_bytes: int = 0
     err_bytes: int = 0
     complete: bool = False
+    meta: dict[str, Any] | None = None
 
 
 class ResumableWriter:
     """Appends JSON lines to ``out`` (and rejected records to ``errors``) with checkpoints for resume."""
 
-    def __init__(self, out: Path, errors: Path | None, run_id: str, resume: bool):
+    def __init__(self, out: Path, errors: Path | None, run_id: str, resume: bool,
+                 meta: dict[str, Any] | None = None):
         self.out_path, self.err_path, self.run_id = Path(out), Path(errors) if errors else None, run_id
         self.progress_path = self.out_path.with_name(self.out_path.name + ".progress.json")
         self.state = _State()
@@ -58,7 +60,10 @@ class ResumableWriter:
                 raise ResumeMismatch(
                     f"{self.progress_path}: the inputs or options differ from the interrupted run; "
                     "rerun without --resume to start over")
-            self.state = _State(data["done"], data["out_bytes"], data["err_bytes"], data.get("complete", False))
+            self.state = _State(data["done"], data["out_bytes"], data["err_bytes"], data.get("complete", False),
+                                data.get("meta"))
+        if self.state.meta is None:
+            self.state.meta = dict(meta or {})
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
         self._out = self._open(self.out_path, self.state.out_bytes)
         self._err = self._open(self.err_path, self.state.err_bytes) if self.err_path else None
@@ -78,6 +83,11 @@ class ResumableWriter:
     def done(self) -> int:
         """Input items already written by an earlier run (to be skipped)."""
         return self.state.done
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Run facts fixed at the start (e.g. the batching chosen), reused when resuming."""
+        return self.state.meta or {}
 
     @property
     def complete(self) -> bool:
@@ -111,7 +121,7 @@ class ResumableWriter:
     def _checkpoint(self) -> None:
         data = {"version": _VERSION, "run": self.run_id, "done": self.state.done,
                 "out_bytes": self.state.out_bytes, "err_bytes": self.state.err_bytes,
-                "complete": self.state.complete}
+                "complete": self.state.complete, "meta": self.state.meta}
         tmp = self.progress_path.with_name(self.progress_path.name + ".tmp")
         with open(tmp, "wb") as f:
             f.write(orjson.dumps(data))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import orjson
 import torch
 
-from fluxprm.engine import ScoreOptions, Stats, score_stream
+from fluxprm.engine import ScoreOptions, Stats, resolve_batching, score_stream
 from fluxprm.models.base import TraceScore, TransformerPRM
 from fluxprm.outputs import ResumableWriter, fingerprint
 from fluxprm.records import BadRecord
@@ -44,6 +44,10 @@ def count_records(paths: Sequence[str]) -> int | None:
         with open(p, "rb") as f:
             total += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
     return total
+
+
+def writer_exists(out: Path) -> bool:
+    return out.with_name(out.name + ".progress.json").exists()
 
 
 def default_errors_path(out: Path) -> Path:
@@ -80,7 +84,12 @@ def run_score_job(prm: TransformerPRM, inputs: Sequence[str], out: Path | None, 
                                   "aggregate": prm.aggregate, "alpha": prm.alpha, "dtype": str(prm.dtype),
                                   "steps": asdict(options.steps), "long": options.long,
                                   "fields": asdict(fields) if fields else None})
-    writer = ResumableWriter(out, errors, run_id, resume)
+    batching = options.batching
+    if batching == "auto" and not (resume and writer_exists(out)):
+        batching = resolve_batching(prm, "auto")[0]
+    writer = ResumableWriter(out, errors, run_id, resume, meta={"batching": batching})
+    # A resumed run batches exactly as the interrupted one did, so its bytes are identical.
+    options = replace(options, batching=writer.meta.get("batching", batching))
     if writer.complete:
         writer.close()
         return ScoreJobResult(stats, 0.0, out, errors, writer.done, already_complete=True)

@@ -35,10 +35,18 @@ def load_backbone(folder: Path, config: PretrainedConfig, dtype: torch.dtype,
     Checkpoints store the backbone under ``model.*`` next to their head; transformers strips the
     prefix and we load the head ourselves, so the "unused weights" notice is expected and silenced.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = AutoModel.from_pretrained(str(folder), config=config, dtype=dtype, trust_remote_code=False,
-                                          low_cpu_mem_usage=True)
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModel.from_pretrained(str(folder), config=config, dtype=dtype, trust_remote_code=False)
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
     return model.to(device).eval()
 
 

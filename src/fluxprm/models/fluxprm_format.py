@@ -65,8 +65,11 @@ class RewardHead(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-def resolve_base(base: str) -> Path:
-    """The backbone folder of a fluxprm checkpoint: the embedded SmolLM2, a folder, or a cached hub id."""
+def resolve_base(base: str, checkpoint: Path | None = None) -> Path:
+    """The backbone folder of a fluxprm checkpoint: the embedded SmolLM2, a folder (``./x`` is relative
+    to the checkpoint, as a full fine-tune saves it), or a cached hub id."""
+    if checkpoint is not None and base.startswith("./"):
+        return checkpoint / base[2:]
     if base in ("smollm2", "smollm2-135m-instruct"):
         from fluxprm.embedded import smollm2_dir
 
@@ -153,7 +156,7 @@ def load_fluxprm(folder: Path, *, name: str, device: torch.device, dtype: torch.
     from fluxprm.models.backbone import load_backbone, load_tokenizer, read_config
 
     config = FluxPRMConfig.load(folder)
-    base = resolve_base(config.base)
+    base = resolve_base(config.base, folder)
     backbone = load_backbone(base, read_config(base), dtype, device)
     if config.lora:
         from peft import PeftModel

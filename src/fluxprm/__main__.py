@@ -1,0 +1,5 @@
+"""``python -m fluxprm`` = the ``fluxprm`` command."""
+
+from fluxprm.cli import app
+
+app()

@@ -1,0 +1,491 @@
+"""``fluxprm label`` as a library call: traces in, one teacher-reward record per trace out.
+
+Mirrors :mod:`fluxprm.score_job`: input is streamed in chunks of ``chunk_size`` traces, records come out
+in input order, rejected records go to the errors file, and output is crash-safe and resumable through
+:class:`fluxprm.outputs.ResumableWriter` (a resumed run equals an uninterrupted one byte for byte).
+
+Per chunk: segment every trace with :func:`fluxprm.engine.prepare` (the same segmentation ``fluxprm
+score`` uses, so labels line up with scored steps); encode all texts of the chunk in one encoder call;
+compute alignment and coherence; score every thinking step with the judge; run the template-guided
+rollouts; fuse. Coherence negatives come from a pool sampled over the whole run in a first pass
+(:class:`fluxprm.labels.coherence.NegativePool`), so they do not depend on chunking or resuming.
+
+Record (one JSON line per trace)::
+
+    {"id", "problem", "thinking_steps", "response_steps",
+     "step_rewards": [r_step per thinking step, then null per response step],
+     "components": {"alignment": [...], "quality": [...], "coherence": [exp(r_coh)...],
+                    "coherence_logp": [r_coh...], "weights": [[w_align, w_qual, w_coh] | null ...]},
+     "step_labels": [null per thinking step, then the trace's hard labels of its response steps] | null,
+     "trajectory_reward": float | null, "rollouts": {"n", "correct"} | null, "correct", "gold", "source",
+     "line", "label_config": "<12-hex hash of the options that shape the labels>", "notes": [...]}
+
+Component lists always have one entry per thinking step (``null`` where the component is switched off or
+missing). Floats are rounded to 6 decimals. ``notes`` (an extension of the schema) says why values are
+missing (no response to align with, no gold answer, unparseable judge output, …).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields as dc_fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import orjson
+
+from fluxprm.engine import prepare
+from fluxprm.labels.alignment import alignment_rewards
+from fluxprm.labels.coherence import NegativePool, coherence_rewards
+from fluxprm.labels.fuse import fuse_steps
+from fluxprm.labels.quality import JUDGE_PROMPT, build_judge_prompt, load_prompt, make_judge
+from fluxprm.labels.trajectory import TEMPLATE_EXTRACT, TEMPLATE_SOLVE, TrajectoryItem, TrajectoryRewarder
+from fluxprm.models.base import PRMInput
+from fluxprm.outputs import ResumableWriter, fingerprint
+from fluxprm.records import BadRecord
+from fluxprm.steps import StepConfig
+from fluxprm.traces import FieldMap, Trace, TraceError, iter_traces
+
+__all__ = ["LabelConfig", "LabelStats", "LabelJobResult", "LabelFailure", "Labeler", "run_label_job",
+           "label_config_hash"]
+
+logger = logging.getLogger(__name__)
+
+LABEL_SCHEMA_VERSION = 1
+_DIGITS = 6
+
+
+class LabelFailure(RuntimeError):
+    """A record could not be labelled and ``on_error`` is not ``skip``."""
+
+
+@dataclass
+class LabelConfig:
+    """Every knob of ``fluxprm label``; each field has a CLI flag of the same name (``--no-...`` for switches)."""
+
+    steps: StepConfig = field(default_factory=StepConfig)
+    # encoder components
+    encoder: str | None = None          # sentence-transformers folder/name; None = bundled all-MiniLM-L6-v2
+    alignment: bool = True              # r_align: cos(thinking step, its aligned response step)
+    coherence: bool = True              # r_coh: contrastive log-prob of step t after step t-1
+    tau: float = 0.1                    # coherence temperature
+    negatives: int = 16                 # k negatives per step, drawn from other traces
+    negative_pool: int = 4096           # run-wide reservoir of thinking steps the negatives come from
+    # quality component
+    judge: str | None = "smollm2"       # load_llm spec; None = no quality component
+    judge_retries: int = 2              # extra attempts for unparseable text-judge output
+    judge_max_tokens: int = 256         # text judge answer budget
+    judge_retry_temperature: float = 0.7
+    judge_context_chars: int = 2000     # earlier steps shown to the judge (most recent first)
+    judge_text_chars: int = 1500        # cap on problem / step / response text in a judge prompt
+    # trajectory reward
+    policy: str | None = None           # load_llm spec; None = no trajectory reward
+    expert: str | None = None           # template extractor; None = the policy
+    rollouts: int = 8
+    rollout_temperature: float = 0.7
+    rollout_max_tokens: int = 1024
+    template_max_tokens: int = 512
+    template_thinking_chars: int = 12000
+    # run
+    seed: int = 0
+    device: str = "auto"                # encoder and local LLMs
+    encoder_batch_size: int = 64
+    cache: str | None = None            # LLM cache file; None = ~/.cache/fluxprm/llm-cache.sqlite
+    chunk_size: int = 16
+    on_error: str = "raise"             # raise (library default) | skip (CLI default) | fail
+
+    def __post_init__(self) -> None:
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+        if self.negatives < 1:
+            raise ValueError(f"negatives must be >= 1, got {self.negatives}")
+        if self.rollouts < 1:
+            raise ValueError(f"rollouts must be >= 1, got {self.rollouts}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.on_error not in ("raise", "skip", "fail"):
+            raise ValueError(f"on_error must be raise, skip or fail, got {self.on_error!r}")
+
+    @property
+    def uses_encoder(self) -> bool:
+        return self.alignment or self.coherence
+
+
+# Fields that change no label value (where and how fast the run happens, what happens to bad records).
+_RUN_ONLY = {"device", "encoder_batch_size", "cache", "chunk_size", "on_error"}
+
+
+def _output_options(config: LabelConfig) -> dict[str, Any]:
+    opts = {f.name: getattr(config, f.name) for f in dc_fields(config) if f.name not in _RUN_ONLY}
+    opts["steps"] = asdict(config.steps)
+    if not config.coherence:
+        for k in ("tau", "negatives", "negative_pool"):
+            opts.pop(k)
+    if config.judge is None:
+        for k in list(opts):
+            if k.startswith("judge_"):
+                opts.pop(k)
+    if config.policy is None:
+        for k in ("expert", "rollouts", "rollout_temperature", "rollout_max_tokens", "template_max_tokens",
+                  "template_thinking_chars"):
+            opts.pop(k)
+    if not config.uses_encoder:
+        opts.pop("encoder")
+    prompts = [JUDGE_PROMPT] * (config.judge is not None) + [TEMPLATE_EXTRACT, TEMPLATE_SOLVE] * (config.policy is not None)
+    opts["prompts"] = {name: hashlib.sha256(load_prompt(name).encode()).hexdigest()[:16] for name in prompts}
+    opts["schema"] = LABEL_SCHEMA_VERSION
+    return opts
+
+
+def label_config_hash(config: LabelConfig) -> str:
+    """Short identity of the options (and prompt texts) that shape the labels; same hash → comparable labels."""
+    blob = orjson.dumps(_output_options(config), option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+@dataclass
+class LabelStats:
+    traces: int = 0
+    thinking_steps: int = 0
+    response_steps: int = 0
+    errors: int = 0
+    quality_missing: int = 0
+    judged_steps: int = 0
+    rollouts: int = 0
+    pool_steps: int = 0
+    pool_seconds: float = 0.0
+    encode_seconds: float = 0.0
+    judge_seconds: float = 0.0
+    trajectory_seconds: float = 0.0
+
+
+@dataclass
+class LabelJobResult:
+    stats: LabelStats
+    seconds: float
+    out: Path | None
+    errors: Path | None
+    skipped_done: int = 0
+    already_complete: bool = False
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), _DIGITS)
+
+
+def _round_list(xs: Sequence[float | None]) -> list[float | None]:
+    return [_round(x) for x in xs]
+
+
+def _label_value(x: float | None) -> float | int | None:
+    if x is None:
+        return None
+    return int(x) if float(x).is_integer() else x
+
+
+def _step_labels(trace: Trace, inp: PRMInput) -> list[float | int | None] | None:
+    """The trace's hard labels (they belong to its explicit ``steps`` = response steps) in reading order."""
+    if trace.step_labels is None or trace.steps is None:
+        return None
+    labels = [lab for text, lab in zip(trace.steps, trace.step_labels) if text.strip()]
+    if len(labels) != len(inp.response_steps):
+        return None
+    return [None] * len(inp.thinking_steps) + [_label_value(x) for x in labels]
+
+
+def _llm_kwargs(spec: str, device: str) -> dict[str, Any]:
+    return {} if spec.startswith(("http://", "https://", "openai:")) else {"device": device}
+
+
+class Labeler:
+    """Holds the loaded models of a label run and labels one chunk at a time.
+
+    Models load on first use from ``config`` unless given: ``encoder`` (an object with ``encode(texts) ->
+    (n, d) array``), ``judge_llm``, ``policy_llm``, ``expert_llm`` (:mod:`fluxprm.llm` objects).
+    """
+
+    def __init__(self, config: LabelConfig, *, encoder: Any = None, judge_llm: Any = None, policy_llm: Any = None,
+                 expert_llm: Any = None, stats: LabelStats | None = None):
+        self.config = config
+        self.stats = stats or LabelStats()
+        self._encoder, self._judge_llm, self._policy_llm, self._expert_llm = encoder, judge_llm, policy_llm, expert_llm
+        self._judge = None
+        self._rewarder: TrajectoryRewarder | None = None
+        self._cache = None
+        self.pool: NegativePool | None = None
+        self.config_hash = label_config_hash(config)
+        self._judge_template = load_prompt(JUDGE_PROMPT)
+
+    # -- lazily loaded parts
+
+    @property
+    def cache(self):
+        if self._cache is None:
+            from fluxprm.llm import LLMCache
+
+            self._cache = LLMCache(self.config.cache)
+        return self._cache
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from fluxprm.labels.encoder import Encoder
+
+            self._encoder = Encoder(self.config.encoder, device=self.config.device,
+                                    batch_size=self.config.encoder_batch_size)
+        return self._encoder
+
+    def _load(self, spec: str):
+        from fluxprm.llm import load_llm
+
+        return load_llm(spec, cache=self.cache, **_llm_kwargs(spec, self.config.device))
+
+    @property
+    def judge(self):
+        if self._judge is None and self.config.judge is not None:
+            llm = self._judge_llm if self._judge_llm is not None else self._load(self.config.judge)
+            c = self.config
+            self._judge = make_judge(llm, retries=c.judge_retries, max_tokens=c.judge_max_tokens,
+                                     retry_temperature=c.judge_retry_temperature, seed=c.seed)
+        return self._judge
+
+    @property
+    def rewarder(self) -> TrajectoryRewarder | None:
+        c = self.config
+        if self._rewarder is None and c.policy is not None:
+            policy = self._policy_llm if self._policy_llm is not None else self._load(c.policy)
+            if self._expert_llm is not None:
+                expert = self._expert_llm
+            elif c.expert is None or c.expert == c.policy:
+                expert = policy
+            else:
+                expert = self._load(c.expert)
+            self._rewarder = TrajectoryRewarder(policy, expert, rollouts=c.rollouts, temperature=c.rollout_temperature,
+                                                max_tokens=c.rollout_max_tokens,
+                                                template_max_tokens=c.template_max_tokens,
+                                                thinking_chars=c.template_thinking_chars, seed=c.seed)
+        return self._rewarder
+
+    # -- the run-wide negative pool
+
+    def build_pool(self, items: Iterable[tuple[int, Trace | BadRecord]]) -> NegativePool:
+        """First pass: reservoir-sample thinking steps of every trace, then embed them (one encode call)."""
+        start = time.perf_counter()
+
+        def thinking_steps() -> Iterator[tuple[int, list[str]]]:
+            for index, item in items:
+                if isinstance(item, Trace):
+                    try:
+                        yield index, prepare(item, self.config.steps).thinking_steps
+                    except (TraceError, ValueError):
+                        continue
+
+        pool = NegativePool.collect(thinking_steps(), self.config.negative_pool, self.config.seed)
+        pool.embed(self.encoder)
+        self.pool = pool
+        self.stats.pool_steps = len(pool)
+        self.stats.pool_seconds += time.perf_counter() - start
+        return pool
+
+    # -- one chunk
+
+    def label_chunk(self, chunk: Sequence[tuple[int, Trace | BadRecord]]) -> list[dict[str, Any] | BadRecord]:
+        """Label ``(item_index, trace)`` pairs; one record dict or ``BadRecord`` per pair, in order."""
+        c = self.config
+        results: list[dict[str, Any] | BadRecord | None] = [None] * len(chunk)
+        work: list[tuple[int, int, Trace, PRMInput]] = []
+        for slot, (index, item) in enumerate(chunk):
+            if isinstance(item, BadRecord):
+                results[slot] = item
+                continue
+            try:
+                work.append((slot, index, item, prepare(item, c.steps)))
+            except (TraceError, ValueError) as exc:
+                results[slot] = BadRecord(item.source, item.line, str(exc), item.id)
+
+        n = len(work)
+        notes: list[list[str]] = [[] for _ in range(n)]
+        align: list[list[float | None]] = [[None] * len(w[3].thinking_steps) for w in work]
+        coh_p = [list(a) for a in align]
+        coh_lp = [list(a) for a in align]
+        qual = [list(a) for a in align]
+
+        if c.uses_encoder and work:
+            start = time.perf_counter()
+            vectors = self._encode_chunk(work)
+            for j, (_, index, _, inp) in enumerate(work):
+                think = vectors(inp.thinking_steps)
+                if c.alignment and inp.thinking_steps:
+                    align[j] = alignment_rewards(think, vectors(inp.response_steps))
+                    if not inp.response_steps:
+                        notes[j].append("alignment: no response steps (the trace was cut off)")
+                if c.coherence and inp.thinking_steps:
+                    negs = self._negatives(index, len(inp.thinking_steps))
+                    coh_lp[j], coh_p[j] = coherence_rewards(vectors([inp.problem])[0], think, negs, c.tau)
+                    if all(x is None for x in coh_lp[j]):
+                        notes[j].append("coherence: no negatives (no other trace in the run has thinking steps)")
+            self.stats.encode_seconds += time.perf_counter() - start
+
+        if self.judge is not None:
+            start = time.perf_counter()
+            prompts, owners = [], []
+            for j, (_, _, _, inp) in enumerate(work):
+                response = "\n\n".join(inp.response_steps)
+                for t in range(len(inp.thinking_steps)):
+                    prompts.append(build_judge_prompt(inp.problem, inp.thinking_steps, t, response,
+                                                      self._judge_template, c.judge_context_chars, c.judge_text_chars))
+                    owners.append((j, t))
+            scores = self.judge.score_prompts(prompts) if prompts else []
+            for (j, t), s in zip(owners, scores):
+                qual[j][t] = s
+            for j in range(n):
+                missing = [t + 1 for t, s in enumerate(qual[j]) if s is None]
+                if missing:
+                    notes[j].append(f"quality: no usable judge score for step(s) {missing}")
+                    self.stats.quality_missing += len(missing)
+            self.stats.judged_steps += len(prompts)
+            self.stats.judge_seconds += time.perf_counter() - start
+
+        trajectories = [None] * n
+        if self.rewarder is not None and work:
+            start = time.perf_counter()
+            items = [TrajectoryItem(inp.problem, "\n\n".join(inp.thinking_steps), "\n\n".join(inp.response_steps),
+                                    trace.gold) for _, _, trace, inp in work]
+            trajectories = self.rewarder.run(items)
+            for j, tr in enumerate(trajectories):
+                if tr.note:
+                    notes[j].append(f"trajectory: {tr.note}")
+                self.stats.rollouts += tr.n
+            self.stats.trajectory_seconds += time.perf_counter() - start
+
+        for j, (slot, _, trace, inp) in enumerate(work):
+            if not inp.thinking_steps:
+                notes[j].append("no thinking steps: step-level teacher rewards cover thinking steps only")
+            results[slot] = self._record(trace, inp, align[j], qual[j], coh_p[j], coh_lp[j], trajectories[j], notes[j])
+            self.stats.traces += 1
+            self.stats.thinking_steps += len(inp.thinking_steps)
+            self.stats.response_steps += len(inp.response_steps)
+        for r in results:
+            if isinstance(r, BadRecord):
+                self.stats.errors += 1
+                if c.on_error != "skip":
+                    raise LabelFailure(f"{r.source}:{r.line}: {r.error}")
+        return results  # type: ignore[return-value]
+
+    def _encode_chunk(self, work: list[tuple[int, int, Trace, PRMInput]]) -> Callable[[Sequence[str]], np.ndarray]:
+        """Encode every distinct text of the chunk in one call; return a lookup ``texts -> (n, d)``."""
+        texts: dict[str, int] = {}
+        for _, _, _, inp in work:
+            for t in itertools.chain([inp.problem], inp.thinking_steps, inp.response_steps):
+                texts.setdefault(t, len(texts))
+        emb = self.encoder.encode(list(texts))
+
+        def vectors(items: Sequence[str]) -> np.ndarray:
+            return emb[[texts[t] for t in items]] if items else emb[:0]
+
+        return vectors
+
+    def _negatives(self, index: int, num_steps: int) -> list[np.ndarray | None]:
+        if self.pool is None:
+            raise RuntimeError("coherence needs the run-wide negative pool: call Labeler.build_pool(items) first")
+        return self.pool.negatives(index, num_steps, self.config.negatives)
+
+    def _record(self, trace: Trace, inp: PRMInput, align: list, qual: list, coh_p: list, coh_lp: list,
+                trajectory: Any, notes: list[str]) -> dict[str, Any]:
+        rewards, weights = fuse_steps(align, qual, coh_p)
+        return {
+            "id": trace.id,
+            "problem": inp.problem,
+            "thinking_steps": inp.thinking_steps,
+            "response_steps": inp.response_steps,
+            "step_rewards": _round_list(rewards) + [None] * len(inp.response_steps),
+            "components": {
+                "alignment": _round_list(align),
+                "quality": _round_list(qual),
+                "coherence": _round_list(coh_p),
+                "coherence_logp": _round_list(coh_lp),
+                "weights": [None if w is None else _round_list(w) for w in weights],
+            },
+            "step_labels": _step_labels(trace, inp),
+            "trajectory_reward": None if trajectory is None else _round(trajectory.reward),
+            "rollouts": None if trajectory is None or trajectory.n == 0 else trajectory.rollouts_json(),
+            "correct": trace.correct,
+            "gold": trace.gold,
+            "source": trace.source,
+            "line": trace.line,
+            "label_config": self.config_hash,
+            "notes": notes,
+        }
+
+
+def default_errors_path(out: Path) -> Path:
+    name = out.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
+    return out.with_name(name + ".errors.jsonl")
+
+
+def _chunks(items: Iterable[tuple[int, Trace | BadRecord]], size: int) -> Iterator[list[tuple[int, Trace | BadRecord]]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, config: LabelConfig,
+                  resume: bool = False, on_progress: Callable[[int], None] | None = None,
+                  fields: FieldMap | None = None, labeler: Labeler | None = None) -> LabelJobResult:
+    """Label every record of ``inputs``; each ends in ``out`` or in ``errors``, in input order.
+
+    With ``out=None`` records go to stdout and rejected records to stderr (no resume possible).
+    ``on_progress(n)`` is called after each chunk with the number of input items just finished.
+    ``labeler`` reuses already loaded models (its config must be ``config``).
+    """
+    inputs = [str(p) for p in inputs]
+    for p in inputs:
+        if not Path(p).exists():
+            raise FileNotFoundError(f"input file not found: {p}")
+    labeler = labeler or Labeler(config)
+    if labeler.config is not config:
+        raise ValueError("the labeler was built for a different LabelConfig")
+    stats = labeler.stats
+    started = time.perf_counter()
+
+    writer = None
+    skipped = 0
+    if out is not None:
+        errors = errors or default_errors_path(out)
+        run_id = fingerprint(inputs, {"label": {k: v for k, v in asdict(config).items() if k not in ("on_error", "cache")},
+                                      "fields": asdict(fields) if fields else None})
+        writer = ResumableWriter(out, errors, run_id, resume)
+        if writer.complete:
+            writer.close()
+            return LabelJobResult(stats, 0.0, out, errors, writer.done, already_complete=True)
+        skipped = writer.done
+        if on_progress and skipped:
+            on_progress(skipped)
+    try:
+        if config.coherence:
+            labeler.build_pool(enumerate(iter_traces(inputs, fields)))
+        items = itertools.islice(enumerate(iter_traces(inputs, fields)), skipped, None)
+        for chunk in _chunks(items, config.chunk_size):
+            done = labeler.label_chunk(chunk)
+            recs = [r for r in done if isinstance(r, dict)]
+            errs = [r.to_json() for r in done if isinstance(r, BadRecord)]
+            if writer is not None:
+                writer.write_chunk(recs, errs, len(chunk))
+            else:
+                sys.stdout.buffer.write(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+                sys.stdout.flush()
+                for e in errs:
+                    sys.stderr.write(orjson.dumps(e).decode() + "\n")
+            if on_progress:
+                on_progress(len(chunk))
+        if writer is not None:
+            writer.finish()
+    finally:
+        if writer is not None:
+            writer.close()
+    return LabelJobResult(stats, time.perf_counter() - started, out, errors if out is not None else None, skipped)

@@ -1,0 +1,132 @@
+"""Engine behaviour: order, errors, truncation, windows, batching equivalence, bounded streaming."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from builders import build_qwen_prm
+from fluxprm import load_prm
+from fluxprm.engine import ScoreOptions, encode_windows, prepare, score_stream
+from fluxprm.records import BadRecord
+from fluxprm.score_job import run_score_job
+from fluxprm.steps import StepConfig
+from fluxprm.traces import Trace
+
+FIXTURES = Path(__file__).parent / "fixtures" / "traces"
+
+
+@pytest.fixture(scope="module")
+def prm():
+    return load_prm(str(build_qwen_prm(None)), dtype="float32", device="cpu")
+
+
+def _trace(i: int, n_think: int = 3, n_resp: int = 2, words: int = 8) -> dict:
+    think = "\n\n".join(f"thinking step {i}.{k} " + "word " * words for k in range(n_think))
+    resp = "\n\n".join(f"response step {i}.{k} " + "word " * words for k in range(n_resp))
+    return {"id": f"t{i}", "problem": f"What is {i} + {i}?", "response": f"<think>{think}</think>{resp}"}
+
+
+def test_every_record_lands_in_output_or_errors_in_order(prm, tmp_path):
+    lines = [json.dumps(_trace(0)), '{"id": "broken", "problem": "x", "resp', json.dumps(_trace(1)),
+             json.dumps({"id": "noresp", "problem": "p"}), json.dumps({"id": "num", "problem": "p", "response": 3}),
+             json.dumps(_trace(2)), '{"id": "\udcff"}', json.dumps(_trace(3))]
+    src = tmp_path / "in.jsonl"
+    # line 7 carries a byte that is not UTF-8
+    src.write_bytes("\n".join(lines).encode("utf-8", "surrogateescape") + b"\n")
+    out, err = tmp_path / "out.jsonl", tmp_path / "err.jsonl"
+    result = run_score_job(prm, [str(src)], out, err, ScoreOptions(on_error="skip", chunk_size=3))
+    scores = [json.loads(x) for x in out.read_text().splitlines()]
+    errors = [json.loads(x) for x in err.read_text().splitlines()]
+    assert [s["id"] for s in scores] == ["t0", "t1", "t2", "t3"]
+    assert [e["line"] for e in errors] == [2, 4, 5, 7]
+    assert all(e["source"] == str(src) and e["error"] for e in errors)
+    assert result.stats.traces == 4 and result.stats.errors == 4
+    for s in scores:
+        assert s["num_steps"] == 5 and len(s["step_rewards"]) == 5
+        assert len(s["thinking_step_rewards"]) == 3 and len(s["response_step_rewards"]) == 2
+        assert s["score"] == pytest.approx(sum(s["step_rewards"]) / 5)
+        assert set(s) >= {"id", "score", "step_rewards", "thinking_step_rewards", "response_step_rewards",
+                          "trajectory_reward", "num_steps", "truncated", "model"}
+
+
+def test_truncation_drops_earliest_thinking_only(prm):
+    trace = Trace(id="long", problem="Compute the answer.", response="", thinking="", source="x", line=1)
+    trace.thinking_steps = [f"thought {k} " + "many words here " * 12 for k in range(30)]
+    trace.steps = ["The final answer is 4.", "So the answer is \\boxed{4}."]
+    full = prm.encode(prepare(trace, StepConfig()))
+    assert full.dropped_thinking == 0
+    small = load_prm(str(build_qwen_prm(None)), dtype="float32", device="cpu", max_length=len(full.input_ids) // 2)
+    [score] = small.score([trace])
+    assert score.truncated and score.dropped_steps > 0
+    assert len(score.response_step_rewards) == 2
+    assert len(score.thinking_step_rewards) == 30 - score.dropped_steps
+    assert score.num_tokens <= small.max_length
+    # the kept steps are the latest ones: dropping one fewer would not fit
+    fewer = small.encode_ids(trace.problem, trace.thinking_steps[score.dropped_steps - 1:] + trace.steps)[0]
+    assert len(fewer) > small.max_length
+
+
+def test_too_long_without_thinking_is_an_error_record(prm, tmp_path):
+    small = load_prm(str(build_qwen_prm(None)), dtype="float32", device="cpu", max_length=40)
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "r", "problem": "p " * 60, "response": "a step"}) + "\n")
+    out = tmp_path / "o.jsonl"
+    run_score_job(small, [str(src)], out, None, ScoreOptions(on_error="skip"))
+    err = json.loads((tmp_path / "o.errors.jsonl").read_text())
+    assert err["line"] == 1 and "context" in err["error"] and out.read_text() == ""
+
+
+def test_windows_score_every_step(prm):
+    trace = Trace(id="w", problem="Compute.", response="", thinking="", source="x", line=1)
+    trace.thinking_steps = [f"thought {k} " + "words " * 20 for k in range(12)]
+    trace.steps = ["answer one", "answer two"]
+    inp = prepare(trace, StepConfig())
+    full = prm.encode(inp)
+    small = load_prm(str(build_qwen_prm(None)), dtype="float32", device="cpu", max_length=len(full.input_ids) // 3)
+    windows = encode_windows(small, inp)
+    assert len(windows) >= 3
+    assert all(len(w.input_ids) <= small.max_length for w in windows)
+    assert sum(len(w.read_positions) for w in windows) == 14
+    [score] = small.score([trace], long="windows")
+    assert len(score.step_rewards) == 14 and not score.truncated and score.extra["windows"] == len(windows)
+    # the last window holds both response steps
+    assert len(windows[-1].read_positions) >= 2
+
+
+def test_padded_batches_equal_single_forwards(prm):
+    traces = [_trace(i, n_think=1 + i % 4, words=3 + 5 * i) for i in range(8)]
+    single = prm.score(traces, batching="single")
+    padded = prm.score(traces, batching="padded", batch_tokens=4096)
+    for a, b in zip(single, padded):
+        assert a.step_rewards == pytest.approx(b.step_rewards, abs=1e-4)
+
+
+def test_stream_pulls_at_most_one_chunk_ahead(prm):
+    pulled = itertools.count()
+
+    def gen():
+        for i in range(10**6):
+            next(pulled)
+            yield Trace(id=str(i), problem="p", response="a b c d e f g h i j k l m n o p q r s t")
+
+    stream = score_stream(prm, gen(), ScoreOptions(chunk_size=16, batching="single"))
+    first = next(stream)
+    assert len(first) == 16
+    assert next(pulled) <= 17  # only the first chunk was read from the million
+
+
+def test_bad_records_pass_through_stream(prm):
+    items = [BadRecord("f", 1, "bad"), Trace(id="a", problem="p", response="one step here")]
+    [chunk] = list(score_stream(prm, items, ScoreOptions(on_error="skip", batching="single")))
+    assert isinstance(chunk[0], BadRecord) and chunk[1].id == "a"
+
+
+def test_library_api_accepts_raw_records(prm):
+    recs = [json.loads(line) for line in (FIXTURES / "prmbench_train_sample.jsonl").read_text().splitlines()[:2]]
+    scores = prm.score(recs)
+    assert len(scores) == 2 and all(0.0 <= r <= 1.0 for s in scores for r in s.step_rewards)
+    assert scores[0].num_steps == len(recs[0]["modified_process"])
