@@ -26,7 +26,7 @@ dev: $(VENV)/.dev-installed
 
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/fluxprm score examples/traces.jsonl -o out/demo_scores.jsonl
-	$(PY) -m fluxprm.demo_table out/demo_scores.jsonl
+	$(PY) examples/show_scores.py out/demo_scores.jsonl
 
 test: dev
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import os
@@ -301,12 +302,17 @@ def _vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tup
     return vocab, [(to_str(m[3]), to_str(m[4])) for m in merges]
 
 
+@functools.lru_cache(maxsize=1)
+def _qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    return _vocab_and_merges(load_qwen_ranks())
+
+
 def _qwen_backend(added: Sequence[tuple[str, bool]]):
     """A ``tokenizers.Tokenizer`` equal to Qwen2.5's tokenizer.json (BPE + NFC + regex split)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import BPE
 
-    vocab, merges = _vocab_and_merges(load_qwen_ranks())
+    vocab, merges = _qwen_vocab_and_merges()
     tok = Tokenizer(
         BPE(
             vocab=vocab,

@@ -287,6 +287,76 @@ def test_load_llm_specs(monkeypatch, tmp_path):
         load_llm(str(tmp_path / "no-such-folder"), cache=False)
 
 
+# Local transformers tests run before the llama.cpp server starts: two busy processes on a small box
+# oversubscribe torch's threads and slow both down many times over.
+
+# ------------------------------------------------------------------------ transformers with SmolLM2-135M
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    cache = LLMCache(tmp_path_factory.mktemp("llm") / "cache.sqlite")
+    return load_llm("smollm2", cache=cache)
+
+
+def _uncached(llm):
+    """The same model and tokenizer without a cache."""
+    return TransformersLLM(llm.model, llm.tokenizer, name=llm.name, cache=None)
+
+
+def test_transformers_greedy(smollm2):
+    assert isinstance(smollm2, TransformersLLM)
+    prompts = [CHAT, "The capital of France is", [{"role": "user", "content": "Say hello."}]]
+    batched = smollm2.generate(prompts, GenParams(max_tokens=10))
+    assert all(len(r) == 1 and r[0].strip() for r in batched)
+    # Left padding in the batch must not change greedy outputs.
+    plain = _uncached(smollm2)
+    assert [plain.generate([p], GenParams(max_tokens=10))[0] for p in prompts] == batched
+
+
+def test_transformers_cache_hit(smollm2):
+    params = GenParams(max_tokens=6, stop=["\n"])
+    first = smollm2.generate(["Once upon a time"], params)
+    forwards, hits = smollm2.stats["forwards"], smollm2.cache.hits
+    assert smollm2.generate(["Once upon a time"], params) == first
+    assert smollm2.stats["forwards"] == forwards and smollm2.cache.hits == hits + 1
+    assert first[0][0].strip() and "\n" not in first[0][0]
+
+
+def test_transformers_sampling_with_seed(smollm2):
+    params = GenParams(max_tokens=8, temperature=1.0, n=3, seed=7)
+    llm = _uncached(smollm2)
+    a = llm.generate([CHAT], params)[0]
+    b = llm.generate(["Something else first", CHAT], params)[1]
+    assert len(a) == 3 and a == b and len(set(a)) > 1
+
+
+def test_transformers_choice_logprobs(smollm2):
+    import torch
+
+    prompt = [{"role": "user", "content": "Rate the answer '2+2=4' from 0 to 10. Reply with the number only."}]
+    choices = [str(i) for i in range(11)]
+    lp = smollm2.choice_logprobs(prompt, choices)
+    assert set(lp) == set(choices) and all(math.isfinite(v) and v < 0 for v in lp.values())
+    assert sum(math.exp(lp[c]) for c in choices[:10]) <= 1.0 + 1e-5  # distinct single tokens
+
+    # Independent reference: "10" is two tokens here; score it with two plain forwards.
+    tok, model = smollm2.tokenizer, smollm2.model
+    ids = tok(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False),
+              add_special_tokens=False).input_ids
+    ten = tok("10", add_special_tokens=False).input_ids
+    assert len(ten) == 2
+    with torch.no_grad():
+        full = torch.log_softmax(model(torch.tensor([ids + ten])).logits[0].float(), -1)
+    ref = float(full[len(ids) - 1, ten[0]] + full[len(ids), ten[1]])
+    assert lp["10"] == pytest.approx(ref, abs=1e-4)
+    assert lp["7"] == pytest.approx(float(full[len(ids) - 1, tok("7", add_special_tokens=False).input_ids[0]]), abs=1e-4)
+
+    hits = smollm2.cache.hits
+    assert smollm2.choice_logprobs(prompt, choices) == lp
+    assert smollm2.cache.hits == hits + 1
+
+
 # ----------------------------------------------------------------------------------- llama.cpp's server
 
 
@@ -306,7 +376,8 @@ def llama_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("llama") / "server.log"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
            "--model_alias", MODEL, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-           "--n_threads", str(min(4, os.cpu_count() or 2)), "--api_key", API_KEY, "--verbose", "False"]
+           # One thread: ~90 tokens/s for this model, and no OpenMP spin-waiting against a busy pytest box.
+           "--n_threads", "1", "--n_threads_batch", "1", "--api_key", API_KEY, "--verbose", "False"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/v1"
@@ -389,73 +460,6 @@ def test_llama_choice_logprobs(llama_server):
     finite = [v for v in lp.values() if math.isfinite(v)]
     assert finite and all(v <= 0 for v in finite)
     assert sum(math.exp(v) for v in finite) <= 1.0 + 1e-6
-
-
-# ------------------------------------------------------------------------ transformers with SmolLM2-135M
-
-
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    cache = LLMCache(tmp_path_factory.mktemp("llm") / "cache.sqlite")
-    return load_llm("smollm2", cache=cache)
-
-
-def _uncached(llm):
-    """The same model and tokenizer without a cache."""
-    return TransformersLLM(llm.model, llm.tokenizer, name=llm.name, cache=None)
-
-
-def test_transformers_greedy(smollm2):
-    assert isinstance(smollm2, TransformersLLM)
-    prompts = [CHAT, "The capital of France is", [{"role": "user", "content": "Say hello."}]]
-    batched = smollm2.generate(prompts, GenParams(max_tokens=10))
-    assert all(len(r) == 1 and r[0].strip() for r in batched)
-    # Left padding in the batch must not change greedy outputs.
-    plain = _uncached(smollm2)
-    assert [plain.generate([p], GenParams(max_tokens=10))[0] for p in prompts] == batched
-
-
-def test_transformers_cache_hit(smollm2):
-    params = GenParams(max_tokens=6, stop=["\n"])
-    first = smollm2.generate(["Once upon a time"], params)
-    forwards, hits = smollm2.stats["forwards"], smollm2.cache.hits
-    assert smollm2.generate(["Once upon a time"], params) == first
-    assert smollm2.stats["forwards"] == forwards and smollm2.cache.hits == hits + 1
-    assert first[0][0].strip() and "\n" not in first[0][0]
-
-
-def test_transformers_sampling_with_seed(smollm2):
-    params = GenParams(max_tokens=8, temperature=1.0, n=3, seed=7)
-    llm = _uncached(smollm2)
-    a = llm.generate([CHAT], params)[0]
-    b = llm.generate(["Something else first", CHAT], params)[1]
-    assert len(a) == 3 and a == b and len(set(a)) > 1
-
-
-def test_transformers_choice_logprobs(smollm2):
-    import torch
-
-    prompt = [{"role": "user", "content": "Rate the answer '2+2=4' from 0 to 10. Reply with the number only."}]
-    choices = [str(i) for i in range(11)]
-    lp = smollm2.choice_logprobs(prompt, choices)
-    assert set(lp) == set(choices) and all(math.isfinite(v) and v < 0 for v in lp.values())
-    assert sum(math.exp(lp[c]) for c in choices[:10]) <= 1.0 + 1e-5  # distinct single tokens
-
-    # Independent reference: "10" is two tokens here; score it with two plain forwards.
-    tok, model = smollm2.tokenizer, smollm2.model
-    ids = tok(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False),
-              add_special_tokens=False).input_ids
-    ten = tok("10", add_special_tokens=False).input_ids
-    assert len(ten) == 2
-    with torch.no_grad():
-        full = torch.log_softmax(model(torch.tensor([ids + ten])).logits[0].float(), -1)
-    ref = float(full[len(ids) - 1, ten[0]] + full[len(ids), ten[1]])
-    assert lp["10"] == pytest.approx(ref, abs=1e-4)
-    assert lp["7"] == pytest.approx(float(full[len(ids) - 1, tok("7", add_special_tokens=False).input_ids[0]]), abs=1e-4)
-
-    hits = smollm2.cache.hits
-    assert smollm2.choice_logprobs(prompt, choices) == lp
-    assert smollm2.cache.hits == hits + 1
 
 
 # -------------------------------------------------------------------------------- the embedded checkpoint

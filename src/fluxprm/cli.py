@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from enum import Enum
 from pathlib import Path
@@ -58,7 +59,7 @@ def score(
     long: Annotated[Long, typer.Option("--long", help="Traces over the context: drop earliest thinking steps, or score in windows.")] = Long.truncate,
     format: Annotated[Optional[str], typer.Option("--format", help="Override checkpoint format detection.")] = None,
     aggregate: Annotated[Optional[str], typer.Option("--aggregate", help="Step rewards → score: mean | min | last | prod | max.")] = None,
-    alpha: Annotated[float, typer.Option("--alpha", help="Weight of the trajectory reward in score.")] = 1.0,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Weight of the trajectory reward in score (default: the model's, 1.0).")] = None,
     separator: Annotated[str, typer.Option("--separator", help="Step separator in free text.")] = "\n\n",
     min_chars: Annotated[int, typer.Option("--min-chars", help="Merge steps shorter than this into their predecessor.")] = 30,
     max_thinking_steps: Annotated[int, typer.Option("--max-thinking-steps", help="Cap on thinking steps (neighbours merged evenly).")] = 64,
@@ -136,6 +137,53 @@ def _print_summary(result, model_name: str) -> None:
 
 
 @app.command()
+def train(
+    labels: Annotated[list[Path], typer.Argument(help="Label files from `fluxprm label` and/or labelled trace files "
+                                                 "(PRMBench, ProcessBench, PRM800K, Math-Shepherd, Best-of-N pools).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Checkpoint folder (loads with `fluxprm score -m`).")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML with any TrainConfig keys.")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="Backbone: smollm2 (embedded), a folder or hub id.")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="frozen | lora | full.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps (overrides epochs).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE override of any TrainConfig field "
+                                                      "(value parsed as YAML), repeatable.")] = None,
+) -> None:
+    """Train a PRM with the joint step + trajectory objective (see fluxprm.train.TrainConfig for every knob)."""
+    import yaml
+
+    from fluxprm.train import TrainConfig, train as run_train
+
+    overrides: dict = {"base": base, "mode": mode, "max_steps": max_steps, "seed": seed}
+    for item in set_ or []:
+        if "=" not in item:
+            _die(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    for p in labels:
+        if not p.exists():
+            _die(f"input file not found: {p}")
+    try:
+        cfg = TrainConfig.from_yaml(config, overrides)
+    except (ValueError, TypeError, OSError) as exc:
+        _die(str(exc))
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("features", total=None)
+
+        def on_progress(stage: str, i: int, n: int) -> None:
+            progress.update(task, description=stage, completed=i, total=n)
+
+        try:
+            summary = run_train([str(p) for p in labels], out, cfg, on_progress)
+        except ValueError as exc:
+            _die(str(exc))
+    err.print(f"trained {summary['mode']} on {summary['train']} examples "
+              f"({summary['val']} held out, {summary['rejected']} rejected) in {summary['seconds']} s → {out}")
+
+
+@app.command()
 def models() -> None:
     """List the PRMs fluxprm knows by name, with their formats and where they come from."""
     from fluxprm.models.registry import REGISTRY
@@ -145,7 +193,7 @@ def models() -> None:
         table.add_column(col)
     for e in REGISTRY.values():
         table.add_row(e.name, e.format, e.hub_id or f"bundled:{e.bundled}", e.description)
-    Console().print(table)
+    Console(width=max(160, shutil.get_terminal_size().columns)).print(table)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -44,7 +44,9 @@ class LLMError(RuntimeError):
 
 @dataclass
 class GenParams:
-    """Sampling parameters, OpenAI semantics. ``temperature=0`` is greedy; ``n`` completions per prompt."""
+    """Sampling parameters, OpenAI semantics. ``temperature=0`` is greedy; ``n`` completions per prompt;
+    ``stop`` strings end a completion (not included in it). ``logprobs`` is passed to servers that take it;
+    :meth:`generate` returns texts only - read scores with ``choice_logprobs``."""
 
     max_tokens: int = 512
     temperature: float = 0.0

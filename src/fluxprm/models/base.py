@@ -152,19 +152,22 @@ class TransformerPRM:
         return self.backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
 
     # ---- shared machinery --------------------------------------------------------------------
-    def offsets_to_positions(self, text: str, read_chars: list[int]) -> tuple[list[int], list[int]]:
+    def offsets_to_positions(self, text: str, read_chars: list[int], add_special_tokens: bool = False
+                             ) -> tuple[list[int], list[int]]:
         """Tokenize ``text`` and map each character index in ``read_chars`` to the token covering it.
 
         Reading rewards by character position (rather than by searching for a token id) lets one
-        mechanism serve every layout: a separator token, the last token of a step, a tag.
+        mechanism serve every layout: a separator token, the last token of a step, a tag. Tokens the
+        tokenizer adds itself (BOS/EOS, empty spans) are never read.
         """
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        enc = self.tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
         ids: list[int] = enc["input_ids"]
-        ends = [e for _, e in enc["offset_mapping"]]
+        spans = [(e, i) for i, (b, e) in enumerate(enc["offset_mapping"]) if e > b]
+        ends = [e for e, _ in spans]
         positions = []
         for c in read_chars:
-            i = bisect.bisect_right(ends, c)  # first token whose end is past c
-            positions.append(min(i, len(ids) - 1))
+            k = min(bisect.bisect_right(ends, c), len(spans) - 1)  # first token whose end is past c
+            positions.append(spans[k][1])
         return ids, positions
 
     def encode(self, item: PRMInput) -> Encoded:

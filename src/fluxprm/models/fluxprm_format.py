@@ -151,7 +151,7 @@ def save_heads(folder: Path, step_head: RewardHead, traj_head: RewardHead) -> No
 
 
 def load_fluxprm(folder: Path, *, name: str, device: torch.device, dtype: torch.dtype, max_length: int | None,
-                 aggregate: str | None, alpha: float, **_: Any) -> FluxPRM:
+                 aggregate: str | None, alpha: float | None, **_: Any) -> FluxPRM:
     """Backbone from ``config.base`` (+ LoRA adapter if saved, merged for speed), heads from safetensors."""
     from fluxprm.models.backbone import load_backbone, load_tokenizer, read_config
 
@@ -171,4 +171,4 @@ def load_fluxprm(folder: Path, *, name: str, device: torch.device, dtype: torch.
     # Heads stay float32: they are tiny, and their inputs are cast up before use.
     return FluxPRM(backbone, tokenizer, step_head.to(device), traj_head.to(device), config, name=name,
                    device=device, dtype=dtype, max_length=max_length or config.max_length,
-                   aggregate=aggregate or config.aggregate, alpha=alpha if alpha != 1.0 else config.alpha)
+                   aggregate=aggregate or config.aggregate, alpha=config.alpha if alpha is None else alpha)

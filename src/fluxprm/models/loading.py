@@ -37,7 +37,7 @@ def resolve_model(name_or_path: str) -> tuple[Path, ModelEntry | None]:
         return path, None
     entry = lookup(name_or_path)
     if entry and entry.bundled:
-        from fluxprm.embedded import bundled_model_dir  # heavy build happens only when used
+        from fluxprm.models.bundled import bundled_model_dir
 
         return bundled_model_dir(entry.bundled), entry
     hub_id = entry.hub_id if entry else name_or_path
@@ -99,7 +99,7 @@ def _linear_from(state: dict[str, torch.Tensor], prefix: str) -> nn.Linear:
 
 def load_prm(name_or_path: str | None = None, *, format: str | None = None, device: str = "auto",
              dtype: str | torch.dtype = "auto", max_length: int | None = None, aggregate: str | None = None,
-             alpha: float = 1.0, **options: Any) -> TransformerPRM:
+             alpha: float | None = None, **options: Any) -> TransformerPRM:
     """Load a PRM by registry name, local folder or hub id (default: the embedded ``fluxprm-mini``).
 
     ``format`` overrides detection; ``options`` are format options (``system_prompt`` for qwen-prm,
@@ -125,7 +125,7 @@ def load_prm(name_or_path: str | None = None, *, format: str | None = None, devi
     tokenizer = load_tokenizer(folder)
     backbone = load_backbone(folder, config, dt, dev)
     common = dict(name=name, device=dev, dtype=dt, max_length=_context_length(config, max_length),
-                  aggregate=aggregate, alpha=alpha)
+                  aggregate=aggregate, alpha=1.0 if alpha is None else alpha)
     if fmt == "qwen-prm":
         from fluxprm.models.qwen_prm import QwenPRM, make_score_head
 

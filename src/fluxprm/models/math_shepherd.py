@@ -46,11 +46,7 @@ class MathShepherdPRM(TransformerPRM):
 
     def encode_ids(self, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
         text, reads = self.build_text(problem, steps)
-        ids, positions = self.offsets_to_positions(text, reads)
-        bos = getattr(self.tokenizer, "bos_token_id", None)
-        if bos is not None and getattr(self.tokenizer, "add_bos_token", False):
-            ids, positions = [bos] + ids, [p + 1 for p in positions]
-        return ids, positions
+        return self.offsets_to_positions(text, reads, add_special_tokens=True)  # the card's tokenizer.encode
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = hidden.to(self.candidate_rows.dtype) @ self.candidate_rows.T

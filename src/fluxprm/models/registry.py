@@ -23,6 +23,9 @@ class ModelEntry:
 
 
 REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
+    ModelEntry("fluxprm-mini", "fluxprm", bundled="fluxprm-mini",
+               description="embedded default: SmolLM2-135M-Instruct + step and trajectory heads trained by "
+                           "fluxprm train (offline, CPU-friendly)"),
     ModelEntry("reasonflux-prm-7b", "qwen-prm", hub_id="Gen-Verse/ReasonFlux-PRM-7B",
                description="ReasonFlux-PRM-7B: trajectory-aware PRM, scores thinking and response steps",
                # The authors' README builds the chat with no system turn (the template then adds its default).

@@ -34,10 +34,7 @@ class ScalarHeadPRM(TransformerPRM):
         for k, step in enumerate(steps):
             text += (self.joiner if k else "") + step
             ends.append(len(text) - 1)
-        ids, positions = self.offsets_to_positions(text, ends)
-        bos = getattr(self.tokenizer, "bos_token_id", None)
-        if bos is not None and getattr(self.tokenizer, "add_bos_token", False):
-            ids, positions = [bos] + ids, [p + 1 for p in positions]
+        ids, positions = self.offsets_to_positions(text, ends, add_special_tokens=True)  # as tokenizer(text)
         if positions:
             positions[-1] = len(ids) - 1  # the card reads the very last token
         return ids, positions

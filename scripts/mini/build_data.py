@@ -1,0 +1,72 @@
+"""Build the training and dev files of the embedded ``fluxprm-mini`` from ``../shared/data``.
+
+Splits are by *problem*, so no dev problem is ever trained on:
+
+- Best-of-N pools: Sky-T1 AMC23 (problem ``idx % 4 == 3`` → dev) and Qwen2.5-Math MATH
+  (``idx % 5 == 4`` → dev); everything else → train.
+- PRMBench: ``prmbench_train.jsonl`` → train (modified processes with error steps, plus a share of
+  original, error-free processes); ``prmbench_subset400.jsonl`` is the dev set, never trained on.
+
+Usage: ``python scripts/mini/build_data.py [--shared ../shared/data] [--out build/mini]``.
+Sizes are capped (see the flags) to keep feature extraction on a 2-core CPU under ~20 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    print(f"{path}: {len(rows)} records")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=Path("build/mini"))
+    ap.add_argument("--prmbench-train", type=int, default=500, help="modified processes to train on")
+    ap.add_argument("--prmbench-original", type=int, default=150, help="error-free processes to train on")
+    ap.add_argument("--sky-per-problem", type=int, default=8, help="Sky-T1 pool responses per training problem")
+    ap.add_argument("--qwen-problems", type=int, default=40, help="Qwen2.5-Math pool training problems")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+
+    sky = read(args.shared / "bon_pools" / "skythought_amc23.jsonl")
+    for i, r in enumerate(sky):  # idx is the problem; give each response its own id
+        r["id"] = f"amc23-{r['idx']}-{i % 15}-{r['model'].split('/')[-1]}"
+    # 8 of the 15 responses per training problem (seeded), to bound feature-extraction time
+    train_sky = []
+    for idx in sorted({r["idx"] for r in sky if r["idx"] % 4 != 3}):
+        group = [r for r in sky if r["idx"] == idx]
+        train_sky += rng.sample(group, min(args.sky_per_problem, len(group)))
+    write(args.out / "train_skythought.jsonl", train_sky)
+    write(args.out / "dev_skythought.jsonl", [r for r in sky if r["idx"] % 4 == 3])
+
+    qwen = read(args.shared / "bon_pools" / "qwen25math_math_cot_100_x8.jsonl")
+    write(args.out / "train_qwen_pool.jsonl", [r for r in qwen if r["idx"] % 5 != 4][: args.qwen_problems])
+    write(args.out / "dev_qwen_pool.jsonl", [r for r in qwen if r["idx"] % 5 == 4])
+
+    prm = read(args.shared / "step_labels" / "prmbench_train.jsonl")
+    dev_questions = {r["original_question"] for r in read(args.shared / "step_labels" / "prmbench_subset400.jsonl")}
+    prm = [r for r in prm if r["original_question"] not in dev_questions]
+    rng.shuffle(prm)
+    modified = prm[: args.prmbench_train]
+    original = [{"id": f"{r['idx']}-original", "problem": r["original_question"], "steps": r["original_process"],
+                 "label": -1, "final_answer_correct": True}
+                for r in prm[args.prmbench_train: args.prmbench_train + args.prmbench_original]]
+    write(args.out / "train_prmbench.jsonl", modified + original)
+    write(args.out / "dev_prmbench_subset400.jsonl", read(args.shared / "step_labels" / "prmbench_subset400.jsonl"))
+
+
+if __name__ == "__main__":
+    main()
