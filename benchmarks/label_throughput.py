@@ -11,8 +11,11 @@ same run on the same texts with the same encoder (all-MiniLM-L6-v2 from ``gt-all
 - ``max_abs_diff``: largest difference between the two embeddings of a text (padding changes float
   round-off, never the result beyond ~1e-6).
 
-Each mode runs ``--repeats`` times after a short warm-up; the best time counts (least disturbed by other load).
-Usage: ``python benchmarks/label_throughput.py [--traces 8] [--input FILE] [--repeats 2]``. Prints JSON.
+Each mode runs ``--repeats`` times after a short warm-up, the modes interleaved; the best time counts (least
+disturbed by other load). The ratio depends on the machine's load and on ``--threads``: on a 2-core VM shared
+with other jobs (load ~5) batching won ×2.9 with torch's 2 threads but lost (×0.85) with 1 thread, where
+per-text calls have no thread synchronisation to amortise.
+Usage: ``python benchmarks/label_throughput.py [--traces 8] [--input FILE] [--repeats 2] [--threads N]``. Prints JSON.
 """
 
 from __future__ import annotations
@@ -52,12 +55,15 @@ def chunk_texts(path: Path, traces: int) -> tuple[list[str], int]:
     return list(texts), steps
 
 
-def best_time(fn, repeats: int) -> float:
-    best = float("inf")
+def best_times(fns: list, repeats: int) -> list[float]:
+    """Best wall time of each function over ``repeats`` rounds; rounds interleave the functions so that a
+    change in background load hits every mode alike."""
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
     return best
 
 
@@ -67,7 +73,10 @@ def main() -> None:
     ap.add_argument("--traces", type=int, default=8, help="traces in the chunk (default 8)")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per mode; the best counts")
     ap.add_argument("--batch-size", type=int, default=64, help="encoder batch size (LabelConfig.encoder_batch_size)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     encoder = Encoder(device="cpu", batch_size=args.batch_size)
     texts, steps = chunk_texts(args.input, args.traces)
@@ -82,8 +91,7 @@ def main() -> None:
     encoder.encode(texts[:16])  # warm-up (first-call allocations, thread pool start)
     for t in texts[:4]:
         encoder.encode([t])
-    t_batched = best_time(batched, args.repeats)
-    t_single = best_time(single, args.repeats)
+    t_batched, t_single = best_times([batched, single], args.repeats)
     chars = sum(map(len, texts))
     print(json.dumps({
         "benchmark": "label_encoder_stage",

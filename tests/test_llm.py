@@ -295,8 +295,16 @@ def test_load_llm_specs(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    cache = LLMCache(tmp_path_factory.mktemp("llm") / "cache.sqlite")
-    return load_llm("smollm2", cache=cache)
+    import torch
+
+    # One intra-op thread: a 135M model barely gains from two, and on a shared, busy box OpenMP
+    # spin-waiting makes two threads 10-20x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield load_llm("smollm2", cache=LLMCache(tmp_path_factory.mktemp("llm") / "cache.sqlite"))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _uncached(llm):

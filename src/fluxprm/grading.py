@@ -10,7 +10,10 @@ which only works in the main thread, and some inputs make sympy run for minutes.
    runs math-verify with its signal timeouts off and bounds the call with its own interval timer (a soft
    timeout: the worker answers ``False`` and stays alive). If the worker does not answer by
    ``timeout + 0.5 s`` (sympy stuck in C code, signals blocked) the caller kills it and answers ``False``;
-   a replacement is started in the background.
+   a replacement is started in the background. Workers are also capped at 4 GB of address space
+   (``FLUXPRM_GRADING_MEMORY_MB``), so a runaway computation fails instead of exhausting memory.
+
+Workers: ``FLUXPRM_GRADING_WORKERS`` (default min(4, max(2, CPUs))), started on first need.
 
 Nothing here raises on bad input: garbage gives ``False`` (logged at debug level).
 """
@@ -221,8 +224,13 @@ def _gold_string(gold: Any) -> str:
 
 # Runs in the worker with `python -c`; independent of the fluxprm package so worker start-up stays cheap.
 _WORKER_SOURCE = r"""
-import json, logging, os, signal, sys, threading, time
+import json, logging, os, resource, signal, sys, threading, time
 out = os.fdopen(os.dup(1), "w", buffering=1)
+try:  # a runaway sympy computation gets a MemoryError rather than the machine's memory
+    limit = int(os.environ.get("FLUXPRM_GRADING_MEMORY_MB", "4096")) * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+except (ValueError, OSError):
+    pass
 os.dup2(2, 1)  # stray prints must not corrupt the protocol channel
 logging.disable(logging.CRITICAL)
 from math_verify import parse, verify
@@ -280,14 +288,17 @@ for line in sys.stdin:
 
 class _Worker:
     def __init__(self, env: dict[str, str]):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_SOURCE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            close_fds=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_SOURCE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                close_fds=True,
+            )
+        except OSError as e:
+            raise GradingError(f"cannot start a grading worker with {sys.executable}: {e}") from e
         self._buf = b""
         ready = self._read_line(time.monotonic() + STARTUP_TIMEOUT)
         if ready is None or "ready" not in ready:
@@ -374,15 +385,18 @@ class _Pool:
             if self._idle:
                 return self._idle.pop()
             self._count += 1
+            generation = self._generation
         try:
             w = _Worker(self.env)
         except BaseException:
             with self._cond:
-                self._count -= 1
+                if generation == self._generation:
+                    self._count -= 1
                 self._cond.notify()
             raise
         with self._cond:
-            self._all.add(w)
+            if generation == self._generation:  # else shutdown() ran meanwhile: used once, then killed
+                self._all.add(w)
         return w
 
     def release(self, w: _Worker, healthy: bool) -> None:
@@ -409,7 +423,8 @@ class _Pool:
             w = _Worker(self.env)
         except BaseException:  # noqa: BLE001
             with self._cond:
-                self._count -= 1
+                if generation == self._generation:
+                    self._count -= 1
                 self._cond.notify()
             return
         with self._cond:

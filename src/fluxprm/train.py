@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fluxprm.engine import prepare  # noqa: F401  (re-exported for users building examples)
-from fluxprm.models.base import PRMInput
+from fluxprm.models.base import PRMInput, TraceTooLong
 from fluxprm.models.fluxprm_format import (FluxPRM, FluxPRMConfig, RewardHead, feature_size, resolve_base,
                                            save_heads)
 from fluxprm.steps import StepConfig
@@ -235,16 +235,24 @@ def _feature_cache_dir(cfg: TrainConfig) -> Path:
 
 @torch.inference_mode()
 def extract_features(prm: FluxPRM, examples: list[Example], cfg: TrainConfig,
-                     progress: Callable[[int, int], None] | None = None) -> list[_Feats]:
-    """Backbone features at each example's read positions and last token, cached on disk."""
+                     progress: Callable[[int, int], None] | None = None) -> list[_Feats | None]:
+    """Backbone features at each example's read positions and last token, cached on disk.
+
+    An example whose problem and response alone exceed ``max_length`` yields ``None`` (it cannot be
+    laid out without cutting the response, which the PRM never sees cut at scoring time either).
+    """
     from safetensors.torch import load_file, save_file
 
     folder = _feature_cache_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     tag = json.dumps([cfg.base, cfg.feature_layers, str(prm.dtype), prm.max_length])
-    out: list[_Feats] = []
+    out: list[_Feats | None] = []
     for i, ex in enumerate(examples):
-        enc = prm.encode(PRMInput(ex.problem, ex.thinking_steps, ex.response_steps))
+        try:
+            enc = prm.encode(PRMInput(ex.problem, ex.thinking_steps, ex.response_steps))
+        except TraceTooLong:
+            out.append(None)
+            continue
         key = hashlib.sha256((tag + json.dumps(enc.input_ids) + json.dumps(enc.read_positions)).encode()).hexdigest()
         path = folder / f"{key[:40]}.safetensors"
         if path.exists():
@@ -261,6 +269,14 @@ def extract_features(prm: FluxPRM, examples: list[Example], cfg: TrainConfig,
         if progress:
             progress(i + 1, len(examples))
     return out
+
+
+def _usable(feats: list[_Feats | None], exs: list[Example], log: Callable[[dict[str, Any]], None]
+            ) -> tuple[list[_Feats], list[Example]]:
+    kept = [(f, e) for f, e in zip(feats, exs) if f is not None]
+    if len(kept) < len(exs):
+        log({"skipped_too_long": len(exs) - len(kept)})
+    return [f for f, _ in kept], [e for _, e in kept]
 
 
 def _batches(n: int, size: int, rng: random.Random) -> list[list[int]]:
@@ -286,8 +302,10 @@ def _frozen_batch_loss(prm: FluxPRM, feats: list[_Feats], exs: list[Example], id
 
 def _train_frozen(prm: FluxPRM, train_ex: list[Example], val_ex: list[Example], cfg: TrainConfig,
                   log: Callable[[dict[str, Any]], None], progress: Callable[[str, int, int], None] | None) -> None:
-    feats = extract_features(prm, train_ex, cfg, (lambda i, n: progress("features", i, n)) if progress else None)
-    val_feats = extract_features(prm, val_ex, cfg) if val_ex else []
+    feats, train_ex = _usable(extract_features(prm, train_ex, cfg,
+                                               (lambda i, n: progress("features", i, n)) if progress else None),
+                              train_ex, log)
+    val_feats, val_ex = _usable(extract_features(prm, val_ex, cfg), val_ex, log) if val_ex else ([], [])
     pw = _pos_weights(train_ex, cfg.balance_classes)
     heads = nn.ModuleList([prm.step_head, prm.traj_head]).float().train()
     opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -362,7 +380,14 @@ def _train_end_to_end(prm: FluxPRM, train_ex: list[Example], cfg: TrainConfig,
     opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
     model, opt = acc.prepare(model, opt)
-    encs = [prm.encode(PRMInput(e.problem, e.thinking_steps, e.response_steps)) for e in train_ex]
+    encs, kept = [], []
+    for e in train_ex:
+        try:
+            encs.append(prm.encode(PRMInput(e.problem, e.thinking_steps, e.response_steps)))
+            kept.append(e)
+        except TraceTooLong:
+            log({"skipped_too_long": e.id})
+    train_ex = kept
     pw = _pos_weights(train_ex, cfg.balance_classes)
     rng = random.Random(cfg.seed)
     total = cfg.max_steps or cfg.epochs * math.ceil(len(train_ex) / cfg.batch_size)

@@ -63,6 +63,16 @@ def label(
     seed: Annotated[int, typer.Option("--seed", help="Seed of negatives, judge retries and rollouts.")] = 0,
     judge_retries: Annotated[int, typer.Option("--judge-retries", help="Retries of unparseable judge answers.")] = 2,
     judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", help="Answer budget of an HTTP judge.")] = 256,
+    judge_retry_temperature: Annotated[float, typer.Option(
+        "--judge-retry-temperature", help="Sampling temperature of judge retries (the first try is greedy).")] = 0.7,
+    judge_context_chars: Annotated[int, typer.Option(
+        "--judge-context-chars", help="Earlier steps shown to the judge, most recent first, in characters.")] = 2000,
+    judge_text_chars: Annotated[int, typer.Option(
+        "--judge-text-chars", help="Cap on the problem, the step and the response in a judge prompt (head+tail kept).")] = 1500,
+    template_max_tokens: Annotated[int, typer.Option("--template-max-tokens", help="Token budget of the expert's template.")] = 512,
+    template_thinking_chars: Annotated[int, typer.Option(
+        "--template-thinking-chars", help="Cap on the thinking text shown to the expert (head+tail kept).")] = 12000,
+    encoder_batch_size: Annotated[int, typer.Option("--encoder-batch-size", help="Texts per encoder forward.")] = 64,
     cache: Annotated[Optional[Path], typer.Option(
         "--cache", help="LLM cache file (SQLite); reruns and resumes reuse it (default ~/.cache/fluxprm/llm-cache.sqlite).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu | cuda | auto, for the encoder and local LLMs.")] = "auto",
@@ -102,7 +112,10 @@ def label(
                              max_response_steps=max_response_steps),
             encoder=encoder, alignment=alignment, coherence=coherence, tau=tau, negatives=negatives,
             negative_pool=negative_pool, judge=None if no_judge else judge, judge_retries=judge_retries,
-            judge_max_tokens=judge_max_tokens, policy=policy, expert=expert, rollouts=rollouts,
+            judge_max_tokens=judge_max_tokens, judge_retry_temperature=judge_retry_temperature,
+            judge_context_chars=judge_context_chars, judge_text_chars=judge_text_chars,
+            template_max_tokens=template_max_tokens, template_thinking_chars=template_thinking_chars,
+            encoder_batch_size=encoder_batch_size, policy=policy, expert=expert, rollouts=rollouts,
             rollout_temperature=rollout_temperature, rollout_max_tokens=rollout_max_tokens, seed=seed,
             device=device, cache=str(cache) if cache else None, chunk_size=chunk_size, on_error=on_error.value)
     except ValueError as exc:

@@ -66,7 +66,8 @@ class LabelFailure(RuntimeError):
 
 @dataclass
 class LabelConfig:
-    """Every knob of ``fluxprm label``; each field has a CLI flag of the same name (``--no-...`` for switches)."""
+    """Every knob of ``fluxprm label``; each field has a CLI flag of the same name (``--no-alignment``,
+    ``--no-coherence``, ``--no-judge`` for the switches; ``steps`` fields as in ``fluxprm score``)."""
 
     steps: StepConfig = field(default_factory=StepConfig)
     # encoder components

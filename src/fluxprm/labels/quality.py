@@ -210,12 +210,15 @@ class LogprobJudge(Judge):
             return _split_overlap(self.llm.choice_logprobs(text, list(CHOICES)), tok)
         extra = list(next(iter(prefixes))) if prefixes else []
         device = getattr(self.llm, "device", "cpu")
+        keep = 1 + len(extra)  # only the last positions need the LM head
         with torch.inference_mode():
             ids = torch.tensor([prompt_ids + extra], device=device)
-            logits = model(input_ids=ids).logits[0].float()
-        n = len(prompt_ids)
-        first = torch.log_softmax(logits[n - 1], dim=-1)
-        second = torch.log_softmax(logits[n], dim=-1) if extra else None
+            try:
+                logits = model(input_ids=ids, logits_to_keep=keep).logits[0, -keep:].float()
+            except TypeError:  # a model class without logits_to_keep
+                logits = model(input_ids=ids).logits[0, -keep:].float()
+        first = torch.log_softmax(logits[0], dim=-1)
+        second = torch.log_softmax(logits[1], dim=-1) if extra else None
         out: dict[str, float] = {}
         for c, cids in choice_ids.items():
             if len(cids) == 1:
