@@ -136,6 +136,15 @@ def _print_summary(result, model_name: str) -> None:
         err.print(f"resumed: {result.skipped_done} records were already done")
 
 
+def _register_label() -> None:
+    from fluxprm.labels.cli_command import label
+
+    app.command("label")(label)
+
+
+_register_label()
+
+
 @app.command()
 def train(
     labels: Annotated[list[Path], typer.Argument(help="Label files from `fluxprm label` and/or labelled trace files "
