@@ -13,14 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fluxprm import cli_options as opts
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Trajectory-aware process reward models: score, select, Best-of-N, label, train.")
 err = Console(stderr=True, soft_wrap=True)
-
-
-class OnError(str, Enum):
-    skip = "skip"
-    fail = "fail"
 
 
 class Long(str, Enum):
@@ -48,9 +45,9 @@ def score(
     inputs: Annotated[list[Path], typer.Argument(help="JSONL / JSON / Parquet files, optionally .gz.")],
     model: ModelOpt = None,
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Score records (JSONL); stdout if absent.")] = None,
-    errors: Annotated[Optional[Path], typer.Option("--errors", help="Rejected records (JSONL); default OUT.errors.jsonl.")] = None,
-    on_error: Annotated[OnError, typer.Option("--on-error", help="skip: log bad records and go on; fail: stop.")] = OnError.skip,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of the same command.")] = False,
+    errors: opts.Errors = None,
+    on_error: opts.OnErrorOpt = opts.OnError.skip,
+    resume: opts.Resume = False,
     batch_tokens: Annotated[int, typer.Option("--batch-tokens", help="Padded tokens per forward batch.")] = 16384,
     batching: Annotated[Batching, typer.Option("--batching", help="auto measures single vs padded on the first chunk.")] = Batching.auto,
     dtype: Annotated[str, typer.Option("--dtype", help="auto | bfloat16 | float16 | float32.")] = "auto",
@@ -60,17 +57,17 @@ def score(
     format: Annotated[Optional[str], typer.Option("--format", help="Override checkpoint format detection.")] = None,
     aggregate: Annotated[Optional[str], typer.Option("--aggregate", help="Step rewards → score: mean | min | last | prod | max.")] = None,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="Weight of the trajectory reward in score (default: the model's, 1.0).")] = None,
-    separator: Annotated[str, typer.Option("--separator", help="Step separator in free text.")] = "\n\n",
-    min_chars: Annotated[int, typer.Option("--min-chars", help="Merge steps shorter than this into their predecessor.")] = 30,
-    max_thinking_steps: Annotated[int, typer.Option("--max-thinking-steps", help="Cap on thinking steps (neighbours merged evenly).")] = 64,
-    max_response_steps: Annotated[int, typer.Option("--max-response-steps", help="Cap on response steps.")] = 32,
+    separator: opts.Separator = opts.DEFAULT_SEPARATOR,
+    min_chars: opts.MinChars = opts.DEFAULT_MIN_CHARS,
+    max_thinking_steps: opts.MaxThinkingSteps = opts.DEFAULT_MAX_THINKING_STEPS,
+    max_response_steps: opts.MaxResponseSteps = opts.DEFAULT_MAX_RESPONSE_STEPS,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Traces per chunk (sort window and checkpoint interval).")] = 64,
-    id_field: Annotated[Optional[str], typer.Option("--id-field")] = None,
-    problem_field: Annotated[Optional[str], typer.Option("--problem-field")] = None,
-    response_field: Annotated[Optional[str], typer.Option("--response-field")] = None,
-    thinking_field: Annotated[Optional[str], typer.Option("--thinking-field")] = None,
-    steps_field: Annotated[Optional[str], typer.Option("--steps-field")] = None,
-    gold_field: Annotated[Optional[str], typer.Option("--gold-field")] = None,
+    id_field: opts.IdField = None,
+    problem_field: opts.ProblemField = None,
+    response_field: opts.ResponseField = None,
+    thinking_field: opts.ThinkingField = None,
+    steps_field: opts.StepsField = None,
+    gold_field: opts.GoldField = None,
     ray: Annotated[bool, typer.Option("--ray", help="Distributed scoring with Ray Data (extra 'ray').")] = False,
     workers: Annotated[int, typer.Option("--workers", help="Ray workers.")] = 1,
 ) -> None:
@@ -79,8 +76,6 @@ def score(
     from fluxprm.models.loading import ModelNotFound, load_prm
     from fluxprm.outputs import ResumeMismatch
     from fluxprm.score_job import count_records, run_score_job
-    from fluxprm.steps import StepConfig
-    from fluxprm.traces import FieldMap
 
     if ray:
         _die("--ray needs the 'ray' extra and a Ray cluster; it is not available in this build yet")
@@ -96,12 +91,10 @@ def score(
     except (ModelNotFound, ValueError) as exc:
         _die(str(exc))
     options = ScoreOptions(
-        steps=StepConfig(separator=separator, min_chars=min_chars, max_thinking_steps=max_thinking_steps,
-                         max_response_steps=max_response_steps),
+        steps=opts.step_config(separator, min_chars, max_thinking_steps, max_response_steps),
         batch_tokens=batch_tokens, batching=batching.value, long=long.value, chunk_size=chunk_size,
         on_error=on_error.value)
-    fields = FieldMap(id=id_field, problem=problem_field, response=response_field, thinking=thinking_field,
-                      steps=steps_field, gold=gold_field)
+    fields = opts.field_map(id_field, problem_field, response_field, thinking_field, steps_field, gold_field)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     total = count_records(paths)

@@ -118,8 +118,8 @@ def encode_windows(prm: TransformerPRM, item: PRMInput) -> list[Encoded]:
     if len(ids) <= prm.max_length:
         return [Encoded(ids, positions, num_thinking=n_think)]
     overhead = len(prm.encode_ids(item.problem, [])[0])  # problem + template, no steps
-    sizes = [b - a for a, b in zip([positions[0] - 1] + positions, positions)]
-    sizes[0] = max(1, len(ids) - overhead - sum(sizes[1:]))
+    sizes = [0] + [b - a for a, b in zip(positions, positions[1:])]  # tokens of each step (estimate)
+    sizes[0] = max(1, len(ids) - overhead - sum(sizes))
     budget = prm.max_length - overhead
     windows: list[Encoded] = []
     end = len(steps)
@@ -136,7 +136,7 @@ def encode_windows(prm: TransformerPRM, item: PRMInput) -> list[Encoded]:
             w_ids, w_pos = prm.encode_ids(item.problem, steps[start:end])
         if len(w_ids) > prm.max_length:
             raise TraceTooLong(f"step {start + 1} alone does not fit the model's context of {prm.max_length} "
-                               "tokens; lower --max-steps or raise --max-length")
+                               "tokens; raise --max-length or --max-thinking-steps (fewer merges make shorter steps)")
         windows.append(Encoded(w_ids, w_pos, num_thinking=max(0, min(end, n_think) - start)))
         end, keep_together = start, 0
     windows.reverse()
@@ -151,9 +151,8 @@ def _merge(prm: TransformerPRM, work: _Work) -> TraceScore:
     merged = Encoded(input_ids=[t for p in work.parts for t in p.input_ids],
                      read_positions=[p for e in work.parts for p in e.read_positions],
                      num_thinking=sum(p.num_thinking for p in work.parts))
-    score = prm.to_score(work.trace_id, merged, ItemOutput(steps, outputs[-1].trajectory_reward),
-                         work.num_steps, {**work.extra, "windows": len(work.parts)})
-    return score
+    return prm.to_score(work.trace_id, merged, ItemOutput(steps, outputs[-1].trajectory_reward),
+                        work.num_steps, {**work.extra, "windows": len(work.parts)})
 
 
 def _time_forward(prm: TransformerPRM, batches: list[list[Encoded]]) -> float:

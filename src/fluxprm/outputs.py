@@ -18,9 +18,15 @@ from typing import Any, Iterable
 
 import orjson
 
-__all__ = ["ResumableWriter", "ResumeMismatch", "fingerprint"]
+__all__ = ["ResumableWriter", "ResumeMismatch", "default_errors_path", "fingerprint"]
 
 _VERSION = 1
+
+
+def default_errors_path(out: Path) -> Path:
+    """``scores.jsonl`` → ``scores.errors.jsonl``: the rejected records sit beside the output."""
+    name = out.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
+    return out.with_name(name + ".errors.jsonl")
 
 
 class ResumeMismatch(RuntimeError):

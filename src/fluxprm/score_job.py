@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import orjson
+
 import torch
 
 from fluxprm.engine import ScoreOptions, Stats, resolve_batching, score_stream
 from fluxprm.models.base import TraceScore, TransformerPRM
-from fluxprm.outputs import ResumableWriter, fingerprint
+from fluxprm.outputs import ResumableWriter, default_errors_path, fingerprint
 from fluxprm.records import BadRecord
 from fluxprm.traces import FieldMap, iter_traces
 
@@ -48,11 +49,6 @@ def count_records(paths: Sequence[str]) -> int | None:
 
 def writer_exists(out: Path) -> bool:
     return out.with_name(out.name + ".progress.json").exists()
-
-
-def default_errors_path(out: Path) -> Path:
-    name = out.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
-    return out.with_name(name + ".errors.jsonl")
 
 
 def run_score_job(prm: TransformerPRM, inputs: Sequence[str], out: Path | None, errors: Path | None,

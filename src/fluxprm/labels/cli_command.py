@@ -5,22 +5,18 @@ import cycle. Every option maps to one :class:`fluxprm.labels.pipeline.LabelConf
 from __future__ import annotations
 
 import os
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from fluxprm import cli_options as opts
 from rich.console import Console
 from rich.table import Table
 
 __all__ = ["label"]
 
 _err = Console(stderr=True)
-
-
-class LabelOnError(str, Enum):
-    skip = "skip"
-    fail = "fail"
 
 
 def _die(message: str, code: int = 2) -> None:
@@ -76,20 +72,20 @@ def label(
     cache: Annotated[Optional[Path], typer.Option(
         "--cache", help="LLM cache file (SQLite); reruns and resumes reuse it (default ~/.cache/fluxprm/llm-cache.sqlite).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu | cuda | auto, for the encoder and local LLMs.")] = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of the same command.")] = False,
-    errors: Annotated[Optional[Path], typer.Option("--errors", help="Rejected records (JSONL); default OUT.errors.jsonl.")] = None,
-    on_error: Annotated[LabelOnError, typer.Option("--on-error", help="skip: log bad records and go on; fail: stop.")] = LabelOnError.skip,
-    separator: Annotated[str, typer.Option("--separator", help="Step separator in free text.", show_default="\\n\\n")] = "\n\n",
-    min_chars: Annotated[int, typer.Option("--min-chars", help="Merge steps shorter than this into their predecessor.")] = 30,
-    max_thinking_steps: Annotated[int, typer.Option("--max-thinking-steps", help="Cap on thinking steps (neighbours merged evenly).")] = 64,
-    max_response_steps: Annotated[int, typer.Option("--max-response-steps", help="Cap on response steps.")] = 32,
+    resume: opts.Resume = False,
+    errors: opts.Errors = None,
+    on_error: opts.OnErrorOpt = opts.OnError.skip,
+    separator: opts.Separator = opts.DEFAULT_SEPARATOR,
+    min_chars: opts.MinChars = opts.DEFAULT_MIN_CHARS,
+    max_thinking_steps: opts.MaxThinkingSteps = opts.DEFAULT_MAX_THINKING_STEPS,
+    max_response_steps: opts.MaxResponseSteps = opts.DEFAULT_MAX_RESPONSE_STEPS,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Traces per chunk (encode batch and checkpoint interval).")] = 16,
-    id_field: Annotated[Optional[str], typer.Option("--id-field")] = None,
-    problem_field: Annotated[Optional[str], typer.Option("--problem-field")] = None,
-    response_field: Annotated[Optional[str], typer.Option("--response-field")] = None,
-    thinking_field: Annotated[Optional[str], typer.Option("--thinking-field")] = None,
-    steps_field: Annotated[Optional[str], typer.Option("--steps-field")] = None,
-    gold_field: Annotated[Optional[str], typer.Option("--gold-field")] = None,
+    id_field: opts.IdField = None,
+    problem_field: opts.ProblemField = None,
+    response_field: opts.ResponseField = None,
+    thinking_field: opts.ThinkingField = None,
+    steps_field: opts.StepsField = None,
+    gold_field: opts.GoldField = None,
 ) -> None:
     """Compute ReasonFlux-PRM teacher rewards: per thinking step alignment, quality (judge LLM) and coherence,
     fused by a softmax over the components present; per trace a template-guided trajectory reward
@@ -97,8 +93,6 @@ def label(
     from fluxprm.labels.pipeline import LabelConfig, LabelFailure, run_label_job
     from fluxprm.outputs import ResumeMismatch
     from fluxprm.score_job import count_records
-    from fluxprm.steps import StepConfig
-    from fluxprm.traces import FieldMap
 
     paths = [str(p) for p in inputs]
     for p in paths:
@@ -108,8 +102,7 @@ def label(
         _die("--expert needs --policy (the template is only used by the policy's rollouts)")
     try:
         config = LabelConfig(
-            steps=StepConfig(separator=separator, min_chars=min_chars, max_thinking_steps=max_thinking_steps,
-                             max_response_steps=max_response_steps),
+            steps=opts.step_config(separator, min_chars, max_thinking_steps, max_response_steps),
             encoder=encoder, alignment=alignment, coherence=coherence, tau=tau, negatives=negatives,
             negative_pool=negative_pool, judge=None if no_judge else judge, judge_retries=judge_retries,
             judge_max_tokens=judge_max_tokens, judge_retry_temperature=judge_retry_temperature,
@@ -122,8 +115,7 @@ def label(
         _die(str(exc))
     if not (config.alignment or config.coherence or config.judge or config.policy):
         _die("every component is switched off: keep one of alignment, coherence, --judge or --policy")
-    fields = FieldMap(id=id_field, problem=problem_field, response=response_field, thinking=thinking_field,
-                      steps=steps_field, gold=gold_field)
+    fields = opts.field_map(id_field, problem_field, response_field, thinking_field, steps_field, gold_field)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

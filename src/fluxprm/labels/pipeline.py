@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import orjson
 
+
 from fluxprm.engine import prepare
 from fluxprm.labels.alignment import alignment_rewards
 from fluxprm.labels.coherence import NegativePool, coherence_rewards
@@ -46,7 +47,7 @@ from fluxprm.labels.fuse import fuse_steps
 from fluxprm.labels.quality import JUDGE_PROMPT, build_judge_prompt, load_prompt, make_judge
 from fluxprm.labels.trajectory import TEMPLATE_EXTRACT, TEMPLATE_SOLVE, TrajectoryItem, TrajectoryRewarder
 from fluxprm.models.base import PRMInput
-from fluxprm.outputs import ResumableWriter, fingerprint
+from fluxprm.outputs import ResumableWriter, default_errors_path, fingerprint
 from fluxprm.records import BadRecord
 from fluxprm.steps import StepConfig
 from fluxprm.traces import FieldMap, Trace, TraceError, iter_traces
@@ -422,11 +423,6 @@ class Labeler:
             "label_config": self.config_hash,
             "notes": notes,
         }
-
-
-def default_errors_path(out: Path) -> Path:
-    name = out.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
-    return out.with_name(name + ".errors.jsonl")
 
 
 def _chunks(items: Iterable[tuple[int, Trace | BadRecord]], size: int) -> Iterator[list[tuple[int, Trace | BadRecord]]]:
