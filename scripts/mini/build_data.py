@@ -33,8 +33,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path("build/mini"))
-    ap.add_argument("--prmbench-train", type=int, default=500, help="modified processes to train on")
-    ap.add_argument("--prmbench-original", type=int, default=150, help="error-free processes to train on")
+    ap.add_argument("--prmbench-train", type=int, default=1600, help="modified processes to train on")
+    ap.add_argument("--prmbench-original", type=int, default=500, help="error-free processes to train on")
     ap.add_argument("--sky-per-problem", type=int, default=8, help="Sky-T1 pool responses per training problem")
     ap.add_argument("--qwen-problems", type=int, default=40, help="Qwen2.5-Math pool training problems")
     ap.add_argument("--seed", type=int, default=0)
@@ -50,6 +50,9 @@ def main() -> None:
         group = [r for r in sky if r["idx"] == idx]
         train_sky += rng.sample(group, min(args.sky_per_problem, len(group)))
     write(args.out / "train_skythought.jsonl", train_sky)
+    # long thinking traces get teacher labels from `fluxprm label` (see reproduce.sh); short ones train as is
+    write(args.out / "train_skythought_long.jsonl", [r for r in train_sky if r["long_cot"]])
+    write(args.out / "train_skythought_short.jsonl", [r for r in train_sky if not r["long_cot"]])
     write(args.out / "dev_skythought.jsonl", [r for r in sky if r["idx"] % 4 == 3])
 
     qwen = read(args.shared / "bon_pools" / "qwen25math_math_cot_100_x8.jsonl")

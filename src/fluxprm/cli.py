@@ -53,6 +53,8 @@ def score(
     dtype: Annotated[str, typer.Option("--dtype", help="auto | bfloat16 | float16 | float32.")] = "auto",
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Context budget in tokens (default: the model's).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu | cuda | auto.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores; use 1 "
+                                                   "on a machine shared with other CPU work).")] = None,
     long: Annotated[Long, typer.Option("--long", help="Traces over the context: drop earliest thinking steps, or score in windows.")] = Long.truncate,
     format: Annotated[Optional[str], typer.Option("--format", help="Override checkpoint format detection.")] = None,
     aggregate: Annotated[Optional[str], typer.Option("--aggregate", help="Step rewards → score: mean | min | last | prod | max.")] = None,
@@ -85,6 +87,10 @@ def score(
     for p in paths:
         if not os.path.exists(p):
             _die(f"input file not found: {p}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         prm = load_prm(model, format=format, device=device, dtype=dtype, max_length=max_length,
                        aggregate=aggregate, alpha=alpha)

@@ -52,11 +52,13 @@ class TrainConfig:
     mode: str = "frozen"                 # frozen | lora | full
     feature_layers: list[int] = field(default_factory=lambda: [-1])
     head_hidden: int = 256
+    head_dropout: float = 0.0            # dropout on head inputs while training
     lambda_step: float = 1.0
     lambda_final: float = 1.0
     lambda_step_bce: float = 1.0
     lambda_outcome_bce: float = 1.0
     balance_classes: bool = True         # weight BCE terms by inverse class frequency
+    mask_after_error: bool = False       # ignore hard step labels after a trace's first bad step
     lr: float = 1e-3                     # heads
     lr_backbone: float = 1e-4            # LoRA / full fine-tune
     weight_decay: float = 0.01
@@ -196,7 +198,8 @@ def build_prm(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> Flu
     tokenizer = load_tokenizer(base)
     torch.manual_seed(cfg.seed)
     n_in = feature_size(backbone, cfg.feature_layers)
-    step_head, traj_head = RewardHead(n_in, cfg.head_hidden), RewardHead(n_in, cfg.head_hidden)
+    step_head = RewardHead(n_in, cfg.head_hidden, cfg.head_dropout)
+    traj_head = RewardHead(n_in, cfg.head_hidden, cfg.head_dropout)
     fcfg = FluxPRMConfig(base=cfg.base, feature_layers=list(cfg.feature_layers), head_hidden=cfg.head_hidden,
                          joiner=cfg.joiner, system_prompt=cfg.system_prompt, aggregate=cfg.aggregate,
                          alpha=cfg.alpha, max_length=cfg.max_length, lora=cfg.mode == "lora")
@@ -441,7 +444,7 @@ def train(label_paths: list[str], out_dir: str | Path, cfg: TrainConfig,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors: list[Any] = []
-    examples = list(load_examples(label_paths, cfg.step_config(), errors))
+    examples = list(load_examples(label_paths, cfg.step_config(), errors, cfg.mask_after_error))
     if not examples:
         raise ValueError(f"no usable training examples in {', '.join(map(str, label_paths))} "
                          f"({len(errors)} rejected records)")

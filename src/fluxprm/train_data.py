@@ -64,6 +64,17 @@ def _from_label_record(data: dict[str, Any]) -> Example:
                    trajectory_target=data.get("trajectory_reward"), correct=data.get("correct"))
 
 
+def mask_after_first_error(labels: list[float | None]) -> list[float | None]:
+    """Hard labels after the first bad step become unknown: once a solution has gone wrong, whether a
+    later step is "correct" is ill-defined (ProcessBench and Math-Shepherd leave them unlabelled)."""
+    out: list[float | None] = []
+    seen_error = False
+    for lab in labels:
+        out.append(None if seen_error else lab)
+        seen_error = seen_error or lab == 0.0
+    return out
+
+
 def _from_trace_record(data: Any, source: str, line: int, cfg: StepConfig) -> list[Example]:
     out = []
     for trace in parse_record(data, source=source, line=line):
@@ -81,8 +92,11 @@ def _from_trace_record(data: Any, source: str, line: int, cfg: StepConfig) -> li
 
 
 def load_examples(paths: Iterable[str | Path], cfg: StepConfig | None = None,
-                  errors: list[BadRecord] | None = None) -> Iterator[Example]:
-    """Examples from label files and/or trace files; unusable records go to ``errors`` if given."""
+                  errors: list[BadRecord] | None = None, mask_after_error: bool = False) -> Iterator[Example]:
+    """Examples from label files and/or trace files; unusable records go to ``errors`` if given.
+
+    ``mask_after_error`` drops hard step labels after the first bad step (see :func:`mask_after_first_error`).
+    """
     cfg = cfg or StepConfig()
     for item in iter_records([str(p) for p in paths]):
         if isinstance(item, BadRecord):
@@ -97,5 +111,7 @@ def load_examples(paths: Iterable[str | Path], cfg: StepConfig | None = None,
                 errors.append(BadRecord(item.source, item.line, str(exc)))
             continue
         for ex in examples:
+            if mask_after_error:
+                ex.step_labels = mask_after_first_error(ex.step_labels)
             if ex.steps and ex.has_supervision():
                 yield ex

@@ -56,13 +56,14 @@ class FluxPRMConfig:
 class RewardHead(nn.Module):
     """LayerNorm → Linear → GELU → Linear(1): a logit. The norm makes mid-layer features usable."""
 
-    def __init__(self, in_features: int, hidden: int):
+    def __init__(self, in_features: int, hidden: int, dropout: float = 0.0):
         super().__init__()
+        self.dropout = nn.Dropout(dropout)  # active in training only; holds no weights
         self.net = nn.Sequential(nn.LayerNorm(in_features), nn.Linear(in_features, hidden), nn.GELU(),
                                  nn.Linear(hidden, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+        return self.net(self.dropout(x)).squeeze(-1)
 
 
 def resolve_base(base: str, checkpoint: Path | None = None) -> Path:
