@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import orjson
 
-__all__ = ["ResumableWriter", "ResumeMismatch", "default_errors_path", "fingerprint"]
+__all__ = ["ResumableWriter", "ResumeMismatch", "StdoutSink", "default_errors_path", "fingerprint", "open_sink",
+           "progress_exists"]
 
 _VERSION = 1
 
@@ -134,3 +136,36 @@ class ResumableWriter:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.progress_path)
+
+
+class StdoutSink:
+    """Where records go without ``-o``: scores to stdout, rejected records to stderr; nothing to resume."""
+
+    done = 0
+    complete = False
+    meta: dict[str, Any] = {}
+
+    def write_chunk(self, records: list[dict[str, Any]], errors: list[dict[str, Any]], items: int) -> None:
+        sys.stdout.buffer.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
+        sys.stdout.flush()
+        for e in errors:
+            sys.stderr.write(orjson.dumps(e).decode() + "\n")
+
+    def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_exists(out: Path | None) -> bool:
+    """Whether ``out`` has a checkpoint a ``--resume`` would continue from."""
+    return out is not None and out.with_name(out.name + ".progress.json").exists()
+
+
+def open_sink(out: Path | None, errors: Path | None, run_id: str, resume: bool,
+              meta: dict[str, Any] | None = None) -> ResumableWriter | StdoutSink:
+    """A resumable file writer for ``out`` (errors default to ``OUT.errors.jsonl``), or stdout."""
+    if out is None:
+        return StdoutSink()
+    return ResumableWriter(out, errors or default_errors_path(out), run_id, resume, meta)

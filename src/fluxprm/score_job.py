@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import orjson
 
 import torch
 
 from fluxprm.engine import ScoreOptions, Stats, resolve_batching, score_stream
 from fluxprm.models.base import TraceScore, TransformerPRM
-from fluxprm.outputs import ResumableWriter, default_errors_path, fingerprint
+from fluxprm.outputs import default_errors_path, fingerprint, open_sink, progress_exists
 from fluxprm.records import BadRecord
 from fluxprm.traces import FieldMap, iter_traces
 
@@ -47,10 +45,6 @@ def count_records(paths: Sequence[str]) -> int | None:
     return total
 
 
-def writer_exists(out: Path) -> bool:
-    return out.with_name(out.name + ".progress.json").exists()
-
-
 def run_score_job(prm: TransformerPRM, inputs: Sequence[str], out: Path | None, errors: Path | None,
                   options: ScoreOptions, fields: FieldMap | None = None, resume: bool = False,
                   on_progress: Callable[[int], None] | None = None) -> ScoreJobResult:
@@ -64,35 +58,25 @@ def run_score_job(prm: TransformerPRM, inputs: Sequence[str], out: Path | None, 
             raise FileNotFoundError(f"input file not found: {p}")
     stats = Stats()
     started = time.perf_counter()
-    if out is None:
-        for chunk in score_stream(prm, iter_traces(inputs, fields), options, stats):
-            recs, errs = _split(chunk)
-            sys.stdout.buffer.write(b"".join(orjson.dumps(r) + b"\n" for r in recs))
-            sys.stdout.flush()
-            for e in errs:
-                sys.stderr.write(orjson.dumps(e).decode() + "\n")
-            if on_progress:
-                on_progress(len(chunk))
-        return ScoreJobResult(stats, time.perf_counter() - started, None, None)
-
-    errors = errors or default_errors_path(out)
+    if out is not None:
+        errors = errors or default_errors_path(out)
     run_id = fingerprint(inputs, {"model": prm.name, "format": prm.format, "max_length": prm.max_length,
                                   "aggregate": prm.aggregate, "alpha": prm.alpha, "dtype": str(prm.dtype),
                                   "steps": asdict(options.steps), "long": options.long,
                                   "fields": asdict(fields) if fields else None})
-    resuming = resume and writer_exists(out)
+    resuming = resume and progress_exists(out)
     batching, how = options.batching, "given"
     if batching == "auto" and not resuming:
         batching, how = resolve_batching(prm, "auto")
-    writer = ResumableWriter(out, errors, run_id, resume, meta={"batching": batching})
-    if resuming and writer.meta.get("batching") in ("single", "padded"):
+    sink = open_sink(out, errors, run_id, resume, meta={"batching": batching})
+    if resuming and sink.meta.get("batching") in ("single", "padded"):
         # A resumed run batches exactly as the interrupted one did, so its bytes are identical.
-        batching, how = writer.meta["batching"], "as the interrupted run"
+        batching, how = sink.meta["batching"], "as the interrupted run"
     options = replace(options, batching=batching)
-    if writer.complete:
-        writer.close()
-        return ScoreJobResult(stats, 0.0, out, errors, writer.done, already_complete=True)
-    skipped = writer.done
+    if sink.complete:
+        sink.close()
+        return ScoreJobResult(stats, 0.0, out, errors, sink.done, already_complete=True)
+    skipped = sink.done
     if on_progress and skipped:
         on_progress(skipped)
     items = itertools.islice(iter_traces(inputs, fields), skipped, None)
@@ -100,12 +84,12 @@ def run_score_job(prm: TransformerPRM, inputs: Sequence[str], out: Path | None, 
         with torch.inference_mode():
             for chunk in score_stream(prm, items, options, stats):
                 recs, errs = _split(chunk)
-                writer.write_chunk(recs, errs, len(chunk))
+                sink.write_chunk(recs, errs, len(chunk))
                 if on_progress:
                     on_progress(len(chunk))
-        writer.finish()
+        sink.finish()
     finally:
-        writer.close()
+        sink.close()
     stats.batching = f"{batching} ({how})"
     return ScoreJobResult(stats, time.perf_counter() - started, out, errors, skipped)
 

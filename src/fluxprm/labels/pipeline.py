@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields as dc_fields
 from pathlib import Path
@@ -47,7 +46,7 @@ from fluxprm.labels.fuse import fuse_steps
 from fluxprm.labels.quality import JUDGE_PROMPT, build_judge_prompt, load_prompt, make_judge
 from fluxprm.labels.trajectory import TEMPLATE_EXTRACT, TEMPLATE_SOLVE, TrajectoryItem, TrajectoryRewarder
 from fluxprm.models.base import PRMInput
-from fluxprm.outputs import ResumableWriter, default_errors_path, fingerprint
+from fluxprm.outputs import default_errors_path, fingerprint, open_sink
 from fluxprm.records import BadRecord
 from fluxprm.steps import StepConfig
 from fluxprm.traces import FieldMap, Trace, TraceError, iter_traces
@@ -450,19 +449,17 @@ def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, 
     stats = labeler.stats
     started = time.perf_counter()
 
-    writer = None
-    skipped = 0
     if out is not None:
         errors = errors or default_errors_path(out)
-        run_id = fingerprint(inputs, {"label": {k: v for k, v in asdict(config).items() if k not in ("on_error", "cache")},
-                                      "fields": asdict(fields) if fields else None})
-        writer = ResumableWriter(out, errors, run_id, resume)
-        if writer.complete:
-            writer.close()
-            return LabelJobResult(stats, 0.0, out, errors, writer.done, already_complete=True)
-        skipped = writer.done
-        if on_progress and skipped:
-            on_progress(skipped)
+    run_id = fingerprint(inputs, {"label": {k: v for k, v in asdict(config).items() if k not in ("on_error", "cache")},
+                                  "fields": asdict(fields) if fields else None})
+    sink = open_sink(out, errors, run_id, resume)
+    if sink.complete:
+        sink.close()
+        return LabelJobResult(stats, 0.0, out, errors, sink.done, already_complete=True)
+    skipped = sink.done
+    if on_progress and skipped:
+        on_progress(skipped)
     try:
         if config.coherence:
             labeler.build_pool(enumerate(iter_traces(inputs, fields)))
@@ -471,18 +468,10 @@ def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, 
             done = labeler.label_chunk(chunk)
             recs = [r for r in done if isinstance(r, dict)]
             errs = [r.to_json() for r in done if isinstance(r, BadRecord)]
-            if writer is not None:
-                writer.write_chunk(recs, errs, len(chunk))
-            else:
-                sys.stdout.buffer.write(b"".join(orjson.dumps(r) + b"\n" for r in recs))
-                sys.stdout.flush()
-                for e in errs:
-                    sys.stderr.write(orjson.dumps(e).decode() + "\n")
+            sink.write_chunk(recs, errs, len(chunk))
             if on_progress:
                 on_progress(len(chunk))
-        if writer is not None:
-            writer.finish()
+        sink.finish()
     finally:
-        if writer is not None:
-            writer.close()
+        sink.close()
     return LabelJobResult(stats, time.perf_counter() - started, out, errors if out is not None else None, skipped)
