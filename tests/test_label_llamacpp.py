@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 
-import pytest
 
 from fluxprm.labels.pipeline import LabelConfig, run_label_job
 from test_llm import API_KEY, MODEL, llama_server  # noqa: F401  (the fixture)

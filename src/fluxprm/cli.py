@@ -192,6 +192,26 @@ def train(
 
 
 @app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder written by `fluxprm train`.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder to write.")],
+    format: Annotated[str, typer.Option("--format", help="Target layout: qwen-prm (Qwen2ForProcessRewardModel).")] = "qwen-prm",
+) -> None:
+    """Write a trained checkpoint in another format's layout (e.g. for vLLM / SGLang serving)."""
+    from fluxprm.export import EXPORT_FORMATS, export_qwen_prm
+
+    if format not in EXPORT_FORMATS:
+        _die(f"unknown export format {format!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    if not (checkpoint / "fluxprm_config.json").exists():
+        _die(f"{checkpoint}: not a fluxprm checkpoint (no fluxprm_config.json)")
+    try:
+        folder = export_qwen_prm(checkpoint, out)
+    except ValueError as exc:
+        _die(str(exc))
+    err.print(f"exported {checkpoint} as {format} → {folder}")
+
+
+@app.command()
 def models() -> None:
     """List the PRMs fluxprm knows by name, with their formats and where they come from."""
     from fluxprm.models.registry import REGISTRY

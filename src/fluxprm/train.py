@@ -36,7 +36,7 @@ from torch import nn
 
 from fluxprm.engine import prepare  # noqa: F401  (re-exported for users building examples)
 from fluxprm.models.base import PRMInput, TraceTooLong
-from fluxprm.models.fluxprm_format import (FluxPRM, FluxPRMConfig, RewardHead, feature_size, resolve_base,
+from fluxprm.models.fluxprm_format import (FluxPRM, FluxPRMConfig, feature_size, make_heads, resolve_base,
                                            save_heads)
 from fluxprm.steps import StepConfig
 from fluxprm.train_data import Example, load_examples
@@ -53,6 +53,8 @@ class TrainConfig:
     feature_layers: list[int] = field(default_factory=lambda: [-1])
     head_hidden: int = 256
     head_dropout: float = 0.0            # dropout on head inputs while training
+    layout: str = "chat"                 # chat | qwen-prm (<extra_0> separators; exportable)
+    head_type: str = "mlp"               # mlp | qwen-prm (Linear-ReLU-Linear(h, 2); exportable)
     lambda_step: float = 1.0
     lambda_final: float = 1.0
     lambda_step_bce: float = 1.0
@@ -198,11 +200,11 @@ def build_prm(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> Flu
     tokenizer = load_tokenizer(base)
     torch.manual_seed(cfg.seed)
     n_in = feature_size(backbone, cfg.feature_layers)
-    step_head = RewardHead(n_in, cfg.head_hidden, cfg.head_dropout)
-    traj_head = RewardHead(n_in, cfg.head_hidden, cfg.head_dropout)
     fcfg = FluxPRMConfig(base=cfg.base, feature_layers=list(cfg.feature_layers), head_hidden=cfg.head_hidden,
                          joiner=cfg.joiner, system_prompt=cfg.system_prompt, aggregate=cfg.aggregate,
-                         alpha=cfg.alpha, max_length=cfg.max_length, lora=cfg.mode == "lora")
+                         alpha=cfg.alpha, max_length=cfg.max_length, lora=cfg.mode == "lora",
+                         layout=cfg.layout, head_type=cfg.head_type)
+    step_head, traj_head = make_heads(fcfg, n_in, cfg.head_dropout)
     return FluxPRM(backbone, tokenizer, step_head.to(device), traj_head.to(device), fcfg, name="fluxprm",
                    device=device, dtype=dtype, max_length=cfg.max_length, aggregate=cfg.aggregate, alpha=cfg.alpha)
 

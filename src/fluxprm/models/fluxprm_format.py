@@ -41,6 +41,9 @@ class FluxPRMConfig:
     alpha: float = 1.0
     max_length: int = 4096
     lora: bool = False
+    layout: str = "chat"        # chat: steps joined by `joiner`, read at each step's last token
+                                # qwen-prm: the Qwen2.5-Math-PRM chat with <extra_0> separators, read there
+    head_type: str = "mlp"      # mlp: RewardHead; qwen-prm: Linear-ReLU-Linear(h, 2) (exportable)
     version: int = 1
 
     def save(self, folder: Path) -> None:
@@ -87,12 +90,19 @@ class FluxPRM(TransformerPRM):
     format = "fluxprm"
     default_aggregate = "mean"
 
-    def __init__(self, backbone: nn.Module, tokenizer: Any, step_head: RewardHead, traj_head: RewardHead,
+    def __init__(self, backbone: nn.Module, tokenizer: Any, step_head: nn.Module, traj_head: RewardHead,
                  config: FluxPRMConfig, **kw: Any):
         super().__init__(backbone, tokenizer, **kw)
         self.step_head = step_head.eval()
         self.traj_head = traj_head.eval()
         self.config = config
+        self.separator_id = None
+        if config.layout == "qwen-prm":
+            from fluxprm.models.qwen_prm import SEPARATOR, separator_id
+
+            self.separator_id = separator_id(tokenizer)
+            if self.separator_id is None:
+                raise ValueError(f"layout qwen-prm needs a tokenizer with {SEPARATOR}; the base {config.base} has none")
 
     def build_text(self, problem: str, steps: list[str]) -> tuple[str, list[int]]:
         """The chat text and, per step, the index of the step's last character in it."""
@@ -110,6 +120,10 @@ class FluxPRM(TransformerPRM):
         return text, ends
 
     def encode_ids(self, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
+        if self.separator_id is not None:
+            from fluxprm.models.qwen_prm import qwen_prm_layout
+
+            return qwen_prm_layout(self.tokenizer, self.separator_id, problem, steps, self.config.system_prompt)
         text, ends = self.build_text(problem, steps)
         return self.offsets_to_positions(text, ends)
 
@@ -121,10 +135,10 @@ class FluxPRM(TransformerPRM):
         return torch.cat([out.hidden_states[i] for i in layers], dim=-1)
 
     def step_logits(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.step_head(feats.to(self.step_head.net[1].weight.dtype)).float()
+        return self.step_head(feats.to(next(self.step_head.parameters()).dtype)).float()
 
     def traj_logits(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.traj_head(feats.to(self.traj_head.net[1].weight.dtype)).float()
+        return self.traj_head(feats.to(next(self.traj_head.parameters()).dtype)).float()
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.step_logits(hidden))
@@ -137,14 +151,22 @@ def feature_size(backbone: nn.Module, layers: list[int]) -> int:
     return backbone.config.hidden_size * len(layers)
 
 
-def new_heads(in_features: int, hidden: int, seed: int) -> tuple[RewardHead, RewardHead]:
-    gen = torch.random.fork_rng()
-    with gen:
-        torch.manual_seed(seed)
-        return RewardHead(in_features, hidden), RewardHead(in_features, hidden)
+def make_heads(config: FluxPRMConfig, in_features: int, dropout: float = 0.0) -> tuple[nn.Module, RewardHead]:
+    """Fresh step and trajectory heads of the shapes ``config`` names."""
+    if config.head_type == "qwen-prm":
+        from fluxprm.models.qwen_prm import QwenStepHead
+
+        if config.feature_layers != [-1]:
+            raise ValueError("head_type qwen-prm reads the last layer only: set feature_layers: [-1]")
+        step: nn.Module = QwenStepHead(in_features)
+    elif config.head_type == "mlp":
+        step = RewardHead(in_features, config.head_hidden, dropout)
+    else:
+        raise ValueError(f"unknown head_type {config.head_type!r}: use mlp or qwen-prm")
+    return step, RewardHead(in_features, config.head_hidden, dropout)
 
 
-def save_heads(folder: Path, step_head: RewardHead, traj_head: RewardHead) -> None:
+def save_heads(folder: Path, step_head: nn.Module, traj_head: RewardHead) -> None:
     tensors = {f"step_head.{k}": v.detach().float().contiguous().cpu() for k, v in step_head.state_dict().items()}
     tensors.update({f"traj_head.{k}": v.detach().float().contiguous().cpu()
                     for k, v in traj_head.state_dict().items()})
@@ -166,7 +188,7 @@ def load_fluxprm(folder: Path, *, name: str, device: torch.device, dtype: torch.
     tokenizer = load_tokenizer(base)
     state = load_file(str(folder / HEADS_NAME))
     in_features = feature_size(backbone, config.feature_layers)
-    step_head, traj_head = RewardHead(in_features, config.head_hidden), RewardHead(in_features, config.head_hidden)
+    step_head, traj_head = make_heads(config, in_features)
     step_head.load_state_dict({k.removeprefix("step_head."): v for k, v in state.items() if k.startswith("step_head.")})
     traj_head.load_state_dict({k.removeprefix("traj_head."): v for k, v in state.items() if k.startswith("traj_head.")})
     # Heads stay float32: they are tiny, and their inputs are cast up before use.

@@ -28,34 +28,57 @@ class QwenPRM(TransformerPRM):
         super().__init__(backbone, tokenizer, **kw)
         self.score_head = score_head.eval()
         self.system_prompt = system_prompt
-        sep_id = tokenizer.convert_tokens_to_ids(SEPARATOR)
-        if sep_id is None or sep_id == tokenizer.unk_token_id:
+        sep_id = separator_id(tokenizer)
+        if sep_id is None:
             raise ValueError(f"tokenizer of {self.name} has no {SEPARATOR} token: not a qwen-prm checkpoint")
-        self.separator_id = int(sep_id)
-
-    def build_text(self, problem: str, steps: list[str]) -> str:
-        """The model-card chat; a literal separator inside the text is removed so every separator token
-        in the input is one of ours and step counts stay exact."""
-        problem = problem.replace(SEPARATOR, "")
-        clean = [s.replace(SEPARATOR, "") for s in steps]
-        messages = []
-        if self.system_prompt is not None:
-            messages.append({"role": "system", "content": self.system_prompt})
-        messages.append({"role": "user", "content": problem})
-        messages.append({"role": "assistant", "content": SEPARATOR.join(clean) + SEPARATOR})
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        self.separator_id = sep_id
 
     def encode_ids(self, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
-        text = self.build_text(problem, steps)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        positions = [i for i, t in enumerate(ids) if t == self.separator_id]
-        if len(positions) != len(steps):  # e.g. a system prompt that mentions the separator
-            positions = positions[len(positions) - len(steps):] if steps else []
-        return ids, positions
+        return qwen_prm_layout(self.tokenizer, self.separator_id, problem, steps, self.system_prompt)
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.score_head(hidden.to(next(self.score_head.parameters()).dtype)).float()
         return torch.softmax(logits, dim=-1)[:, 1]
+
+
+def separator_id(tokenizer: Any) -> int | None:
+    """The id of ``<extra_0>`` in ``tokenizer``, read from it (checkpoints differ), or None."""
+    sep = tokenizer.convert_tokens_to_ids(SEPARATOR)
+    return None if sep is None or sep == tokenizer.unk_token_id else int(sep)
+
+
+def qwen_prm_layout(tokenizer: Any, sep_id: int, problem: str, steps: list[str],
+                    system_prompt: str | None) -> tuple[list[int], list[int]]:
+    """Token ids of the model-card chat and the positions of its separators (one per step).
+
+    A literal separator inside the text is removed first, so every separator token in the input is
+    one of ours and step counts stay exact.
+    """
+    problem = problem.replace(SEPARATOR, "")
+    clean = [s.replace(SEPARATOR, "") for s in steps]
+    messages = []
+    if system_prompt is not None:
+        messages.append({"role": "system", "content": system_prompt})
+    messages.append({"role": "user", "content": problem})
+    messages.append({"role": "assistant", "content": SEPARATOR.join(clean) + SEPARATOR})
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    positions = [i for i, t in enumerate(ids) if t == sep_id]
+    if len(positions) != len(steps):  # e.g. a system prompt that mentions the separator
+        positions = positions[len(positions) - len(steps):] if steps else []
+    return ids, positions
+
+
+class QwenStepHead(nn.Module):
+    """The qwen-prm head trained as a binary logit: sigmoid(l1 − l0) = softmax(l)[1]."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.score = make_score_head(hidden_size, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.score(x)
+        return logits[..., 1] - logits[..., 0]
 
 
 def make_score_head(hidden_size: int, num_labels: int = 2) -> nn.Sequential:
