@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-
 import torch
 
 from fluxprm.engine import ScoreOptions, Stats, resolve_batching, score_stream
