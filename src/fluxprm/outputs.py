@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import orjson
 
-__all__ = ["ResumableWriter", "ResumeMismatch", "StdoutSink", "default_errors_path", "fingerprint", "open_sink",
+__all__ = ["JobResult", "ResumableWriter", "ResumeMismatch", "StdoutSink", "default_errors_path", "fingerprint", "open_sink",
            "progress_exists"]
 
 _VERSION = 1
@@ -136,6 +136,18 @@ class ResumableWriter:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.progress_path)
+
+
+@dataclass
+class JobResult:
+    """What a resumable job (score, label) reports: its stats, wall time, files and resume facts."""
+
+    stats: Any
+    seconds: float
+    out: Path | None
+    errors: Path | None
+    skipped_done: int = 0          # input items an interrupted run had already written
+    already_complete: bool = False
 
 
 class StdoutSink:

@@ -12,7 +12,7 @@ import torch
 
 from fluxprm.engine import ScoreOptions, Stats, resolve_batching, score_stream
 from fluxprm.models.base import TraceScore, TransformerPRM
-from fluxprm.outputs import default_errors_path, fingerprint, open_sink, progress_exists
+from fluxprm.outputs import JobResult, default_errors_path, fingerprint, open_sink, progress_exists
 from fluxprm.records import BadRecord
 from fluxprm.traces import FieldMap, iter_traces
 
@@ -20,13 +20,8 @@ __all__ = ["ScoreJobResult", "run_score_job", "count_records"]
 
 
 @dataclass
-class ScoreJobResult:
+class ScoreJobResult(JobResult):
     stats: Stats
-    seconds: float
-    out: Path | None
-    errors: Path | None
-    skipped_done: int = 0
-    already_complete: bool = False
 
     @property
     def tokens_per_s(self) -> float:

@@ -46,7 +46,7 @@ from fluxprm.labels.fuse import fuse_steps
 from fluxprm.labels.quality import JUDGE_PROMPT, build_judge_prompt, load_prompt, make_judge
 from fluxprm.labels.trajectory import TEMPLATE_EXTRACT, TEMPLATE_SOLVE, TrajectoryItem, TrajectoryRewarder
 from fluxprm.models.base import PRMInput
-from fluxprm.outputs import default_errors_path, fingerprint, open_sink
+from fluxprm.outputs import JobResult, default_errors_path, fingerprint, open_sink
 from fluxprm.records import BadRecord
 from fluxprm.steps import StepConfig
 from fluxprm.traces import FieldMap, Trace, TraceError, iter_traces
@@ -166,13 +166,8 @@ class LabelStats:
 
 
 @dataclass
-class LabelJobResult:
+class LabelJobResult(JobResult):
     stats: LabelStats
-    seconds: float
-    out: Path | None
-    errors: Path | None
-    skipped_done: int = 0
-    already_complete: bool = False
 
 
 def _round(x: float | None) -> float | None:
