@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fluxprm.engine import prepare  # noqa: F401  (re-exported for users building examples)
 from fluxprm.models.base import PRMInput, TraceTooLong
 from fluxprm.models.fluxprm_format import (FluxPRM, FluxPRMConfig, feature_size, make_heads, resolve_base,
                                            save_heads)
@@ -143,6 +142,9 @@ class Targets:
         return cls(torch.tensor(soft), torch.tensor(soft_m), torch.tensor(hard), torch.tensor(hard_m),
                    torch.tensor(fs), torch.tensor([e.trajectory_target is not None for e in examples]),
                    torch.tensor(fh), torch.tensor([e.correct is not None for e in examples]))
+
+    def to(self, device: torch.device) -> "Targets":
+        return Targets(*[getattr(self, f.name).to(device) for f in fields(self)])
 
 
 def _masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -415,8 +417,7 @@ def _train_end_to_end(prm: FluxPRM, train_ex: list[Example], cfg: TrainConfig,
                 s_logits, t_logits = model(ids.to(dev), mask.to(dev), rows.to(dev), cols.to(dev),
                                            torch.tensor(lengths, device=dev))
                 tg = Targets.of([train_ex[i] for i in idx],
-                                [(e.dropped_thinking, len(e.read_positions)) for e in batch])
-                tg = Targets(*[t.to(dev) for t in asdict_tensors(tg)])
+                                [(e.dropped_thinking, len(e.read_positions)) for e in batch]).to(dev)
                 loss, terms = joint_loss(s_logits, t_logits, tg, cfg, pw)
                 acc.backward(loss)
                 opt.step()
@@ -428,10 +429,6 @@ def _train_end_to_end(prm: FluxPRM, train_ex: list[Example], cfg: TrainConfig,
                 break
     prm.backbone = acc.unwrap_model(model).backbone
     prm.backbone.eval()
-
-
-def asdict_tensors(tg: Targets) -> list[torch.Tensor]:
-    return [getattr(tg, f.name) for f in fields(tg)]
 
 
 # --------------------------------------------------------------------------------------------
