@@ -346,18 +346,15 @@ def _qwen_backend(added: Sequence[tuple[str, bool]]):
     return tok
 
 
+def _added_token_entry(content: str, special: bool) -> dict:
+    """One ``added_tokens_decoder`` entry as tokenizer_config.json stores it."""
+    return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+            "special": special}
+
+
 def _added_tokens_decoder(added: Sequence[tuple[str, bool]]) -> dict[str, dict]:
-    return {
-        str(QWEN25_FIRST_ADDED_ID + i): {
-            "content": content,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": special,
-        }
-        for i, (content, special) in enumerate(added)
-    }
+    return {str(QWEN25_FIRST_ADDED_ID + i): _added_token_entry(content, special)
+            for i, (content, special) in enumerate(added)}
 
 
 def qwen25_added_tokens(prm: bool) -> list[tuple[str, bool]]:
@@ -632,14 +629,7 @@ def _write_shepherd_tokenizer(folder: Path) -> None:
     backend.save(str(folder / "tokenizer.json"))
     decoder = _added_tokens_decoder(QWEN25_ADDED_TOKENS)
     for content, special in SHEPHERD_EXTRA_TOKENS:
-        decoder[str(backend.token_to_id(content))] = {
-            "content": content,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": special,
-        }
+        decoder[str(backend.token_to_id(content))] = _added_token_entry(content, special)
     config = {
         "add_bos_token": True,
         "add_eos_token": False,

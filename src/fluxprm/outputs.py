@@ -177,7 +177,7 @@ def progress_exists(out: Path | None) -> bool:
 
 def open_sink(out: Path | None, errors: Path | None, run_id: str, resume: bool,
               meta: dict[str, Any] | None = None) -> ResumableWriter | StdoutSink:
-    """A resumable file writer for ``out`` (errors default to ``OUT.errors.jsonl``), or stdout."""
+    """A resumable file writer for ``out`` and ``errors``, or stdout when there is no ``out``."""
     if out is None:
         return StdoutSink()
-    return ResumableWriter(out, errors or default_errors_path(out), run_id, resume, meta)
+    return ResumableWriter(out, errors, run_id, resume, meta)

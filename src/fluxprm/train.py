@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fluxprm.models.base import PRMInput, TraceTooLong
+from fluxprm.models.base import PRMInput, TraceTooLong, pad_batch
 from fluxprm.models.fluxprm_format import (FluxPRM, FluxPRMConfig, feature_size, make_heads, resolve_base,
                                            save_heads)
 from fluxprm.steps import StepConfig
@@ -356,7 +356,7 @@ class _Joint(nn.Module):
         self.backbone, self.step_head, self.traj_head = prm.backbone, prm.step_head, prm.traj_head
         self.layers = prm.config.feature_layers
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor, cols: torch.Tensor,
                 lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.backbone(input_ids=ids, attention_mask=mask, use_cache=False,
                             output_hidden_states=self.layers != [-1])
@@ -399,25 +399,14 @@ def _train_end_to_end(prm: FluxPRM, train_ex: list[Example], cfg: TrainConfig,
     rng = random.Random(cfg.seed)
     total = cfg.max_steps or cfg.epochs * math.ceil(len(train_ex) / cfg.batch_size)
     step = 0
-    pad = prm.pad_token_id
     while step < total:
         for idx in _batches(len(train_ex), cfg.batch_size, rng):
             batch = [encs[i] for i in idx]
-            lengths = [len(e.input_ids) for e in batch]
-            width = max(lengths)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for j, e in enumerate(batch):
-                ids[j, : lengths[j]] = torch.tensor(e.input_ids)
-                mask[j, : lengths[j]] = 1
-            rows = torch.cat([torch.full((len(e.read_positions),), j) for j, e in enumerate(batch)])
-            cols = torch.cat([torch.tensor(e.read_positions) for e in batch])
-            dev = acc.device
+            p = pad_batch(batch, prm.pad_token_id, acc.device)
             with acc.accumulate(model):
-                s_logits, t_logits = model(ids.to(dev), mask.to(dev), rows.to(dev), cols.to(dev),
-                                           torch.tensor(lengths, device=dev))
+                s_logits, t_logits = model(p.ids, p.mask, p.rows, p.cols, p.lengths)
                 tg = Targets.of([train_ex[i] for i in idx],
-                                [(e.dropped_thinking, len(e.read_positions)) for e in batch]).to(dev)
+                                [(e.dropped_thinking, len(e.read_positions)) for e in batch]).to(acc.device)
                 loss, terms = joint_loss(s_logits, t_logits, tg, cfg, pw)
                 acc.backward(loss)
                 opt.step()

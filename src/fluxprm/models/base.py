@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["PRMInput", "Encoded", "ItemOutput", "TraceScore", "TraceTooLong", "TransformerPRM", "AGGREGATES",
+__all__ = ["PRMInput", "Encoded", "PaddedBatch", "pad_batch", "ItemOutput", "TraceScore", "TraceTooLong", "TransformerPRM", "AGGREGATES",
            "aggregate"]
 
 
@@ -83,6 +83,32 @@ class TraceScore:
             rec["dropped_steps"] = self.dropped_steps
         rec.update(self.extra)
         return rec
+
+
+@dataclass(slots=True)
+class PaddedBatch:
+    """A right-padded batch and the (row, column) of every reward read position in it."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor | None  # None when no row is padded (the backbone then needs no mask)
+    rows: torch.Tensor
+    cols: torch.Tensor
+    lengths: torch.Tensor
+
+
+def pad_batch(batch: list[Encoded], pad_id: int, device: torch.device) -> PaddedBatch:
+    """Right-pad encodings into one tensor; shared by scoring and end-to-end training."""
+    lengths = [len(e.input_ids) for e in batch]
+    width = max(lengths)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    for i, e in enumerate(batch):
+        ids[i, : lengths[i]] = torch.tensor(e.input_ids, dtype=torch.long)
+    mask = None
+    if min(lengths) != width:
+        mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).to(device)
+    rows = torch.cat([torch.full((len(e.read_positions),), i, dtype=torch.long) for i, e in enumerate(batch)])
+    cols = torch.cat([torch.tensor(e.read_positions, dtype=torch.long) for e in batch])
+    return PaddedBatch(ids.to(device), mask, rows.to(device), cols.to(device), torch.tensor(lengths, device=device))
 
 
 class TraceTooLong(ValueError):
@@ -203,22 +229,10 @@ class TransformerPRM:
     @torch.inference_mode()
     def forward(self, batch: list[Encoded]) -> list[ItemOutput]:
         """One padded forward over ``batch`` (right padding, so read positions stay valid)."""
-        lengths = [len(e.input_ids) for e in batch]
-        width = max(lengths)
-        pad_id = self.pad_token_id
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        for i, e in enumerate(batch):
-            ids[i, : lengths[i]] = torch.tensor(e.input_ids, dtype=torch.long)
-        ids = ids.to(self.device)
-        mask = None
-        if len(batch) > 1 and min(lengths) != width:
-            mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).to(self.device)
-        hidden = self.features(ids, mask)
-        rows = torch.cat([torch.full((len(e.read_positions),), i, dtype=torch.long) for i, e in enumerate(batch)])
-        cols = torch.cat([torch.tensor(e.read_positions, dtype=torch.long) for e in batch])
-        step = self.head(hidden[rows.to(self.device), cols.to(self.device)].float()).float().cpu().tolist()
-        last = hidden[torch.arange(len(batch), device=self.device),
-                      torch.tensor(lengths, device=self.device) - 1].float()
+        p = pad_batch(batch, self.pad_token_id, self.device)
+        hidden = self.features(p.ids, p.mask)
+        step = self.head(hidden[p.rows, p.cols].float()).float().cpu().tolist()
+        last = hidden[torch.arange(len(batch), device=self.device), p.lengths - 1].float()
         traj = self.trajectory(last)
         traj_list = traj.float().cpu().tolist() if traj is not None else [None] * len(batch)
         outputs, start = [], 0
