@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from fluxprm.records import BadRecord, iter_records
-from fluxprm.traces import (FORMATS, FieldMap, Trace, TraceError, detect_format, iter_traces, parse_record,
-                            split_thinking)
+from fluxprm.traces import (CHAT_TEMPLATES, SHAPES, FieldMap, Trace, TraceError, detect_shape, iter_traces,
+                            parse_record, split_thinking)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "traces"
 
@@ -281,6 +281,125 @@ def test_gsm8k_answer_is_gold_not_response():
     assert t.gold == "It is 3.\n#### 3" and t.response == "3"
 
 
+# ----------------------------------------------------------------------------- chat templates inside text fields
+
+
+def test_chat_template_deepseek_reported_case_prompt_is_not_thinking():
+    raw_record, split, cut = load("chat_templates_synthetic.jsonl")[:3]
+    # DeepSeek-R1-Distill output saved raw: the prompt used to become the first thinking step
+    assert (raw_record.problem, raw_record.thinking, raw_record.response) == ("What is 2+3?", "I add.",
+                                                                              "The answer is 5.")
+    assert raw_record.format == "r1" and raw_record.id == "r1-distill-raw"
+    assert raw_record.meta == {"chat_template": "deepseek", "model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"}
+    # <think>\n in the prompt field: the completion starts inside the thought and ends with the EOS token
+    assert split.problem == "What is 7*8? Please reason step by step, and put your final answer within \\boxed{}."
+    assert (split.thinking, split.response) == ("Okay, 7 times 8.\n\n7*8 = 56.", "7 × 8 = 56.\n\n\\boxed{56}")
+    assert split.format == "r1" and split.gold == "56" and split.meta == {"chat_template": "deepseek"}
+    # cut off before </think>: all thinking, because the prompt opened the thought
+    assert (cut.thinking, cut.response) == ("Okay, 7 times 8.\n\nLet me count: 8, 16, 24", "")
+    assert cut.meta == {"chat_template": "deepseek", "finish_reason": "length"}
+
+
+def test_chat_template_chatml_qwen():
+    qwen_math, qwq = load("chat_templates_synthetic.jsonl")[3:5]
+    assert qwen_math.id == "12" and qwen_math.problem == "What is 9-2?" and qwen_math.gold == "7"
+    assert (qwen_math.thinking, qwen_math.response, qwen_math.format) == (
+        None, "9 - 2 = 7.\n\nThe answer is $\\boxed{7}$.", "plain")
+    assert qwen_math.meta == {"chat_template": "chatml", "system": "Please reason step by step, and put your "
+                                                                   "final answer within \\boxed{}."}
+    assert qwq.problem == "How many edges does a cube have?" and qwq.format == "r1"
+    assert qwq.thinking == "A cube has 6 faces.\n\nEach face has 4 edges, each shared by 2 faces: 6*4/2 = 12."
+    assert qwq.response == "A cube has **12** edges." and qwq.gold == "12"
+    assert qwq.meta["chat_template"] == "chatml" and qwq.meta["system"].startswith("You are a helpful")
+
+
+def test_chat_template_llama3_gemma_mistral():
+    llama, gemma, mistral_v1, mistral_v7 = load("chat_templates_synthetic.jsonl")[5:]
+    assert (llama.problem, llama.thinking, llama.response, llama.gold) == (
+        "What is 10-4?", None, "10 - 4 = 6.\n\nThe answer is 6.", 6)
+    assert llama.meta == {"chat_template": "llama3",
+                          "system": "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024"}
+    # multi-turn, no problem field: the last user turn is the problem, earlier turns are kept as conversation
+    assert (gemma.problem, gemma.response) == ("And 2+2?", "2 + 2 = 4.\n\n**Answer:** 4")
+    assert gemma.meta == {"chat_template": "gemma", "conversation": [
+        {"role": "user", "content": "What is 1+1?"}, {"role": "assistant", "content": "1 + 1 = 2."}]}
+    assert (mistral_v1.problem, mistral_v1.response) == ("What is 6/2?", "6 / 2 = 3.\n\nThe answer is 3.")
+    assert mistral_v1.meta == {"chat_template": "mistral"} and mistral_v1.gold == "3"
+    # a lone "</s>" is stripped only because the prompt field already showed the Mistral template
+    assert (mistral_v7.problem, mistral_v7.response) == ("What is 3*4?", "3 * 4 = 12.\n\nThe answer is 12.")
+    assert mistral_v7.meta == {"chat_template": "mistral", "system": "You are a careful solver."}
+
+
+def test_chat_template_names_and_no_markers_left():
+    traces = load("chat_templates_synthetic.jsonl")
+    assert len(traces) == 9 and all(isinstance(t, Trace) for t in traces)
+    assert {t.meta["chat_template"] for t in traces} == set(CHAT_TEMPLATES)
+    markers = ("<｜", "<|im_", "<|endoftext|>", "<|eot_id|>", "<|start_header_id|>", "_of_turn>", "<bos>", "<eos>",
+               "[INST]", "[/INST]", "</s>", "<s>", "SYSTEM_PROMPT", "<think>", "</think>")
+    for t in traces:
+        text = t.problem + (t.thinking or "") + t.response + json.dumps(t.meta, ensure_ascii=False)
+        assert not any(m in text for m in markers), (t.id, text)
+
+
+@pytest.mark.parametrize("text", [
+    "<think>\nA.\n</think>\n\nAnswer.", "Inside already.\n</think>\nAnswer.", "No markers.\n", "  padded  ",
+    "User: What is 2+3?\n\nAssistant: 5",  # DeepSeek's old plain prompt: too ambiguous to touch
+    "Use <s> and </s> in HTML; [INST] alone is no template.",  # Mistral needs [/INST]
+    "<|begin_of_thought|>T<|end_of_thought|><|begin_of_solution|>S<|end_of_solution|>",
+])
+def test_text_without_template_markers_is_unchanged(text):
+    t = one({"problem": "Q", "response": text})
+    assert (t.thinking, t.response, t.format) == split_thinking(text) + (t.format,)
+    assert "chat_template" not in t.meta
+    assert one({"problem": text, "response": "A"}).problem == text  # problem text byte for byte
+
+
+def test_problem_field_with_template_markers():
+    prompt = ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nFirst?<|im_end|>\n<|im_start|>assistant\n"
+              "One.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n")
+    t = one({"problem": prompt, "response": "2 and 2.\n</think>\n\n4<|im_end|>"})
+    assert (t.problem, t.thinking, t.response, t.format) == ("What is 2+2?", "2 and 2.", "4", "r1")
+    assert t.meta == {"chat_template": "chatml", "system": "Be brief.", "conversation": [
+        {"role": "user", "content": "First?"}, {"role": "assistant", "content": "One."}]}
+
+
+def test_problem_field_wins_over_user_turn_and_pool_candidates():
+    text = "<|im_start|>user\nsome other wording<|im_end|>\n<|im_start|>assistant\nIt is 4.<|im_end|>"
+    t = one({"problem": "What is 2+2?", "response": text})
+    assert (t.problem, t.response, t.meta) == ("What is 2+2?", "It is 4.", {"chat_template": "chatml"})
+    pool = parse_record({"problem": "Q", "response": [text, "<think>t</think>plain"]})
+    assert [(c.response, c.meta.get("chat_template")) for c in pool] == [("It is 4.", "chatml"), ("plain", None)]
+
+
+def test_deepseek_system_prompt_after_bos():
+    t = one({"response": "<｜begin▁of▁sentence｜>You are terse.<｜User｜>Q?<｜Assistant｜>A<｜end▁of▁sentence｜>"})
+    assert (t.problem, t.response, t.meta) == ("Q?", "A", {"chat_template": "deepseek", "system": "You are terse."})
+
+
+def test_bare_generation_with_end_token():
+    t = one({"problem": "Q", "response": "<think>\nhm\n</think>\n\nThe answer is 5.<｜end▁of▁sentence｜>"})
+    assert (t.thinking, t.response, t.meta) == ("hm", "The answer is 5.", {"chat_template": "deepseek"})
+    t = one({"problem": "Q", "response": "Final: 4<end_of_turn>\n<eos>"})
+    assert (t.response, t.meta) == ("Final: 4", {"chat_template": "gemma"})
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"response": "<|im_start|>user\nQ<|im_end|>\n"}, "field 'response' holds a chatml chat transcript without "
+                                                       "an assistant turn"),
+    ({"response": "<|im_start|>assistant\nA<|im_end|>"}, "no problem field found"),  # nothing to take it from
+    ({"response": "no markers"}, "no problem field found"),
+    ({"problem": "<bos><start_of_turn>model\nhi<end_of_turn>", "response": "A"},
+     "field 'problem' holds a gemma chat prompt without a user turn"),
+    ({"problem": "<|im_start|>user\n  <|im_end|>", "response": "A"}, "field 'problem': the last user turn of its "
+                                                                      "chatml chat prompt is empty"),
+    ({"problem": "Q", "response": "<|im_start|>assistant\n<|im_end|>"}, "field 'response' is empty"),
+])
+def test_chat_template_errors(record, message):
+    with pytest.raises(TraceError) as info:
+        parse_record(record)
+    assert message in str(info.value)
+
+
 # ----------------------------------------------------------------------------- overrides
 
 
@@ -417,7 +536,7 @@ def test_container_round_trips_give_same_traces(tmp_path, container):
 # ----------------------------------------------------------------------------- detection & misc
 
 
-def test_detect_format_names_are_in_formats():
+def test_detect_shape_names_are_in_shapes():
     examples = {
         "prm800k": {"question": {"problem": "Q"}, "label": {"steps": []}},
         "math-shepherd": {"input": "Q Step 1: a ки", "label": "Q Step 1: a +"},
@@ -429,7 +548,7 @@ def test_detect_format_names_are_in_formats():
         "plain": {"problem": "Q", "response": "A"},
     }
     for name, record in examples.items():
-        assert detect_format(record) == name and name in FORMATS
+        assert detect_shape(record) == name and name in SHAPES
 
 
 def test_all_fixtures_parse_without_exceptions():
@@ -438,7 +557,7 @@ def test_all_fixtures_parse_without_exceptions():
         for x in iter_traces([path]):
             counts[type(x).__name__] = counts.get(type(x).__name__, 0) + 1
             if isinstance(x, Trace):
-                assert x.format in FORMATS and x.problem and (x.response or x.thinking or x.steps)
+                assert x.format in SHAPES and x.problem and (x.response or x.thinking or x.steps)
                 assert x.steps is None or x.step_labels is None or len(x.steps) == len(x.step_labels)
                 json.dumps(x.to_json())
     assert counts["BadRecord"] == 1 and counts["Trace"] > 50

@@ -5,7 +5,8 @@ already cut into steps with per-step labels. Public data sets store those in a d
 module maps each to one :class:`Trace`, so everything downstream sees one type. Detection looks at
 the keys of each record (not at the file), so mixed files work and nothing needs configuring.
 
-Supported shapes (``Trace.format`` names, see :data:`FORMATS`):
+Supported shapes (``Trace.format`` names, see :data:`SHAPES`; "format" there means the record shape, not the
+checkpoint formats of :mod:`fluxprm.models`):
 
 ``r1``
     A response text with ``<think>…</think>`` followed by the answer. Text that starts inside the
@@ -48,6 +49,15 @@ Ids: ``id``/``idx``/``unique_id``/``uid``/``problem_id``/``question_id`` (string
 ``"<file name>:<line>"``. Ids are taken as given, so they need not be unique (the Sky-T1 pool uses
 the problem index ``idx`` for all 15 responses to a problem).
 
+Chat templates: raw generations are often saved with their rendered prompt, e.g. DeepSeek-R1-Distill's
+``<｜begin▁of▁sentence｜><｜User｜>…<｜Assistant｜><think>\n…``. A response or problem text holding the
+special tokens of a :data:`CHAT_TEMPLATES` family (DeepSeek, ChatML/Qwen, Llama 3, Gemma, Mistral) is
+read as a transcript: the response is the last assistant turn, end-of-turn tokens removed; the problem
+is the problem field's last user turn, or the response's when there is no problem field (a problem
+field wins). ``meta["chat_template"]`` names the family, ``meta["system"]`` keeps the system prompt,
+``meta["conversation"]`` any other turns. A prompt ending in ``<think>`` means the response starts
+inside the thought. Text without those tokens is left byte for byte as it was.
+
 Every key a parser does not consume goes to ``Trace.meta`` unchanged, so nothing is lost.
 """
 
@@ -56,17 +66,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fluxprm.records import BadRecord, RawRecord, iter_records
 
-__all__ = ["Trace", "TraceError", "FieldMap", "FORMATS", "parse_record", "iter_traces", "split_thinking",
-           "detect_format"]
+__all__ = ["Trace", "TraceError", "FieldMap", "SHAPES", "CHAT_TEMPLATES", "parse_record", "iter_traces",
+           "split_thinking", "detect_shape"]
 
-FORMATS: tuple[str, ...] = ("r1", "sky-t1", "s1k", "messages", "steps", "prmbench", "prm800k", "math-shepherd",
-                            "math-aps", "pool", "plain")
+# Record shapes (the values of ``Trace.format``). Named "shapes" so they are not confused with the checkpoint
+# formats of ``fluxprm.models.FORMATS``.
+SHAPES: tuple[str, ...] = ("r1", "sky-t1", "s1k", "messages", "steps", "prmbench", "prm800k", "math-shepherd",
+                           "math-aps", "pool", "plain")
 
 ID_FIELDS = ("id", "idx", "unique_id", "uid", "problem_id", "question_id")
 PROBLEM_FIELDS = ("problem", "question", "prompt", "query", "instruction", "input")
@@ -104,7 +116,7 @@ class Trace:
     correct: bool | None = None  # outcome correctness if the record says
     source: str = ""
     line: int = 0
-    format: str = ""  # detected format name, one of FORMATS
+    format: str = ""  # the record shape, one of SHAPES (field named `format` for compatibility)
     meta: dict[str, Any] = field(default_factory=dict)  # everything else worth keeping
 
     def to_json(self) -> dict[str, Any]:
@@ -195,6 +207,170 @@ def _solution_text(rest: str) -> str:
     if end >= 0:
         rest = rest[:end]
     return rest.strip()
+
+
+# ----------------------------------------------------------------------------- chat templates inside text fields
+
+# Families whose chat-template markers are stripped from text fields; the values of ``Trace.meta["chat_template"]``.
+CHAT_TEMPLATES: tuple[str, ...] = ("deepseek", "chatml", "llama3", "gemma", "mistral")
+
+
+@dataclass(frozen=True, slots=True)
+class _TemplateFamily:
+    """The special-token markers of one chat-template family.
+
+    ``pattern`` has one alternative per marker; ``kinds[i]`` says what alternative ``m{i}`` does:
+    ``("open", role)`` starts a turn (``role`` ``None``: the role is spelled in the marker, group ``r{i}``),
+    ``("end", None)`` closes the open turn, ``("bos", None)`` is dropped. ``detect`` are literal strings any
+    one of which proves the template is there: special tokens that prose does not contain, so text
+    without them is never touched. ``leading_role`` is the role of text before the first turn marker
+    that is not a finished reply (DeepSeek writes the system prompt bare, right after the BOS token).
+    """
+
+    name: str
+    detect: tuple[str, ...]
+    pattern: re.Pattern[str]
+    kinds: tuple[tuple[str, str | None], ...]
+    leading_role: str = "assistant"
+
+
+def _template_family(name: str, detect: tuple[str, ...], markers: tuple[tuple[str, str, str | None], ...],
+                     leading_role: str = "assistant") -> _TemplateFamily:
+    """Compile ``(regex, kind, role)`` markers into one pattern; ``{role}`` in a regex captures the role name."""
+    parts = [f"(?P<m{i}>{regex.replace('{role}', f'(?P<r{i}>[A-Za-z_]*)')})" for i, (regex, _, _) in
+             enumerate(markers)]
+    return _TemplateFamily(name, detect, re.compile("|".join(parts)),
+                           tuple((kind, role) for _, kind, role in markers), leading_role)
+
+
+# Token strings as the families' tokenizer_config.json chat templates write them. DeepSeek's use full-width
+# bars (U+FF5C) and U+2581 ("▁") for spaces; its older plain "User:"/"Assistant:" prompts are ordinary words
+# and are left alone. Mistral's [INST] format is also Llama 2's; only "[/INST]" marks it, since a lone "</s>"
+# could be HTML.
+_TEMPLATE_FAMILIES: tuple[_TemplateFamily, ...] = (
+    _template_family("deepseek", ("<｜begin▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>"), (
+        ("<｜begin▁of▁sentence｜>", "bos", None),
+        ("<｜User｜>", "open", "user"),
+        ("<｜Assistant｜>", "open", "assistant"),
+        ("<｜end▁of▁sentence｜>", "end", None),
+    ), leading_role="system"),
+    _template_family("chatml", ("<|im_start|>", "<|im_end|>"), (
+        (r"<\|im_start\|>{role}[ \t]*\n?", "open", None),
+        (r"<\|im_end\|>|<\|endoftext\|>", "end", None),
+    )),
+    _template_family("llama3", ("<|begin_of_text|>", "<|start_header_id|>", "<|eot_id|>", "<|eom_id|>",
+                                "<|end_of_text|>"), (
+        (r"<\|begin_of_text\|>", "bos", None),
+        (r"<\|start_header_id\|>{role}<\|end_header_id\|>", "open", None),
+        (r"<\|eot_id\|>|<\|eom_id\|>|<\|end_of_text\|>", "end", None),
+    )),
+    _template_family("gemma", ("<start_of_turn>", "<end_of_turn>"), (
+        (r"<bos>", "bos", None),
+        (r"<start_of_turn>{role}[ \t]*\n?", "open", None),
+        (r"<end_of_turn>|<eos>", "end", None),
+    )),
+    _template_family("mistral", ("[/INST]",), (
+        (r"<s>", "bos", None),
+        (r"\[INST\]", "open", "user"),
+        (r"\[/INST\]", "open", "assistant"),
+        (r"\[SYSTEM_PROMPT\]", "open", "system"),
+        (r"\[/SYSTEM_PROMPT\]|</s>", "end", None),
+    )),
+)
+
+
+@dataclass(slots=True)
+class _ChatText:
+    """A text field read as a chat transcript.
+
+    ``turns`` are ``(role, content)`` in order, content stripped; roles are ``system``, ``user``,
+    ``assistant`` (Gemma's ``model``, ShareGPT's ``human``/``gpt`` mapped), others as written, and ``""``
+    for text between turns that no marker assigns (e.g. a generation running on past its end token).
+    """
+
+    template: str
+    turns: list[tuple[str, str]]
+
+    def last(self, role: str, before: int | None = None) -> int | None:
+        """Index of the last turn with ``role`` before index ``before`` (default: anywhere)."""
+        stop = len(self.turns) if before is None else before
+        return next((i for i in range(stop - 1, -1, -1) if self.turns[i][0] == role), None)
+
+    def meta(self, *used: int | None) -> dict[str, Any]:
+        """What a trace keeps of the transcript besides its ``used`` turns (the problem and the reply).
+
+        ``chat_template`` (the family), ``system`` (the last system prompt) and ``conversation``: every
+        other turn as ``{"role", "content"}``, only when there is one (multi-turn chats, text past the reply).
+        """
+        meta: dict[str, Any] = {"chat_template": self.template}
+        systems = [content for role, content in self.turns if role == "system" and content]
+        if systems:
+            meta["system"] = systems[-1]
+        others = [{"role": role, "content": content} for i, (role, content) in enumerate(self.turns)
+                  if role != "system" and i not in used]
+        if others:
+            meta["conversation"] = others
+        return meta
+
+
+def _read_chat_template(text: str, known: str | None = None) -> _ChatText | None:
+    """The turns of a text holding a chat template's markers; ``None`` when it holds none.
+
+    Only the first family found (in :data:`CHAT_TEMPLATES` order) is read; markers of another family
+    stay in the text. ``known`` names a family already seen in the same record (the problem field's):
+    then any of its markers count, even those too weak to detect it alone (Mistral's ``</s>`` ending a
+    completion saved apart from its ``[INST]`` prompt). Text before the first turn marker is the
+    assistant's when it ends with an end token or no turn marker follows (a bare generation saved with
+    its end token), else the family's ``leading_role``.
+    """
+    family = next((f for f in _TEMPLATE_FAMILIES if any(tag in text for tag in f.detect)), None)
+    if family is None and known is not None:
+        family = next(f for f in _TEMPLATE_FAMILIES if f.name == known)
+        if family.pattern.search(text) is None:
+            return None
+    if family is None:
+        return None
+    matches = list(family.pattern.finditer(text))
+    kinds = [family.kinds[int(m.lastgroup[1:])] for m in matches]  # type: ignore[index]
+    any_open = any(kind == "open" for kind, _ in kinds)
+    turns: list[tuple[str, str]] = []
+    role: str | None = None  # role of the turn being read; None outside any turn
+    opened = False  # has a turn marker been seen yet
+
+    def close(chunk: str, ended: bool) -> None:
+        content = chunk.strip()
+        if role is not None:
+            turns.append((role, content))
+        elif content:
+            unassigned = "assistant" if ended or not any_open else family.leading_role
+            turns.append((unassigned if not opened else "", content))
+
+    pos = 0
+    for m, (kind, fixed_role) in zip(matches, kinds, strict=True):
+        close(text[pos:m.start()], ended=kind == "end")
+        pos = m.end()
+        role = None
+        if kind == "open":
+            opened = True
+            role = _chat_role(fixed_role or m.group(f"r{m.lastgroup[1:]}") or "")  # type: ignore[index]
+    close(text[pos:], ended=False)
+    return _ChatText(family.name, turns)
+
+
+def _chat_role(name: str) -> str:
+    name = name.lower()
+    if name in _USER_ROLES:
+        return "user"
+    return "assistant" if name in _ASSISTANT_ROLES else name
+
+
+def _open_thought(text: str) -> str | None:
+    """The thought-opening tag a text ends inside of (``<think>`` with no ``</think>`` after it), if any."""
+    for open_tag, close_tag in ((_THINK_OPEN, _THINK_CLOSE), (_THOUGHT_OPEN, _THOUGHT_CLOSE)):
+        start = text.rfind(open_tag)
+        if start >= 0 and close_tag not in text[start:]:
+            return open_tag
+    return None
 
 
 # ----------------------------------------------------------------------------- field access
@@ -353,12 +529,12 @@ def _correct(rec: _Record) -> bool | None:
 # ----------------------------------------------------------------------------- detection
 
 
-def detect_format(data: dict, fields: FieldMap | None = None) -> str:
-    """The record shape, from its keys: one of :data:`FORMATS` except ``r1``/``sky-t1``/``pool``.
+def detect_shape(data: dict, fields: FieldMap | None = None) -> str:
+    """The record shape, from its keys: one of :data:`SHAPES` except ``r1``/``sky-t1``/``pool``.
 
     Those three are ``plain`` records refined while parsing (by the markers in the response text,
     or a response that is a list). Overrides steer detection: a ``steps`` override selects a step
-    format, a ``response`` override rules out the step and chat shapes.
+    shape, a ``response`` override rules out the step and chat shapes.
     """
     f = fields or FieldMap()
     data = {k: v for k, v in data.items() if v is not None}  # columnar files (Parquet) hold nulls for absent keys
@@ -397,6 +573,9 @@ class _Context:
     source: str
     line: int
     id: str
+    meta: dict[str, Any] = field(default_factory=dict)  # what the problem field's chat template left (all traces)
+    template: str | None = None  # the chat-template family of the problem field, if it held one
+    open_thought: str | None = None  # the problem field ended inside a thought: the response starts inside it
 
 
 def _finish(ctx: _Context, fmt: str, *, problem: str, response: str, response_field: str,
@@ -409,6 +588,7 @@ def _finish(ctx: _Context, fmt: str, *, problem: str, response: str, response_fi
     if "correct" not in extra:
         extra["correct"] = _correct(ctx.rec)
     meta = ctx.rec.meta()
+    meta.update(ctx.meta)
     meta.update(extra.pop("meta", {}))
     return Trace(id=ctx.id, problem=problem, response=response, thinking=thinking, source=ctx.source,
                  line=ctx.line, format=fmt, meta=meta, **extra)
@@ -416,25 +596,90 @@ def _finish(ctx: _Context, fmt: str, *, problem: str, response: str, response_fi
 
 def _find_problem(ctx: _Context, candidates: Iterable[str] = PROBLEM_FIELDS) -> str:
     key, value = ctx.rec.find("problem", candidates)
-    return _problem_text(key, value)
+    return _problem_from_template(ctx, key, _problem_text(key, value))
+
+
+def _problem_from_template(ctx: _Context, name: str, text: str) -> str:
+    """A problem field holding a rendered chat prompt gives its last user turn; other text is returned as is.
+
+    The family, system prompt and any earlier turns go to ``ctx.meta``. A prompt ending in an assistant
+    turn that opened a thought (DeepSeek-R1's ``<｜Assistant｜><think>\\n``) means the response field
+    starts inside that thought: ``ctx.open_thought`` tells the response split so.
+    """
+    chat = _read_chat_template(text)
+    if chat is None:
+        return text
+    user = chat.last("user")
+    if user is None:
+        raise TraceError(f"field '{name}' holds a {chat.template} chat prompt without a user turn", field=name)
+    problem = chat.turns[user][1]
+    if not problem:
+        raise TraceError(f"field '{name}': the last user turn of its {chat.template} chat prompt is empty",
+                         field=name)
+    generation_prompt = len(chat.turns) - 1 if chat.turns[-1][0] == "assistant" and user < len(chat.turns) - 1 \
+        else None
+    if generation_prompt is not None:
+        ctx.open_thought = _open_thought(chat.turns[generation_prompt][1])
+    ctx.template = chat.template
+    ctx.meta.update(chat.meta(user, generation_prompt))
+    return problem
+
+
+def _read_reply(name: str, text: str, known: str | None) -> tuple[str, dict[str, Any], str | None]:
+    """``(reply, meta, user_turn)`` of a response text that may hold a rendered chat transcript.
+
+    Text without template markers is the reply unchanged (``meta`` empty, ``user_turn`` ``None``). A
+    transcript's reply is its last assistant turn, end-of-turn markers removed; ``user_turn`` is the last
+    user turn before it (the problem when the record has no problem field, dropped otherwise); ``meta``
+    holds the family, system prompt and other turns (see :meth:`_ChatText.meta`). ``known``: the family
+    of the record's problem field, if any (see :func:`_read_chat_template`).
+    """
+    chat = _read_chat_template(text, known)
+    if chat is None:
+        return text, {}, None
+    reply = chat.last("assistant")
+    if reply is None:
+        raise TraceError(f"field '{name}' holds a {chat.template} chat transcript without an assistant turn",
+                         field=name)
+    user = chat.last("user", before=reply)
+    return chat.turns[reply][1], chat.meta(user, reply), None if user is None else chat.turns[user][1]
+
+
+def _split_reply(ctx: _Context, reply: str) -> tuple[str | None, str, str]:
+    """:func:`_split_thinking`, knowing whether the problem field's prompt already opened the thought."""
+    if ctx.open_thought is not None and ctx.open_thought not in reply:
+        reply = ctx.open_thought + reply
+    return _split_thinking(reply)
 
 
 def _parse_plain(ctx: _Context) -> list[Trace | TraceError]:
-    """``problem`` + ``response`` text (markers split out); a list response is a Best-of-N pool."""
-    problem = _find_problem(ctx)
+    """``problem`` + ``response`` text (markers split out); a list response is a Best-of-N pool.
+
+    A response text holding a rendered chat transcript (prompt and generation saved raw) is read for
+    its last assistant turn; its last user turn is the problem when the record has no problem field.
+    """
+    problem: str | None = None
+    if ctx.rec.get("problem", PROBLEM_FIELDS)[0] is not None or not isinstance(
+            ctx.rec.get("response", RESPONSE_FIELDS)[1], str):
+        problem = _find_problem(ctx)  # first: a record with neither field is told its problem is missing
     key, value = ctx.rec.find("response", RESPONSE_FIELDS)
     thinking_key, thinking_value = ctx.rec.get("thinking", THINKING_FIELDS)
-    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        return [_parse_chat_reply(ctx, problem, key, _normalise_messages(key, value))]
-    if isinstance(value, list):
+    if problem is not None and isinstance(value, list):  # a list response always has a problem field here
+        if value and all(isinstance(m, dict) for m in value):
+            return [_parse_chat_reply(ctx, problem, key, _normalise_messages(key, value))]
         return _parse_pool(ctx, problem, key, value, thinking_key, thinking_value)
-    text = _text(key, value)
+    reply, chat_meta, user_turn = _read_reply(key, _text(key, value), ctx.template)
+    if problem is None:
+        if not user_turn:
+            _find_problem(ctx)  # raises: no problem field, and no user turn in the response to take it from
+        problem = user_turn
     if thinking_key is not None:
         thinking, thinking_steps = _thinking_value(thinking_key, thinking_value)
-        return [_finish(ctx, "plain", problem=problem, response=text.strip(), response_field=key,
-                        thinking=thinking, thinking_steps=thinking_steps)]
-    thinking, response, fmt = _split_thinking(text)
-    return [_finish(ctx, fmt, problem=problem, response=response, response_field=key, thinking=thinking)]
+        return [_finish(ctx, "plain", problem=problem, response=reply.strip(), response_field=key,
+                        thinking=thinking, thinking_steps=thinking_steps, meta=chat_meta)]
+    thinking, response, fmt = _split_reply(ctx, reply)
+    return [_finish(ctx, fmt, problem=problem, response=response, response_field=key, thinking=thinking,
+                    meta=chat_meta)]
 
 
 def _parse_pool(ctx: _Context, problem: str, key: str, value: list, thinking_key: str | None,
@@ -445,6 +690,7 @@ def _parse_pool(ctx: _Context, problem: str, key: str, value: list, thinking_key
     list with one entry per candidate (``pred``, ``score``, ``pred_score``, …) is split too:
     a list of bools under ``score``/``correct`` gives each candidate's ``correct``, the rest lands
     in that candidate's meta. A bad candidate becomes its own error; its siblings still score.
+    Candidates holding a chat transcript are read like a plain response (the problem field wins).
     """
     candidates = _str_list(key, value)
     n = len(candidates)
@@ -457,15 +703,17 @@ def _parse_pool(ctx: _Context, problem: str, key: str, value: list, thinking_key
     gold = _gold(ctx.rec)
     out: list[Trace | TraceError] = []
     for k, text in enumerate(candidates):
-        sub = _Context(ctx.rec, ctx.source, ctx.line, f"{ctx.id}#{k}")
+        sub = replace(ctx, id=f"{ctx.id}#{k}")
         meta: dict[str, Any] = {name: values[k] for name, values in per_candidate.items()}
         meta.update(candidate=k, group=ctx.id)
         try:
+            reply, chat_meta, _ = _read_reply(f"{key}[{k}]", text, ctx.template)
+            meta.update(chat_meta)
             if isinstance(thinking_value, list) and len(thinking_value) == n:
                 thinking, _ = _thinking_value(f"{thinking_key}[{k}]", thinking_value[k])
-                response = text.strip()
+                response = reply.strip()
             else:
-                thinking, response, _ = _split_thinking(text)
+                thinking, response, _ = _split_reply(ctx, reply)
             correct = correct_list[k] if correct_list is not None else None
             out.append(_finish(sub, "pool", problem=problem, response=response, response_field=f"{key}[{k}]",
                                thinking=thinking, gold=gold, correct=correct, meta=meta))
@@ -731,7 +979,7 @@ def _parse_math_aps(ctx: _Context) -> list[Trace | TraceError]:
     its parent, ``step_labels`` = the nodes' ``mc_value`` (soft labels in [0, 1]).
     """
     rec = ctx.rec
-    question = _find_problem(ctx, ("question",) + PROBLEM_FIELDS)
+    question = _problem_text(*rec.find("problem", ("question",) + PROBLEM_FIELDS))  # raw: prefixes repeat it
     nodes = rec.take("reasoning_steps")
     prefixes: list[str] = []
     values: list[float | None] = []
@@ -800,7 +1048,7 @@ def _parse(data: Any, source: str, line: int, fields: FieldMap | None) -> list[T
     rec = _Record(data, fields or FieldMap())
     ctx = _Context(rec, source, line, _record_id(rec, source, line))
     try:
-        return _PARSERS[detect_format(data, rec.fields)](ctx)
+        return _PARSERS[detect_shape(data, rec.fields)](ctx)
     except TraceError as e:
         e.id = e.id or _peek_id(data, fields)
         raise
