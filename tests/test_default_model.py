@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fluxprm
 from fluxprm import load_prm
 
 FIXTURES = Path(__file__).parent / "fixtures" / "traces"
@@ -33,7 +34,7 @@ def test_default_model_prefers_correct_processes():
     rows = [json.loads(x) for x in (FIXTURES / "prmbench_train_sample.jsonl").read_text().splitlines()]
     wins = 0
     for row in rows:
-        [orig] = prm.score([{"problem": row["original_question"], "steps": row["original_process"]}])
-        [mod] = prm.score([{"problem": row["modified_question"], "steps": row["modified_process"]}])
+        [orig] = fluxprm.score(prm, [{"problem": row["original_question"], "steps": row["original_process"]}])
+        [mod] = fluxprm.score(prm, [{"problem": row["modified_question"], "steps": row["modified_process"]}])
         wins += orig.score > mod.score
     assert wins >= len(rows) - 1

@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 
 from builders import build_qwen_prm
+import fluxprm
 from fluxprm import load_prm
-from fluxprm.engine import ScoreOptions, encode_windows, prepare, score_stream
+from fluxprm.engine.fit import encode_windows
+from fluxprm.engine.options import ScoreOptions
+from fluxprm.engine.score import score_stream
+from fluxprm.steps import prepare
 from fluxprm.records import BadRecord
 from fluxprm.score_job import run_score_job
 from fluxprm.steps import StepConfig
@@ -60,7 +64,7 @@ def test_truncation_drops_earliest_thinking_only(prm):
     full = prm.encode(prepare(trace, StepConfig()))
     assert full.dropped_thinking == 0
     small = load_prm(str(build_qwen_prm(None)), dtype="float32", device="cpu", max_length=len(full.input_ids) // 2)
-    [score] = small.score([trace])
+    [score] = fluxprm.score(small, [trace])
     assert score.truncated and score.dropped_steps > 0
     assert len(score.response_step_rewards) == 2
     assert len(score.thinking_step_rewards) == 30 - score.dropped_steps
@@ -75,7 +79,7 @@ def test_too_long_without_thinking_is_an_error_record(prm, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"id": "r", "problem": "p " * 60, "response": "a step"}) + "\n")
     out = tmp_path / "o.jsonl"
-    run_score_job(small, [str(src)], out, None, ScoreOptions(on_error="skip"))
+    run_score_job(small, [str(src)], out, None, ScoreOptions(on_error="skip", long="truncate"))
     err = json.loads((tmp_path / "o.errors.jsonl").read_text())
     assert err["line"] == 1 and "context" in err["error"] and out.read_text() == ""
 
@@ -87,11 +91,11 @@ def test_windows_score_every_step(prm):
     inp = prepare(trace, StepConfig())
     full = prm.encode(inp)
     small = load_prm(str(build_qwen_prm(None)), dtype="float32", device="cpu", max_length=len(full.input_ids) // 3)
-    windows = encode_windows(small, inp)
+    windows = encode_windows(small, inp).parts
     assert len(windows) >= 3
     assert all(len(w.input_ids) <= small.max_length for w in windows)
     assert sum(len(w.read_positions) for w in windows) == 14
-    [score] = small.score([trace], long="windows")
+    [score] = fluxprm.score(small, [trace], long="windows")
     assert len(score.step_rewards) == 14 and not score.truncated and score.extra["windows"] == len(windows)
     # the last window holds both response steps
     assert len(windows[-1].read_positions) >= 2
@@ -99,8 +103,8 @@ def test_windows_score_every_step(prm):
 
 def test_padded_batches_equal_single_forwards(prm):
     traces = [_trace(i, n_think=1 + i % 4, words=3 + 5 * i) for i in range(8)]
-    single = prm.score(traces, batching="single")
-    padded = prm.score(traces, batching="padded", batch_tokens=4096)
+    single = fluxprm.score(prm, traces, batching="single")
+    padded = fluxprm.score(prm, traces, batching="padded", batch_tokens=4096)
     for a, b in zip(single, padded):
         assert a.step_rewards == pytest.approx(b.step_rewards, abs=1e-4)
 
@@ -127,6 +131,6 @@ def test_bad_records_pass_through_stream(prm):
 
 def test_library_api_accepts_raw_records(prm):
     recs = [json.loads(line) for line in (FIXTURES / "prmbench_train_sample.jsonl").read_text().splitlines()[:2]]
-    scores = prm.score(recs)
+    scores = fluxprm.score(prm, recs)
     assert len(scores) == 2 and all(0.0 <= r <= 1.0 for s in scores for r in s.step_rewards)
     assert scores[0].num_steps == len(recs[0]["modified_process"])

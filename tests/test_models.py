@@ -14,6 +14,7 @@ import pytest
 from builders import (build_math_shepherd, build_qwen_prm, build_scalar_head, build_token_classification,
                       ref_math_shepherd, ref_qwen_prm, ref_scalar_head, ref_scalar_head_prefix_rewards,
                       ref_token_classification)
+import fluxprm
 from fluxprm import Trace, load_prm
 from fluxprm.models import detect_format
 
@@ -35,7 +36,7 @@ def test_qwen_prm_matches_model_card():
     folder = build_qwen_prm(None)
     assert detect_format(folder) == "qwen-prm"
     prm = _load(folder)
-    [s] = prm.score([_trace()])
+    [s] = fluxprm.score(prm, [_trace()])
     ref = ref_qwen_prm(folder, PROBLEM, THINKING + RESPONSE)
     assert s.step_rewards == pytest.approx(ref, abs=1e-4)
     assert max(ref) - min(ref) > 0.05, "rewards must vary between steps for the test to mean something"
@@ -49,15 +50,16 @@ def test_qwen_prm_system_prompt_option():
     folder = build_qwen_prm(None)
     system = "Please reason step by step, and put your final answer within \\boxed{}."
     prm = _load(folder, system_prompt=system)
-    [s] = prm.score([{"problem": PROBLEM, "steps": RESPONSE}])
+    [s] = fluxprm.score(prm, [{"problem": PROBLEM, "steps": RESPONSE}])
     assert s.step_rewards == pytest.approx(ref_qwen_prm(folder, PROBLEM, RESPONSE, system=system), abs=1e-4)
-    assert s.thinking_step_rewards is None  # no thinking part: nothing to report separately
+    # no thinking part: a plain answer's steps are response steps (the part lists always partition step_rewards)
+    assert s.thinking_step_rewards == [] and s.response_step_rewards == s.step_rewards
 
 
 def test_qwen_prm_bfloat16_close_to_float32():
     folder = build_qwen_prm(None)
-    [a] = _load(folder).score([_trace()])
-    [b] = load_prm(str(folder), dtype="bfloat16", device="cpu").score([_trace()])
+    [a] = fluxprm.score(_load(folder), [_trace()])
+    [b] = fluxprm.score(load_prm(str(folder), dtype="bfloat16", device="cpu"), [_trace()])
     assert b.step_rewards == pytest.approx(a.step_rewards, abs=0.05)
 
 
@@ -65,7 +67,7 @@ def test_scalar_head_matches_model_card():
     folder = build_scalar_head(None)
     assert detect_format(folder) == "scalar-head"
     prm = _load(folder)
-    [s] = prm.score([_trace()])
+    [s] = fluxprm.score(prm, [_trace()])
     steps = THINKING + RESPONSE
     assert s.score == pytest.approx(ref_scalar_head(folder, PROBLEM, "\n\n".join(steps)), abs=1e-4)
     assert s.step_rewards == pytest.approx(ref_scalar_head_prefix_rewards(folder, PROBLEM, steps), abs=1e-4)
@@ -75,7 +77,7 @@ def test_scalar_head_matches_model_card():
 def test_math_shepherd_matches_model_card():
     folder = build_math_shepherd(None)
     prm = _load(folder, format="math-shepherd")
-    [s] = prm.score([{"problem": PROBLEM, "steps": RESPONSE + ["Hence 29."]}])
+    [s] = fluxprm.score(prm, [{"problem": PROBLEM, "steps": RESPONSE + ["Hence 29."]}])
     ref = ref_math_shepherd(folder, PROBLEM, RESPONSE + ["Hence 29."])
     assert s.step_rewards == pytest.approx(ref, abs=1e-4)
     assert s.score == pytest.approx(min(ref), abs=1e-4)
@@ -88,7 +90,7 @@ def test_math_shepherd_reads_tagged_records():
     line = (Path(__file__).parent / "fixtures/traces/math_shepherd_sample.jsonl").read_text().splitlines()[0]
     rec = json.loads(line)
     prm = _load(build_math_shepherd(None), format="math-shepherd")
-    [s] = prm.score([rec])
+    [s] = fluxprm.score(prm, [rec])
     assert len(s.step_rewards) == rec["input"].count("ки")
 
 
@@ -96,7 +98,7 @@ def test_token_classification_matches_trl_layout():
     folder = build_token_classification(None)
     assert detect_format(folder) == "token-classification"
     prm = _load(folder)
-    [s] = prm.score([{"problem": PROBLEM, "steps": RESPONSE}])
+    [s] = fluxprm.score(prm, [{"problem": PROBLEM, "steps": RESPONSE}])
     assert s.step_rewards == pytest.approx(ref_token_classification(folder, PROBLEM, RESPONSE), abs=1e-4)
 
 
@@ -105,7 +107,7 @@ def test_no_remote_code_is_needed(tmp_path):
     folder = build_qwen_prm(tmp_path / "ckpt")
     config = json.loads((folder / "config.json").read_text())
     assert "auto_map" in config and not list(folder.glob("*.py"))
-    assert _load(folder).score([_trace()])
+    assert fluxprm.score(_load(folder), [_trace()])
 
 
 def test_unknown_folder_format_is_a_clear_error(tmp_path):

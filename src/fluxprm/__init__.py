@@ -3,16 +3,56 @@
 Library API (mirrors the CLI)::
 
     import fluxprm
-    prm = fluxprm.load_prm("reasonflux-prm-7b")      # or a folder, a hub id; default: fluxprm-mini
-    scores = prm.score(traces)                         # Trace objects or raw record dicts → [TraceScore]
+    prm = fluxprm.load_prm("reasonflux-prm-7b")       # or a folder, a hub id; default: fluxprm-mini
+    results = fluxprm.score_batch(prm, traces)        # Trace objects or raw record dicts → [TraceScore | BadRecord]
+    scores = fluxprm.score(prm, traces)               # → [TraceScore]; raises on the first unscorable trace
+
+Names are imported on first use, so ``import fluxprm`` (and ``fluxprm.scores``, ``fluxprm.traces``) does not
+load torch: commands that work on score files start instantly.
 """
 
-from fluxprm.engine import ScoreOptions, score_traces
-from fluxprm.models import FORMATS, REGISTRY, PRMInput, TraceScore, TransformerPRM, load_prm
-from fluxprm.steps import StepConfig
-from fluxprm.traces import FieldMap, Trace, iter_traces, parse_record
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-__all__ = ["FORMATS", "REGISTRY", "FieldMap", "PRMInput", "ScoreOptions", "StepConfig", "Trace", "TraceScore",
-           "TransformerPRM", "iter_traces", "load_prm", "parse_record", "score_traces", "__version__"]
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "BadRecord": "fluxprm.records",
+    "FieldMap": "fluxprm.traces",
+    "Trace": "fluxprm.traces",
+    "iter_traces": "fluxprm.traces",
+    "parse_record": "fluxprm.traces",
+    "PRMInput": "fluxprm.steps",
+    "StepConfig": "fluxprm.steps",
+    "prepare": "fluxprm.steps",
+    "TraceScore": "fluxprm.scores",
+    "read_scores": "fluxprm.scores",
+    "join_scores": "fluxprm.scores",
+    "ScoreOptions": "fluxprm.engine.options",
+    "Scorer": "fluxprm.engine.score",
+    "ScoreFailure": "fluxprm.engine.score",
+    "score": "fluxprm.engine.score",
+    "score_batch": "fluxprm.engine.score",
+    "score_traces": "fluxprm.engine.score",
+    "run_score_job": "fluxprm.score_job",
+    "TransformerPRM": "fluxprm.models.base",
+    "FORMATS": "fluxprm.models.formats",
+    "REGISTRY": "fluxprm.models.registry",
+    "load_prm": "fluxprm.models.loading",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fluxprm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import orjson
 
-__all__ = ["JobResult", "ResumableWriter", "ResumeMismatch", "StdoutSink", "default_errors_path", "fingerprint", "open_sink",
+__all__ = ["ResumableWriter", "ResumeMismatch", "StdoutSink", "default_errors_path", "fingerprint", "open_sink",
            "progress_exists"]
 
 _VERSION = 1
@@ -74,7 +74,11 @@ class ResumableWriter:
             self.state.meta = dict(meta or {})
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
         self._out = self._open(self.out_path, self.state.out_bytes)
-        self._err = self._open(self.err_path, self.state.err_bytes) if self.err_path else None
+        # The errors file is created on its first line (a clean run leaves none); a resumed run trims it now,
+        # a fresh run removes the one an earlier run left (it was truncated to nothing before, same effect).
+        if self.err_path is not None and not self.state.err_bytes and self.err_path.is_file():
+            self.err_path.unlink()
+        self._err = self._open(self.err_path, self.state.err_bytes) if self.err_path and self.state.err_bytes else None
         if not resume or not self.progress_path.exists():
             self._checkpoint()
 
@@ -105,7 +109,9 @@ class ResumableWriter:
         """Write one chunk's lines, make them durable, then advance the checkpoint by ``items``."""
         if records:
             self._out.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
-        if errors and self._err is not None:
+        if errors and self.err_path is not None:
+            if self._err is None:
+                self._err = self._open(self.err_path, 0)
             self._err.write(b"".join(orjson.dumps(e) + b"\n" for e in errors))
         for f in (self._out, self._err):
             if f is not None:
@@ -117,6 +123,7 @@ class ResumableWriter:
         self._checkpoint()
 
     def finish(self) -> None:
+        """Mark the run complete."""
         self.state.complete = True
         self._checkpoint()
         self.close()
@@ -136,18 +143,6 @@ class ResumableWriter:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.progress_path)
-
-
-@dataclass
-class JobResult:
-    """What a resumable job (score, label) reports: its stats, wall time, files and resume facts."""
-
-    stats: Any
-    seconds: float
-    out: Path | None
-    errors: Path | None
-    skipped_done: int = 0          # input items an interrupted run had already written
-    already_complete: bool = False
 
 
 class StdoutSink:

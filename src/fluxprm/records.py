@@ -32,7 +32,7 @@ from typing import IO, Any
 import orjson
 
 __all__ = ["RawRecord", "BadRecord", "iter_records", "iter_file", "detect_file_format", "FILE_FORMATS",
-           "decode_json_line"]
+           "decode_json_line", "count_records"]
 
 FILE_FORMATS = ("jsonl", "json", "parquet")
 
@@ -62,10 +62,14 @@ class BadRecord:
     line: int
     error: str  # human message naming the field/problem
     id: str | None = None  # record id if it could be read
+    hint: str | None = None  # the flag or fix that would most likely make the record readable
 
     def to_json(self) -> dict:
-        """The DESIGN errors record: ``{"source", "line", "id", "error"}``."""
-        return {"source": self.source, "line": self.line, "id": self.id, "error": self.error}
+        """The errors record: ``{"source", "line", "id", "error"}`` plus ``"hint"`` when there is one."""
+        rec = {"source": self.source, "line": self.line, "id": self.id, "error": self.error}
+        if self.hint:
+            rec["hint"] = self.hint
+        return rec
 
 
 def iter_records(paths: Iterable[str | os.PathLike]) -> Iterator[RawRecord | BadRecord]:
@@ -267,3 +271,28 @@ def _iter_parquet(source: str, gzipped: bool) -> Iterator[RawRecord | BadRecord]
                     yield _as_record(source, row, data)
     except (*_READ_ERRORS, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
         yield BadRecord(source, row + 1 if row else 0, f"cannot read Parquet file: {e}")
+
+
+def count_records(path: str | os.PathLike) -> int | None:
+    """How many records ``path`` holds, cheaply, for a progress total; None when it cannot tell.
+
+    JSONL: non-blank lines (one streaming pass, no decoding). JSON: the array's length (the document
+    is parsed; a ``.json`` file is read whole anyway). Parquet: the row count in the footer.
+    """
+    try:
+        gzipped, fmt = detect_file_format(path)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(_open(path, gzipped) if gzipped else os.fspath(path)).metadata.num_rows)
+        with _open(path, gzipped) as f:
+            if fmt == "json":
+                first = _first_nonblank_line(os.fspath(path), gzipped)
+                if not first.startswith(b"["):
+                    f.seek(0)
+                    return sum(1 for line in f if line.strip(_WHITESPACE))
+                value, error = _decode_document(f.read().removeprefix(_BOM))
+                return len(value) if error is None and isinstance(value, list) else None
+            return sum(1 for line in f if line.strip(_WHITESPACE))
+    except Exception:  # noqa: BLE001 - a progress total is a nicety; the reader reports real damage
+        return None

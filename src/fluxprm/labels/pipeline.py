@@ -39,16 +39,14 @@ import numpy as np
 import orjson
 
 
-from fluxprm.engine import prepare
 from fluxprm.labels.alignment import alignment_rewards
 from fluxprm.labels.coherence import NegativePool, coherence_rewards
 from fluxprm.labels.fuse import fuse_steps
 from fluxprm.labels.quality import JUDGE_PROMPT, build_judge_prompt, load_prompt, make_judge
 from fluxprm.labels.trajectory import TEMPLATE_EXTRACT, TEMPLATE_SOLVE, TrajectoryItem, TrajectoryRewarder
-from fluxprm.models.base import PRMInput
-from fluxprm.outputs import JobResult, default_errors_path, fingerprint, open_sink
+from fluxprm.jobs import JobFailure, JobResult, run_job
 from fluxprm.records import BadRecord
-from fluxprm.steps import StepConfig
+from fluxprm.steps import PRMInput, StepConfig, prepare
 from fluxprm.traces import FieldMap, Trace, TraceError, iter_traces
 
 __all__ = ["LabelConfig", "LabelStats", "LabelJobResult", "LabelFailure", "Labeler", "run_label_job",
@@ -60,8 +58,7 @@ LABEL_SCHEMA_VERSION = 1
 _DIGITS = 6
 
 
-class LabelFailure(RuntimeError):
-    """A record could not be labelled and ``on_error`` is not ``skip``."""
+LabelFailure = JobFailure  # a record could not be labelled and ``on_error`` is not ``skip``
 
 
 @dataclass
@@ -366,11 +363,7 @@ class Labeler:
             self.stats.traces += 1
             self.stats.thinking_steps += len(inp.thinking_steps)
             self.stats.response_steps += len(inp.response_steps)
-        for r in results:
-            if isinstance(r, BadRecord):
-                self.stats.errors += 1
-                if c.on_error != "skip":
-                    raise LabelFailure(f"{r.source}:{r.line}: {r.error}")
+        self.stats.errors += sum(isinstance(r, BadRecord) for r in results)
         return results  # type: ignore[return-value]
 
     def _encode_chunk(self, work: list[tuple[int, int, Trace, PRMInput]]) -> Callable[[Sequence[str]], np.ndarray]:
@@ -419,54 +412,29 @@ class Labeler:
         }
 
 
-def _chunks(items: Iterable[tuple[int, Trace | BadRecord]], size: int) -> Iterator[list[tuple[int, Trace | BadRecord]]]:
-    it = iter(items)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
-
-
 def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, config: LabelConfig,
                   resume: bool = False, on_progress: Callable[[int], None] | None = None,
                   fields: FieldMap | None = None, labeler: Labeler | None = None) -> LabelJobResult:
     """Label every record of ``inputs``; each ends in ``out`` or in ``errors``, in input order.
 
     With ``out=None`` records go to stdout and rejected records to stderr (no resume possible).
-    ``on_progress(n)`` is called after each chunk with the number of input items just finished.
+    ``on_progress(n)`` is called after each chunk with the number of input records just finished.
     ``labeler`` reuses already loaded models (its config must be ``config``).
     """
     inputs = [str(p) for p in inputs]
-    for p in inputs:
-        if not Path(p).exists():
-            raise FileNotFoundError(f"input file not found: {p}")
     labeler = labeler or Labeler(config)
     if labeler.config is not config:
         raise ValueError("the labeler was built for a different LabelConfig")
-    stats = labeler.stats
-    started = time.perf_counter()
+    identity = {"label": {k: v for k, v in asdict(config).items() if k not in ("on_error", "cache")},
+                "fields": asdict(fields) if fields else None}
 
-    if out is not None:
-        errors = errors or default_errors_path(out)
-    run_id = fingerprint(inputs, {"label": {k: v for k, v in asdict(config).items() if k not in ("on_error", "cache")},
-                                  "fields": asdict(fields) if fields else None})
-    sink = open_sink(out, errors, run_id, resume)
-    if sink.complete:
-        sink.close()
-        return LabelJobResult(stats, 0.0, out, errors, sink.done, already_complete=True)
-    skipped = sink.done
-    if on_progress and skipped:
-        on_progress(skipped)
-    try:
-        if config.coherence:
+    def process(chunk: list[Trace | BadRecord], start: int) -> list[dict[str, Any] | BadRecord]:
+        if config.coherence and labeler.pool is None:
+            # Negatives come from a pool over the whole run, built once, so they do not depend on chunking.
             labeler.build_pool(enumerate(iter_traces(inputs, fields)))
-        items = itertools.islice(enumerate(iter_traces(inputs, fields)), skipped, None)
-        for chunk in _chunks(items, config.chunk_size):
-            done = labeler.label_chunk(chunk)
-            recs = [r for r in done if isinstance(r, dict)]
-            errs = [r.to_json() for r in done if isinstance(r, BadRecord)]
-            sink.write_chunk(recs, errs, len(chunk))
-            if on_progress:
-                on_progress(len(chunk))
-        sink.finish()
-    finally:
-        sink.close()
-    return LabelJobResult(stats, time.perf_counter() - started, out, errors if out is not None else None, skipped)
+        return labeler.label_chunk(list(enumerate(chunk, start)))
+
+    job = run_job(inputs, out, errors, identity=identity, items=lambda: iter_traces(inputs, fields), process=process,
+                  chunk_size=config.chunk_size, stats=labeler.stats, resume=resume, on_error=config.on_error,
+                  on_progress=on_progress)
+    return LabelJobResult(**vars(job))

@@ -1,7 +1,9 @@
-"""PRM checkpoint formats (one module each), the registry of known models, and ``load_prm``."""
+"""PRM checkpoint formats (one module each), their registry, the registry of known models, and ``load_prm``."""
 
-from fluxprm.models.base import PRMInput, TraceScore, TransformerPRM
-from fluxprm.models.loading import FORMATS, detect_format, load_prm
+from fluxprm.models.base import TransformerPRM
+from fluxprm.models.formats import FORMATS, detect_format
+from fluxprm.models.loading import load_prm
 from fluxprm.models.registry import REGISTRY
+from fluxprm.models.resolve import ModelNotFound
 
-__all__ = ["FORMATS", "PRMInput", "REGISTRY", "TraceScore", "TransformerPRM", "detect_format", "load_prm"]
+__all__ = ["FORMATS", "ModelNotFound", "REGISTRY", "TransformerPRM", "detect_format", "load_prm"]

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
-__all__ = ["read_config", "load_backbone", "load_tokenizer"]
+__all__ = ["read_config", "load_backbone", "load_tokenizer", "load_standard"]
 
 
 def read_config(folder: Path) -> PretrainedConfig:
@@ -52,3 +52,9 @@ def load_backbone(folder: Path, config: PretrainedConfig, dtype: torch.dtype,
 
 def load_tokenizer(folder: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+
+
+def load_standard(folder: Path, dtype: torch.dtype, device: torch.device) -> tuple[PretrainedConfig, Any, torch.nn.Module]:
+    """Config, tokenizer and backbone of a checkpoint that stores its backbone in transformers' layout."""
+    config = read_config(folder)
+    return config, load_tokenizer(folder), load_backbone(folder, config, dtype, device)

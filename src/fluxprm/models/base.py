@@ -16,23 +16,17 @@ would cost more than the whole 135M backbone and a PRM never needs it.
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
-__all__ = ["PRMInput", "Encoded", "PaddedBatch", "pad_batch", "ItemOutput", "TraceScore", "TraceTooLong", "TransformerPRM", "AGGREGATES",
-           "aggregate"]
+from fluxprm.scores import AGGREGATES, TraceScore, combine
+from fluxprm.steps import PRMInput
 
-
-@dataclass(slots=True)
-class PRMInput:
-    """One trace as a PRM sees it: the problem and its segmented thinking and response steps."""
-
-    problem: str
-    thinking_steps: list[str]
-    response_steps: list[str]
+__all__ = ["Encoded", "PaddedBatch", "pad_batch", "ItemOutput", "TraceTooLong", "TransformerPRM", "LoadRequest",
+           "CheckpointFormat"]
 
 
 @dataclass(slots=True)
@@ -51,38 +45,6 @@ class ItemOutput:
 
     step_rewards: list[float]
     trajectory_reward: float | None = None
-
-
-@dataclass(slots=True)
-class TraceScore:
-    """The score record of DESIGN.md, one per trace."""
-
-    id: str
-    score: float | None
-    step_rewards: list[float]
-    thinking_step_rewards: list[float] | None
-    response_step_rewards: list[float] | None
-    trajectory_reward: float | None
-    num_steps: int
-    truncated: bool
-    model: str
-    dropped_steps: int = 0
-    num_tokens: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The stable JSON record: schema keys first, extras (group, candidate, correct, ...) after."""
-        rec: dict[str, Any] = {
-            "id": self.id, "score": self.score, "step_rewards": self.step_rewards,
-            "thinking_step_rewards": self.thinking_step_rewards,
-            "response_step_rewards": self.response_step_rewards,
-            "trajectory_reward": self.trajectory_reward, "num_steps": self.num_steps,
-            "truncated": self.truncated, "model": self.model,
-        }
-        if self.truncated:
-            rec["dropped_steps"] = self.dropped_steps
-        rec.update(self.extra)
-        return rec
 
 
 @dataclass(slots=True)
@@ -115,26 +77,6 @@ class TraceTooLong(ValueError):
     """The problem and response alone exceed the model's context; only thinking steps may be dropped."""
 
 
-def _mean(xs: Sequence[float]) -> float:
-    return sum(xs) / len(xs)
-
-
-AGGREGATES = {
-    "mean": _mean,
-    "min": min,
-    "last": lambda xs: xs[-1],
-    "prod": lambda xs: math.prod(xs),
-    "max": max,
-}
-
-
-def aggregate(step_rewards: Sequence[float], how: str) -> float | None:
-    """Reduce step rewards to one number by a named rule; None when there are no steps."""
-    if not step_rewards:
-        return None
-    return float(AGGREGATES[how](step_rewards))
-
-
 class TransformerPRM:
     """Base class of all formats. Subclasses set ``format`` and implement the three hooks.
 
@@ -145,7 +87,7 @@ class TransformerPRM:
 
     format: str = ""
     default_aggregate: str = "mean"
-    reports_thinking_separately: bool = True
+    trained_steps: dict[str, Any] | None = None  # segmentation a checkpoint was trained with, if it says
 
     def __init__(self, backbone: torch.nn.Module, tokenizer: Any, *, name: str, device: torch.device,
                  dtype: torch.dtype, max_length: int, aggregate: str | None = None, alpha: float = 1.0):
@@ -157,7 +99,7 @@ class TransformerPRM:
         self.max_length = max_length
         self.aggregate = aggregate or self.default_aggregate
         if self.aggregate not in AGGREGATES:
-            raise ValueError(f"unknown aggregate {self.aggregate!r}; choose from {sorted(AGGREGATES)}")
+            raise ValueError(f"unknown aggregate {self.aggregate!r}; choose from {', '.join(AGGREGATES)}")
         self.alpha = alpha
 
     # ---- hooks -------------------------------------------------------------------------------
@@ -251,27 +193,56 @@ class TransformerPRM:
 
     def to_score(self, trace_id: str, enc: Encoded, out: ItemOutput, num_steps: int,
                  extra: dict[str, Any] | None = None) -> TraceScore:
-        """Assemble the score record: split thinking/response rewards, aggregate, add α·trajectory."""
+        """Assemble the score record: split thinking/response rewards, aggregate, add α·trajectory.
+
+        The two part lists always partition ``step_rewards`` (thinking first), so a plain answer's
+        steps are response steps and a trace cut off mid-thought has no response steps.
+        """
         steps = out.step_rewards
         k = enc.num_thinking
-        has_thinking = k > 0 or enc.dropped_thinking > 0
-        score = aggregate(steps, self.aggregate)
-        if out.trajectory_reward is not None:
-            score = (score or 0.0) + self.alpha * out.trajectory_reward
         return TraceScore(
-            id=trace_id, score=score, step_rewards=steps,
-            thinking_step_rewards=steps[:k] if has_thinking and self.reports_thinking_separately else None,
-            response_step_rewards=steps[k:] if has_thinking and self.reports_thinking_separately else None,
+            id=trace_id, score=combine(steps, out.trajectory_reward, self.aggregate, self.alpha), step_rewards=steps,
+            thinking_step_rewards=steps[:k], response_step_rewards=steps[k:],
             trajectory_reward=out.trajectory_reward, num_steps=num_steps,
             truncated=enc.dropped_thinking > 0, model=self.name, dropped_steps=enc.dropped_thinking,
             num_tokens=len(enc.input_ids), extra=extra or {})
 
-    def score(self, traces: Any, **options: Any) -> list[TraceScore]:
-        """Score traces (``Trace`` objects, dicts in any supported record shape, or ``PRMInput``).
 
-        A convenience over :func:`fluxprm.engine.score_traces` that returns a list; for files and
-        streams use the engine directly. Options are those of :class:`fluxprm.engine.ScoreOptions`.
-        """
-        from fluxprm.engine import ScoreOptions, score_traces
+@dataclass(slots=True)
+class LoadRequest:
+    """What a checkpoint format's loader is given: the folder and the caller's resolved choices."""
 
-        return list(score_traces(self, traces, ScoreOptions(**options)))
+    folder: Path
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    max_length: int | None
+    aggregate: str | None
+    alpha: float | None
+    options: dict[str, Any] = field(default_factory=dict)  # format options (system_prompt, separator, ...)
+
+    def context_length(self, config: Any) -> int:
+        """The requested context, else the backbone config's ``max_position_embeddings`` (else 4096)."""
+        if self.max_length:
+            return int(self.max_length)
+        return int(getattr(config, "max_position_embeddings", None) or 4096)
+
+    def common(self, config: Any) -> dict[str, Any]:
+        """Keyword arguments every ``TransformerPRM`` constructor takes."""
+        return dict(name=self.name, device=self.device, dtype=self.dtype, max_length=self.context_length(config),
+                    aggregate=self.aggregate, alpha=1.0 if self.alpha is None else self.alpha)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointFormat:
+    """A checkpoint format declares itself: its name, how to recognise a folder of it, and how to load it.
+
+    ``detect(folder, config)`` gets the parsed ``config.json`` (``{}`` if absent) and answers whether the
+    folder is in this format; formats are asked in registry order. ``load(request)`` builds the PRM.
+    Adding a format is one module that defines a ``FORMAT`` plus one line in :mod:`fluxprm.models.formats`.
+    """
+
+    name: str
+    detect: Callable[[Path, dict[str, Any]], bool]
+    load: Callable[[LoadRequest], TransformerPRM]
+    description: str = ""

@@ -13,6 +13,7 @@ hub id), so a trained model is a few megabytes.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,29 +23,54 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fluxprm.models.base import TransformerPRM
+from fluxprm.models.base import CheckpointFormat, LoadRequest, TransformerPRM
 
 CONFIG_NAME = "fluxprm_config.json"
 HEADS_NAME = "heads.safetensors"
 
 
 @dataclass
-class FluxPRMConfig:
-    """Everything needed to rebuild a fluxprm PRM around its backbone."""
+class FluxPRMOptions:
+    """The model options a user chooses, declared once: ``TrainConfig`` inherits them as training knobs and
+    :class:`FluxPRMConfig` records them in the checkpoint, so each has one default and one help text."""
 
-    base: str = "smollm2"
-    feature_layers: list[int] = field(default_factory=lambda: [-1])  # hidden-state layers concatenated
-    head_hidden: int = 256
-    joiner: str = "\n\n"
-    system_prompt: str | None = None
-    aggregate: str = "mean"
-    alpha: float = 1.0
-    max_length: int = 4096
-    lora: bool = False
-    layout: str = "chat"        # chat: steps joined by `joiner`, read at each step's last token
-                                # qwen-prm: the Qwen2.5-Math-PRM chat with <extra_0> separators, read there
-    head_type: str = "mlp"      # mlp: RewardHead; qwen-prm: Linear-ReLU-Linear(h, 2) (exportable)
+    base: str = field(default="smollm2", metadata={
+        "help": "Backbone: smollm2 (the embedded SmolLM2-135M-Instruct), a folder, or a cached hub id."})
+    feature_layers: list[int] = field(default_factory=lambda: [-1], metadata={
+        "help": "Hidden-state layers concatenated as the heads' input (-1 = last)."})
+    head_hidden: int = field(default=256, metadata={"help": "Hidden width of the step and trajectory heads."})
+    joiner: str = field(default="\n\n", metadata={
+        "help": "Text between steps in the assistant turn (layout chat)."})
+    system_prompt: str | None = field(default=None, metadata={
+        "help": "System turn placed before the problem; none by default."})
+    aggregate: str = field(default="mean", metadata={
+        "help": "How step rewards combine into the trace score: mean, min, last, prod or max."})
+    alpha: float = field(default=1.0, metadata={"help": "Weight of the trajectory reward in the score."})
+    max_length: int = field(default=2048, metadata={
+        "help": "Context in tokens: training lays examples out in it, and the checkpoint scores in it by default "
+                "(earliest thinking steps dropped to fit)."})
+    layout: str = field(default="chat", metadata={
+        "help": "chat: steps joined by `joiner`, read at each step's last token; qwen-prm: the Qwen2.5-Math-PRM "
+                "chat with <extra_0> separators, read there (exportable)."})
+    head_type: str = field(default="mlp", metadata={
+        "help": "mlp: LayerNorm-Linear-GELU-Linear(1); qwen-prm: Linear-ReLU-Linear(h, 2) on the last layer "
+                "(exportable)."})
+
+
+@dataclass
+class FluxPRMConfig(FluxPRMOptions):
+    """Everything needed to rebuild a fluxprm PRM around its backbone, and how it was trained."""
+
+    lora: bool = field(default=False, metadata={"help": "A peft LoRA adapter is saved next to the heads."})
+    steps: dict[str, Any] | None = field(default=None, metadata={
+        "help": "Segmentation of free text the checkpoint was trained with (StepConfig fields: separator, "
+                "min_chars, max_thinking_steps, max_response_steps); None in checkpoints older than it."})
     version: int = 1
+
+    @classmethod
+    def from_options(cls, options: FluxPRMOptions, **recorded: Any) -> "FluxPRMConfig":
+        """Copy every model option by name from ``options`` (e.g. a ``TrainConfig``), plus ``recorded``."""
+        return cls(**{f.name: copy.deepcopy(getattr(options, f.name)) for f in fields(FluxPRMOptions)}, **recorded)
 
     def save(self, folder: Path) -> None:
         (folder / CONFIG_NAME).write_text(json.dumps({"format": "fluxprm", **asdict(self)}, indent=2) + "\n")
@@ -81,7 +107,7 @@ def resolve_base(base: str, checkpoint: Path | None = None) -> Path:
     path = Path(base).expanduser()
     if path.is_dir():
         return path
-    from fluxprm.models.loading import resolve_model
+    from fluxprm.models.resolve import resolve_model
 
     return resolve_model(base)[0]
 
@@ -96,6 +122,7 @@ class FluxPRM(TransformerPRM):
         self.step_head = step_head.eval()
         self.traj_head = traj_head.eval()
         self.config = config
+        self.trained_steps: dict[str, Any] | None = config.steps  # segmentation it was trained with
         self.separator_id = None
         if config.layout == "qwen-prm":
             from fluxprm.models.qwen_prm import SEPARATOR, separator_id
@@ -195,3 +222,15 @@ def load_fluxprm(folder: Path, *, name: str, device: torch.device, dtype: torch.
     return FluxPRM(backbone, tokenizer, step_head.to(device), traj_head.to(device), config, name=name,
                    device=device, dtype=dtype, max_length=max_length or config.max_length,
                    aggregate=aggregate or config.aggregate, alpha=config.alpha if alpha is None else alpha)
+
+
+def _detect(folder: Path, config: dict[str, Any]) -> bool:
+    return (folder / CONFIG_NAME).exists()
+
+
+def _load(req: LoadRequest) -> FluxPRM:
+    return load_fluxprm(req.folder, name=req.name, device=req.device, dtype=req.dtype, max_length=req.max_length,
+                        aggregate=req.aggregate, alpha=req.alpha)
+
+
+FORMAT = CheckpointFormat("fluxprm", _detect, _load, "fluxprm train checkpoints: step + trajectory heads")

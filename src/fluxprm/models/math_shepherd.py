@@ -9,12 +9,15 @@ projection at every position, which the card computes and discards, is skipped.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fluxprm.models.base import TransformerPRM
+from fluxprm.models.backbone import load_standard
+from fluxprm.models.base import CheckpointFormat, LoadRequest, TransformerPRM
+from fluxprm.models.weights import read_tensors
 
 STEP_TAG = "ки"
 _STEP_PREFIX = re.compile(r"^\s*Step\s*\d+\s*:", re.IGNORECASE)
@@ -51,3 +54,23 @@ class MathShepherdPRM(TransformerPRM):
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = hidden.to(self.candidate_rows.dtype) @ self.candidate_rows.T
         return torch.softmax(logits.float(), dim=-1)[:, 0]
+
+
+def _detect(folder: Path, config: dict[str, Any]) -> bool:
+    """No architecture marks these (they are plain causal LMs): the name has to say "shepherd"."""
+    return "shepherd" in str(config.get("_name_or_path", "")).lower() or "shepherd" in folder.name.lower()
+
+
+def _load(req: LoadRequest) -> MathShepherdPRM:
+    config, tokenizer, backbone = load_standard(req.folder, req.dtype, req.device)
+    good, bad = req.options.get("good_token", "+"), req.options.get("bad_token", "-")
+    cand = tokenizer.encode(f"{good} {bad}", add_special_tokens=False)
+    rows = read_tensors(req.folder, ("lm_head.weight",)).get("lm_head.weight")
+    if rows is None:  # tied embeddings
+        rows = backbone.get_input_embeddings().weight.detach().cpu()
+    candidate_rows = rows[[cand[0], cand[-1]]].to(req.device, req.dtype)
+    return MathShepherdPRM(backbone, tokenizer, candidate_rows, step_tag=req.options.get("step_tag", STEP_TAG),
+                           **req.common(config))
+
+
+FORMAT = CheckpointFormat("math-shepherd", _detect, _load, "steps tagged 'ки', P('+') vs P('-') at each tag")

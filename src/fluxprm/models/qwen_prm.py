@@ -9,12 +9,15 @@ names vLLM's and SGLang's ``qwen2_rm.py`` load — so a downloaded checkpoint lo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fluxprm.models.base import TransformerPRM
+from fluxprm.models.backbone import load_standard
+from fluxprm.models.base import CheckpointFormat, LoadRequest, TransformerPRM
+from fluxprm.models.weights import read_tensors
 
 SEPARATOR = "<extra_0>"
 
@@ -84,3 +87,21 @@ class QwenStepHead(nn.Module):
 def make_score_head(hidden_size: int, num_labels: int = 2) -> nn.Sequential:
     """The head layout of Qwen2ForProcessRewardModel (indices 0 and 2 carry the weights)."""
     return nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, num_labels))
+
+
+def _detect(folder: Path, config: dict[str, Any]) -> bool:
+    return "ProcessRewardModel" in " ".join(config.get("architectures") or [])
+
+
+def _load(req: LoadRequest) -> QwenPRM:
+    state = read_tensors(req.folder, ("score.",))
+    if not state:
+        raise ValueError(f"{req.folder}: no 'score.*' weights: not a qwen-prm checkpoint")
+    config, tokenizer, backbone = load_standard(req.folder, req.dtype, req.device)
+    head = make_score_head(config.hidden_size, state["score.2.weight"].shape[0])
+    head.load_state_dict({k.removeprefix("score."): v for k, v in state.items()})
+    return QwenPRM(backbone, tokenizer, head.to(req.device, req.dtype), system_prompt=req.options.get("system_prompt"),
+                   **req.common(config))
+
+
+FORMAT = CheckpointFormat("qwen-prm", _detect, _load, "chat + <extra_0> separators, P(class 1) of a 2-way head")

@@ -11,12 +11,15 @@ per-step rewards from the same single forward pass, at no extra cost.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fluxprm.models.base import TransformerPRM
+from fluxprm.models.backbone import load_standard
+from fluxprm.models.base import CheckpointFormat, LoadRequest, TransformerPRM
+from fluxprm.models.weights import linear_from, load_torch_state
 
 
 class ScalarHeadPRM(TransformerPRM):
@@ -41,3 +44,17 @@ class ScalarHeadPRM(TransformerPRM):
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.reward_head(hidden.to(self.reward_head.weight.dtype)).float().squeeze(-1))
+
+
+def _detect(folder: Path, config: dict[str, Any]) -> bool:
+    return (folder / "reward_head.pt").exists()
+
+
+def _load(req: LoadRequest) -> ScalarHeadPRM:
+    config, tokenizer, backbone = load_standard(req.folder, req.dtype, req.device)
+    head = linear_from(load_torch_state(req.folder / "reward_head.pt"), "")
+    return ScalarHeadPRM(backbone, tokenizer, head.to(req.device, req.dtype),
+                         joiner=req.options.get("joiner", "\n\n"), **req.common(config))
+
+
+FORMAT = CheckpointFormat("scalar-head", _detect, _load, "problem + completion, sigmoid of reward_head.pt")

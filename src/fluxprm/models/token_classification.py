@@ -8,12 +8,15 @@ is softmax(logits)[1] there. The separator is configurable (TRL's default ``"\\n
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fluxprm.models.base import TransformerPRM
+from fluxprm.models.backbone import load_standard
+from fluxprm.models.base import CheckpointFormat, LoadRequest, TransformerPRM
+from fluxprm.models.weights import linear_from, read_tensors
 
 
 class TokenClassificationPRM(TransformerPRM):
@@ -43,3 +46,21 @@ class TokenClassificationPRM(TransformerPRM):
         weight = next(self.classifier.parameters())
         logits = self.classifier(hidden.to(weight.dtype)).float()
         return torch.softmax(logits, dim=-1)[:, 1]
+
+
+def _detect(folder: Path, config: dict[str, Any]) -> bool:
+    return "ForTokenClassification" in " ".join(config.get("architectures") or [])
+
+
+def _load(req: LoadRequest) -> TokenClassificationPRM:
+    state = read_tensors(req.folder, ("score.", "classifier."))
+    prefix = "score." if "score.weight" in state else "classifier."
+    if f"{prefix}weight" not in state:
+        raise ValueError(f"{req.folder}: no 'score.weight' or 'classifier.weight': not a token-classification PRM")
+    config, tokenizer, backbone = load_standard(req.folder, req.dtype, req.device)
+    head = linear_from(state, prefix)
+    return TokenClassificationPRM(backbone, tokenizer, head.to(req.device, req.dtype),
+                                  separator=req.options.get("separator", "\n"), **req.common(config))
+
+
+FORMAT = CheckpointFormat("token-classification", _detect, _load, "TRL PRMTrainer layout, softmax[1] at separators")

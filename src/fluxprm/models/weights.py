@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from torch import nn
 
-__all__ = ["read_tensors", "load_torch_state"]
+__all__ = ["read_tensors", "load_torch_state", "linear_from"]
 
 
 def _safetensor_files(folder: Path) -> list[Path]:
@@ -46,3 +47,15 @@ def load_torch_state(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
     return state
+
+
+def linear_from(state: dict[str, torch.Tensor], prefix: str) -> nn.Linear:
+    """An ``nn.Linear`` holding ``{prefix}weight`` (and ``{prefix}bias`` if present) from ``state``."""
+    weight = state[f"{prefix}weight"]
+    bias = state.get(f"{prefix}bias")
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    return layer

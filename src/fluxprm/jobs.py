@@ -1,0 +1,184 @@
+"""The one resumable job loop: input files → items → chunks → output and errors files, with progress.
+
+``fluxprm score`` and ``fluxprm label`` (and every later command that streams records) are this loop plus
+a function that turns a chunk of items into one result per item. The loop owns what every such
+command must get right, once:
+
+- **nothing lost**: every input item ends in the output or in the errors file, in input order;
+- **resume**: output is checkpointed per chunk (:mod:`fluxprm.outputs`); ``resume=True`` continues an
+  interrupted run of the same inputs and options and produces the same bytes;
+- **failure**: with ``on_error="fail"`` (or the library's ``"raise"``) the run stops at the first bad
+  item, after writing every result before it and the bad item itself to the errors file;
+- **progress** in input *records* (a Best-of-N pool record is one record however many candidates it has);
+- **a summary of what went wrong**: the commonest causes with counts, an example ``file:line`` each,
+  and the flag most likely to fix it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from fluxprm.outputs import default_errors_path, fingerprint, open_sink, progress_exists
+from fluxprm.records import BadRecord
+
+__all__ = ["JobFailure", "JobResult", "ErrorCause", "run_job", "checkpoint_meta", "check_inputs"]
+
+Item = Any  # a Trace or a BadRecord: anything with .source and .line
+Result = dict[str, Any] | BadRecord
+
+
+class JobFailure(RuntimeError):
+    """``on_error`` is ``fail``/``raise`` and an item was rejected; the message is ``file:line: reason``."""
+
+
+@dataclass
+class ErrorCause:
+    """One kind of rejection: its message (numbers generalised), how often, the first example, a hint."""
+
+    cause: str
+    count: int
+    example: str   # "file:line: full message" of the first record with this cause
+    hint: str | None = None
+
+
+@dataclass
+class JobResult:
+    """What a job reports: its command's stats, wall time, files, resume facts and record counts."""
+
+    stats: Any
+    seconds: float
+    out: Path | None
+    errors: Path | None
+    skipped_done: int = 0          # input items an interrupted run had already written
+    already_complete: bool = False
+    records_in: int = 0            # input records read by this run (a pool record counts once)
+    written: int = 0               # output records written by this run
+    rejected: int = 0              # items sent to the errors file by this run
+    error_causes: list[ErrorCause] = field(default_factory=list)  # commonest first
+
+    @property
+    def errors_written(self) -> bool:
+        return self.errors is not None and self.errors.exists()
+
+
+def check_inputs(inputs: Sequence[str]) -> None:
+    """Every input exists and is a file; raises ``FileNotFoundError`` / ``IsADirectoryError`` naming it."""
+    for p in inputs:
+        path = Path(p)
+        if not path.exists():
+            raise FileNotFoundError(f"input file not found: {p}")
+        if path.is_dir():
+            raise IsADirectoryError(f"input {p} is a directory; pass the files inside it")
+
+
+def checkpoint_meta(out: Path | None, resume: bool) -> dict[str, Any] | None:
+    """Run facts an interrupted run fixed at its start (``None`` when this run starts fresh)."""
+    if not (resume and progress_exists(out)):
+        return None
+    import orjson
+
+    try:
+        data = orjson.loads(out.with_name(out.name + ".progress.json").read_bytes())  # type: ignore[union-attr]
+        return dict(data.get("meta") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+_NUMBER = re.compile(r"\d+")
+
+
+def _cause(message: str) -> str:
+    """A rejection's kind: its message without the record-specific tail, numbers generalised."""
+    return _NUMBER.sub("N", message.split(" (", 1)[0])
+
+
+class _Causes:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.first: dict[str, BadRecord] = {}
+
+    def add(self, bad: BadRecord) -> None:
+        key = _cause(bad.error)
+        self.counts[key] += 1
+        self.first.setdefault(key, bad)
+
+    def summary(self, limit: int = 5) -> list[ErrorCause]:
+        return [ErrorCause(k, n, f"{self.first[k].source}:{self.first[k].line}: {self.first[k].error}",
+                           self.first[k].hint) for k, n in self.counts.most_common(limit)]
+
+
+def run_job(inputs: Sequence[str], out: Path | None, errors: Path | None, *, identity: dict[str, Any],
+            items: Callable[[], Iterator[Item]], process: Callable[[list[Item], int], list[Result]], chunk_size: int,
+            stats: Any, resume: bool = False, on_error: str = "skip", meta: dict[str, Any] | None = None,
+            on_progress: Callable[[int], None] | None = None) -> JobResult:
+    """Run ``process`` over ``items()`` in chunks; each item's result goes to ``out`` (dicts) or ``errors``.
+
+    ``identity`` (the options that change the output) fingerprints the run for resume.
+    ``process(chunk, start)`` gets a chunk and the run-wide index of its first item (stable across
+    resumes, for seeding) and returns exactly one result per item, in order. ``meta`` is stored in the checkpoint of a new run
+    (read it back with :func:`checkpoint_meta`). With ``out=None`` results go to stdout and errors to
+    stderr. ``on_progress(n)`` is called with the number of input records just finished.
+    """
+    inputs = [str(p) for p in inputs]
+    check_inputs(inputs)
+    started = time.perf_counter()
+    if out is not None:
+        errors = errors or default_errors_path(out)
+    sink = open_sink(out, errors, fingerprint(inputs, identity), resume, meta)
+    result = JobResult(stats, 0.0, out, errors, sink.done)
+    if sink.complete:
+        sink.close()
+        result.already_complete = True
+        return result
+    causes = _Causes()
+    stream = items()
+    last_key: tuple[str, int] | None = None
+
+    def new_records(chunk: list[Item]) -> int:
+        nonlocal last_key
+        n = 0
+        for item in chunk:
+            key = (item.source, item.line)
+            if key != last_key:
+                n, last_key = n + 1, key
+        return n
+
+    position = sink.done
+    try:
+        if sink.done:
+            skipped = [item for _, item in zip(range(sink.done), stream)]
+            if on_progress:
+                on_progress(new_records(skipped))
+        while chunk := [item for _, item in zip(range(chunk_size), stream)]:
+            fresh = new_records(chunk)
+            result.records_in += fresh
+            results = process(chunk, position)
+            position += len(chunk)
+            if len(results) != len(chunk):
+                raise RuntimeError(f"internal error: {len(results)} results for {len(chunk)} items")
+            stop = next((i for i, r in enumerate(results) if isinstance(r, BadRecord)), None) \
+                if on_error in ("fail", "raise") else None
+            kept = results if stop is None else results[:stop + 1]
+            recs = [r for r in kept if not isinstance(r, BadRecord)]
+            errs = [r for r in kept if isinstance(r, BadRecord)]
+            sink.write_chunk(recs, [e.to_json() for e in errs], len(kept))
+            result.written += len(recs)
+            result.rejected += len(errs)
+            for e in errs:
+                causes.add(e)
+            if stop is not None:
+                bad = results[stop]
+                raise JobFailure(f"{bad.source}:{bad.line}: {bad.error}")
+            if on_progress:
+                on_progress(fresh)
+        sink.finish()
+    finally:
+        sink.close()
+        result.seconds = time.perf_counter() - started
+        result.error_causes = causes.summary()
+    return result

@@ -1,0 +1,196 @@
+"""Score records without a model: the ``TraceScore`` type, score files, joining scores to traces, aggregation.
+
+Everything a command needs to work *on* scores — ``select``, ``bon``, ``eval``, ``view`` — lives here, and
+this module imports no torch (a test checks it in a fresh interpreter), so those commands start in a
+fraction of a second on a machine with only a scores file.
+
+Score record (one JSON line per scored trace, input order; see ``docs/SCHEMAS.md``)::
+
+    {"id", "score", "step_rewards", "thinking_step_rewards", "response_step_rewards", "trajectory_reward",
+     "num_steps", "truncated", "model", ["dropped_steps"], "source", "line", [extras: "candidate",
+     "group", "correct", "windows", ...], ["thinking_step_spans", "response_step_spans"]}
+
+``thinking_step_rewards`` and ``response_step_rewards`` are always lists and always partition
+``step_rewards`` (thinking first): a plain answer with no thinking has ``thinking_step_rewards == []``
+(its steps are response steps); a trace cut off mid-thought has ``response_step_rewards == []``.
+
+**Join key.** ``(source, line, candidate)`` identifies the input record a score came from even when ids
+repeat or are missing: ``source`` is the input path as given, ``line`` its 1-based line (JSON array
+element, Parquet row), ``candidate`` the 0-based index inside a Best-of-N pool or MATH-APS record
+(absent otherwise). :func:`join_key` builds it for a score and for a ``Trace`` alike.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from fluxprm.records import BadRecord, RawRecord, iter_records
+
+__all__ = ["TraceScore", "AGGREGATES", "aggregate", "combine", "read_scores", "join_key", "join_scores",
+           "SCHEMA_KEYS"]
+
+SCHEMA_KEYS = ("id", "score", "step_rewards", "thinking_step_rewards", "response_step_rewards",
+               "trajectory_reward", "num_steps", "truncated", "model")
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
+    "mean": _mean,
+    "min": min,
+    "last": lambda xs: xs[-1],
+    "prod": lambda xs: math.prod(xs),
+    "max": max,
+}
+
+
+def aggregate(step_rewards: Sequence[float], how: str) -> float | None:
+    """Reduce step rewards to one number by a named rule; None when there are no steps."""
+    if how not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {how!r}; choose from {', '.join(AGGREGATES)}")
+    if not step_rewards:
+        return None
+    return float(AGGREGATES[how](step_rewards))
+
+
+def combine(step_rewards: Sequence[float], trajectory_reward: float | None, how: str, alpha: float) -> float | None:
+    """The trace's ranking number: ``aggregate(step rewards) + α·trajectory reward`` (the paper's use-time score).
+
+    A model without a trajectory head gives ``trajectory_reward=None`` and the score is the aggregate.
+    """
+    score = aggregate(step_rewards, how)
+    if trajectory_reward is not None:
+        score = (score or 0.0) + alpha * trajectory_reward
+    return score
+
+
+def join_key(source: str, line: int, candidate: int | None = None) -> tuple[str, int, int | None]:
+    """The key that matches a score record to its input record (see the module docstring)."""
+    return (os.path.normpath(source) if source else source, int(line), candidate)
+
+
+@dataclass(slots=True)
+class TraceScore:
+    """The score record, one per trace (schema in the module docstring and ``docs/SCHEMAS.md``)."""
+
+    id: str
+    score: float | None
+    step_rewards: list[float]
+    thinking_step_rewards: list[float]
+    response_step_rewards: list[float]
+    trajectory_reward: float | None
+    num_steps: int
+    truncated: bool
+    model: str
+    dropped_steps: int = 0
+    num_tokens: int = 0
+    source: str = ""
+    line: int = 0
+    thinking_step_spans: list[tuple[int, int]] | None = None
+    response_step_spans: list[tuple[int, int]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def candidate(self) -> int | None:
+        value = self.extra.get("candidate")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
+    def key(self) -> tuple[str, int, int | None]:
+        return join_key(self.source, self.line, self.candidate)
+
+    def rescored(self, how: str, alpha: float) -> float | None:
+        """This trace's score under another aggregation rule or trajectory weight (no model needed)."""
+        return combine(self.step_rewards, self.trajectory_reward, how, alpha)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable JSON record: schema keys first, then the join key, extras and (on request) spans."""
+        rec: dict[str, Any] = {
+            "id": self.id, "score": self.score, "step_rewards": self.step_rewards,
+            "thinking_step_rewards": self.thinking_step_rewards,
+            "response_step_rewards": self.response_step_rewards,
+            "trajectory_reward": self.trajectory_reward, "num_steps": self.num_steps,
+            "truncated": self.truncated, "model": self.model,
+        }
+        if self.truncated:
+            rec["dropped_steps"] = self.dropped_steps
+        rec["source"] = self.source
+        rec["line"] = self.line
+        rec.update(self.extra)
+        if self.thinking_step_spans is not None or self.response_step_spans is not None:
+            rec["thinking_step_spans"] = [list(s) for s in self.thinking_step_spans or []]
+            rec["response_step_spans"] = [list(s) for s in self.response_step_spans or []]
+        return rec
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TraceScore":
+        """Read a score record back; unknown keys land in ``extra``. Raises ``ValueError`` naming a bad field."""
+        missing = [k for k in ("id", "score", "step_rewards") if k not in data]
+        if missing:
+            raise ValueError(f"not a score record: field(s) {', '.join(repr(k) for k in missing)} missing")
+        steps = _floats("step_rewards", data["step_rewards"])
+        thinking = data.get("thinking_step_rewards")
+        response = data.get("response_step_rewards")
+        # Files written before the part lists were always lists: a null pair means "all response steps".
+        thinking = [] if thinking is None else _floats("thinking_step_rewards", thinking)
+        response = steps[len(thinking):] if response is None else _floats("response_step_rewards", response)
+        score = data["score"]
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+            raise ValueError(f"field 'score' must be a number or null, got {type(score).__name__}")
+        known = set(SCHEMA_KEYS) | {"dropped_steps", "source", "line", "thinking_step_spans", "response_step_spans"}
+        return cls(
+            id=str(data["id"]), score=None if score is None else float(score), step_rewards=steps,
+            thinking_step_rewards=thinking, response_step_rewards=response,
+            trajectory_reward=data.get("trajectory_reward"), num_steps=int(data.get("num_steps", len(steps))),
+            truncated=bool(data.get("truncated", False)), model=str(data.get("model", "")),
+            dropped_steps=int(data.get("dropped_steps", 0)), source=str(data.get("source", "")),
+            line=int(data.get("line", 0)),
+            thinking_step_spans=_spans(data.get("thinking_step_spans")),
+            response_step_spans=_spans(data.get("response_step_spans")),
+            extra={k: v for k, v in data.items() if k not in known})
+
+
+def _floats(name: str, value: Any) -> list[float]:
+    if not isinstance(value, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        raise ValueError(f"field '{name}' must be a list of numbers")
+    return [float(x) for x in value]
+
+
+def _spans(value: Any) -> list[tuple[int, int]] | None:
+    if value is None:
+        return None
+    return [(int(a), int(b)) for a, b in value]
+
+
+def read_scores(paths: Iterable[str | os.PathLike]) -> Iterator[TraceScore | BadRecord]:
+    """Stream score records from files written by ``fluxprm score``; a malformed line becomes a ``BadRecord``."""
+    for rec in iter_records(paths):
+        if isinstance(rec, BadRecord):
+            yield rec
+            continue
+        try:
+            yield TraceScore.from_json(rec.data)
+        except (ValueError, TypeError) as exc:
+            yield BadRecord(rec.source, rec.line, str(exc), _peek_id(rec))
+
+
+def _peek_id(rec: RawRecord) -> str | None:
+    value = rec.data.get("id") if isinstance(rec.data, dict) else None
+    return None if value is None else str(value)
+
+
+def join_scores(scores: Iterable[TraceScore], traces: Iterable[Any]) -> Iterator[tuple[Any, TraceScore | None]]:
+    """Pair each trace (anything with ``source``, ``line`` and ``meta``) with its score by :func:`join_key`.
+
+    Scores are indexed in memory (a few hundred bytes each); traces stream. A trace with no score
+    (rejected when scoring) is paired with ``None``.
+    """
+    index = {s.key: s for s in scores}
+    for trace in traces:
+        candidate = trace.meta.get("candidate") if getattr(trace, "meta", None) else None
+        yield trace, index.get(join_key(trace.source, trace.line, candidate))
