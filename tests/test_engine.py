@@ -134,3 +134,43 @@ def test_library_api_accepts_raw_records(prm):
     scores = fluxprm.score(prm, recs)
     assert len(scores) == 2 and all(0.0 <= r <= 1.0 for s in scores for r in s.step_rewards)
     assert scores[0].num_steps == len(recs[0]["modified_process"])
+
+
+def test_default_long_policy_never_rejects_for_length(prm, tmp_path):
+    """A plain answer longer than the context (no thinking to drop) is scored in windows, not rejected."""
+    small = load_prm(str(build_qwen_prm(None)), dtype="float32", device="cpu", max_length=96)
+    answer = "\n\n".join(f"Step {k}: we add the next term and keep going with the sum." for k in range(12))
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "plain", "problem": "Add the terms.", "response": answer}) + "\n")
+    out = tmp_path / "o.jsonl"
+    result = run_score_job(small, [str(src)], out, None, ScoreOptions(on_error="skip"))
+    [rec] = [json.loads(x) for x in out.read_text().splitlines()]
+    assert result.rejected == 0 and rec["windows"] >= 2 and len(rec["step_rewards"]) == 12
+    assert rec["thinking_step_rewards"] == [] and rec["response_step_rewards"] == rec["step_rewards"]
+
+
+def test_auto_truncates_when_dropping_thinking_makes_it_fit(prm):
+    trace = Trace(id="t", problem="Compute.", response="", thinking="", source="x", line=1)
+    trace.thinking_steps = [f"thought {k} " + "words " * 20 for k in range(12)]
+    trace.steps = ["answer"]
+    full = prm.encode(prepare(trace, StepConfig()))
+    small = load_prm(str(build_qwen_prm(None)), dtype="float32", device="cpu", max_length=len(full.input_ids) // 2)
+    [s] = fluxprm.score(small, [trace])
+    assert s.truncated and s.dropped_steps > 0 and "windows" not in s.extra
+
+
+def test_a_step_longer_than_the_context_is_clipped_not_rejected(prm):
+    small = load_prm(str(build_qwen_prm(None)), dtype="float32", device="cpu", max_length=80)
+    trace = Trace(id="huge", problem="Compute the sum.", response="The sum is 4.", thinking="thought " * 400,
+                  source="x", line=1)
+    [s] = fluxprm.score(small, [trace])
+    assert s.truncated and s.extra["clipped"] == ["step 1"] and len(s.step_rewards) == 2
+    with pytest.raises(fluxprm.ScoreFailure, match="context"):
+        fluxprm.score(small, [Trace(id="p", problem="p " * 200, response="a")], long="truncate")
+
+
+def test_score_batch_returns_a_bad_record_in_place_of_an_unscorable_trace(prm):
+    traces = [_trace(0), {"id": "sur", "problem": "p\ud800", "response": "an answer here"}, {"id": "x"}, _trace(1)]
+    out = fluxprm.score_batch(prm, traces)
+    assert [type(r).__name__ for r in out] == ["TraceScore", "BadRecord", "BadRecord", "TraceScore"]
+    assert out[1].id == "sur" and out[1].line == 2 and out[0].source == "<input>"

@@ -130,10 +130,12 @@ class Trace:
 class TraceError(ValueError):
     """A record that is not a usable trace; the message says which field and what was expected."""
 
-    def __init__(self, message: str, *, field: str | None = None, id: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, id: str | None = None,
+                 hint: str | None = None) -> None:
         super().__init__(message)
         self.field = field
         self.id = id
+        self.hint = hint  # the command-line flag most likely to make such records readable
 
 
 @dataclass(slots=True)
@@ -420,8 +422,28 @@ class _Record:
         if key is None:
             looked = ", ".join(repr(k) for k in candidates)
             raise TraceError(f"no {role} field found (looked for {looked}; record has keys: {_keys(self.data)})",
-                             field=role)
+                             field=role, hint=self.hint_for(role))
         return key, value
+
+    def hint_for(self, role: str) -> str | None:
+        """The override flag that would supply a missing field, guessed from the keys nobody consumed.
+
+        A field holding a list of strings is most likely a step list (``--steps-field``); otherwise the
+        longest unconsumed text is the likeliest response, the shortest the likeliest problem.
+        """
+        free = {k: v for k, v in self.data.items() if k not in self.used and isinstance(k, str)}
+        if role in ("response", "steps"):
+            for k, v in free.items():
+                if isinstance(v, list) and len(v) > 1 and all(isinstance(x, str) for x in v):
+                    return f"--steps-field {k}"
+        texts = sorted((len(v), k) for k, v in free.items() if isinstance(v, str) and v.strip())
+        if not texts:
+            return None
+        if role == "problem":
+            return f"--problem-field {texts[0][1]}"
+        if role == "response":
+            return f"--response-field {texts[-1][1]}"
+        return None
 
     def take(self, key: str) -> Any:
         """Consume a key known to be present."""
@@ -1087,7 +1109,7 @@ def _iter_traces(records: Iterator[RawRecord | BadRecord], fields: FieldMap | No
         try:
             results = _parse(rec.data, rec.source, rec.line, fields)
         except TraceError as e:
-            yield BadRecord(rec.source, rec.line, str(e), id=e.id)
+            yield BadRecord(rec.source, rec.line, str(e), id=e.id, hint=e.hint)
             continue
         except (KeyError, TypeError, AttributeError, IndexError, ValueError, RecursionError) as e:
             # A shape no parser anticipated must not end a long run; report it like any bad record.
@@ -1095,4 +1117,4 @@ def _iter_traces(records: Iterator[RawRecord | BadRecord], fields: FieldMap | No
                             id=_peek_id(rec.data, fields))
             continue
         for r in results:
-            yield BadRecord(rec.source, rec.line, str(r), id=r.id) if isinstance(r, TraceError) else r
+            yield BadRecord(rec.source, rec.line, str(r), id=r.id, hint=r.hint) if isinstance(r, TraceError) else r

@@ -7,8 +7,8 @@ rejected for length by default:
   response, which are what the reward is about (``TransformerPRM.encode``); a trace whose problem and
   response alone do not fit is rejected with a message.
 - ``windows`` scores every step in consecutive windows (problem + a run of steps) that each fit.
-- ``auto`` (the default) truncates when that makes the trace fit — one forward, the latest and most
-  relevant thinking kept — and otherwise scores in windows.
+- ``auto`` (the default) truncates when that makes the trace fit with at least one thinking step kept —
+  one forward, the latest and most relevant thinking kept — and otherwise scores in windows.
 
 In windows, a problem that takes more than half the context is clipped to its head and tail, and a
 single step that does not fit beside the problem is clipped to its tail (the reward is read at a
@@ -45,11 +45,14 @@ def fit_trace(prm: TransformerPRM, item: PRMInput, policy: str) -> Fitted:
     if policy == "windows":
         return encode_windows(prm, item)
     try:
-        return Fitted([prm.encode(item)])
+        enc = prm.encode(item)
     except TraceTooLong:
         if policy == "truncate":
             raise
-    return encode_windows(prm, item)
+        return encode_windows(prm, item)
+    if policy == "auto" and item.thinking_steps and enc.num_thinking == 0:
+        return encode_windows(prm, item)  # truncating would drop every thinking step: score them in windows
+    return Fitted([enc])
 
 
 def _clip(prm: TransformerPRM, text: str, max_tokens: int, keep: str) -> str:

@@ -23,8 +23,8 @@ class ScoreOptions:
 
     steps: StepConfig = field(default_factory=StepConfig, metadata={"flatten": True})
     long: str = field(default="auto", metadata={
-        "help": "Traces over the context. auto: drop the earliest thinking steps if that makes the trace fit, "
-                "else score every step in windows; truncate: only drop thinking steps (a trace whose problem "
+        "help": "Traces over the context. auto: drop the earliest thinking steps if the trace then fits with "
+                "one or more kept, else score every step in windows; truncate: only drop thinking steps (a trace whose problem "
                 "and response alone do not fit is rejected); windows: always score every step in windows.",
         "choices": LONG_POLICIES})
     batch_tokens: int = field(default=16384, metadata={"help": "Padded tokens per forward batch.", "min": 1})
