@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 
 from fluxprm.embedded import cache_dir, smollm2_dir
-from fluxprm.engine import ScoreOptions, prepare
+from fluxprm.engine.options import ScoreOptions
 from fluxprm.models.loading import load_prm
 from fluxprm.score_job import run_score_job
+from fluxprm.steps import prepare
 from fluxprm.traces import iter_traces
 
 HERE = Path(__file__).resolve().parent

@@ -25,7 +25,7 @@ from fluxprm.labels.pipeline import _step_labels  # noqa: E402
 from fluxprm.labels.quality import (CHOICES, LogprobJudge, TextJudge, _split_overlap,  # noqa: E402
                                     build_judge_prompt, clip, fill)
 from fluxprm.labels.trajectory import TrajectoryItem, TrajectoryRewarder  # noqa: E402
-from fluxprm.engine import prepare  # noqa: E402
+from fluxprm.steps import prepare  # noqa: E402
 from fluxprm.steps import StepConfig  # noqa: E402
 from fluxprm.traces import Trace  # noqa: E402
 
