@@ -16,6 +16,7 @@ command must get right, once:
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections import Counter
@@ -23,10 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import orjson
+
 from fluxprm.outputs import default_errors_path, fingerprint, open_sink, progress_exists
 from fluxprm.records import BadRecord
 
-__all__ = ["JobFailure", "JobResult", "ErrorCause", "run_job", "checkpoint_meta", "check_inputs"]
+__all__ = ["JobFailure", "JobResult", "ErrorCause", "OutputPathError", "run_job", "checkpoint_meta", "check_inputs",
+           "check_outputs"]
 
 Item = Any  # a Trace or a BadRecord: anything with .source and .line
 Result = dict[str, Any] | BadRecord
@@ -74,6 +78,62 @@ def check_inputs(inputs: Sequence[str]) -> None:
             raise FileNotFoundError(f"input file not found: {p}")
         if path.is_dir():
             raise IsADirectoryError(f"input {p} is a directory; pass the files inside it")
+
+
+class OutputPathError(ValueError):
+    """An output path that would destroy an input, is a directory, or cannot be written."""
+
+
+def check_outputs(inputs: Sequence[str], out: Path | None, errors: Path | None) -> None:
+    """Refuse an output or errors path that is an input (symlinks and other spellings included) or a directory."""
+    if out is None:
+        return
+    named = {"-o/--out": out, "--errors": errors, "the checkpoint": out.with_name(out.name + ".progress.json")}
+    real_inputs = {os.path.realpath(p): p for p in inputs}
+    for what, path in named.items():
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        if real in real_inputs or (path.exists() and any(_same(path, p) for p in inputs)):
+            raise OutputPathError(f"{what} {path} is the input file {real_inputs.get(real, path)}: writing it would "
+                                  "destroy the input; choose another output path")
+        if path.is_dir():
+            raise OutputPathError(f"{what} {path} is a directory; give a file path")
+    if errors is not None and os.path.realpath(errors) == os.path.realpath(out):
+        raise OutputPathError(f"--errors {errors} is the output file; choose another path")
+
+
+def _same(a: Path, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _dumps(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record) + b"\n"
+
+
+def _dumps_error(bad: BadRecord) -> bytes:
+    """An errors line that always serializes: text orjson refuses (lone surrogates) is escaped, not lost."""
+    try:
+        return _dumps(bad.to_json())
+    except (TypeError, ValueError):
+        clean = {k: v.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(v, str) else v
+                 for k, v in bad.to_json().items()}
+        return _dumps(clean)
+
+
+def _serialize(item: Item, result: Result) -> tuple[bytes | None, BadRecord | None]:
+    """A result's output line, or the ``BadRecord`` that replaces a result that cannot be written."""
+    if isinstance(result, BadRecord):
+        return None, result
+    try:
+        return _dumps(result), None
+    except (TypeError, ValueError) as exc:
+        ident = result.get("id") if isinstance(result, dict) else None
+        return None, BadRecord(item.source, item.line, f"cannot write this record ({exc})",
+                               None if ident is None else str(ident))
 
 
 def checkpoint_meta(out: Path | None, resume: bool) -> dict[str, Any] | None:
@@ -129,6 +189,7 @@ def run_job(inputs: Sequence[str], out: Path | None, errors: Path | None, *, ide
     started = time.perf_counter()
     if out is not None:
         errors = errors or default_errors_path(out)
+    check_outputs(inputs, out, errors)
     sink = open_sink(out, errors, fingerprint(inputs, identity), resume, meta)
     result = JobResult(stats, 0.0, out, errors, sink.done)
     if sink.complete:
@@ -164,9 +225,15 @@ def run_job(inputs: Sequence[str], out: Path | None, errors: Path | None, *, ide
             stop = next((i for i, r in enumerate(results) if isinstance(r, BadRecord)), None) \
                 if on_error in ("fail", "raise") else None
             kept = results if stop is None else results[:stop + 1]
-            recs = [r for r in kept if not isinstance(r, BadRecord)]
-            errs = [r for r in kept if isinstance(r, BadRecord)]
-            sink.write_chunk(recs, [e.to_json() for e in errs], len(kept))
+            recs: list[bytes] = []
+            errs: list[BadRecord] = []
+            for item, res in zip(chunk, kept):
+                line, bad = _serialize(item, res)
+                if line is not None:
+                    recs.append(line)
+                else:
+                    errs.append(bad)  # type: ignore[arg-type]
+            sink.write_lines(recs, [_dumps_error(e) for e in errs], len(kept))
             result.written += len(recs)
             result.rejected += len(errs)
             for e in errs:

@@ -2,7 +2,9 @@
 
 A run writes results chunk by chunk. After each chunk both files are flushed and fsynced, then a
 small checkpoint ``OUT.progress.json`` is replaced atomically (write a temp file, ``os.replace``). It
-records how many input items are done and the byte length of each file at that moment. Resuming
+records how many input items are done and the byte length and SHA-256 of each file at that moment.
+Resuming first verifies that each file still starts with exactly those bytes (a file truncated,
+deleted or overwritten since is refused with a clear message, never padded or appended to), then
 truncates both files back to those lengths — dropping anything a ``kill -9`` left after the last
 checkpoint, including a torn last line — and skips the done items. Scoring is deterministic, so
 the resumed output equals an uninterrupted run byte for byte.
@@ -22,7 +24,7 @@ import orjson
 __all__ = ["ResumableWriter", "ResumeMismatch", "StdoutSink", "default_errors_path", "fingerprint", "open_sink",
            "progress_exists"]
 
-_VERSION = 1
+_VERSION = 2
 
 
 def default_errors_path(out: Path) -> Path:
@@ -50,8 +52,64 @@ class _State:
     done: int = 0
     out_bytes: int = 0
     err_bytes: int = 0
+    out_sha: str | None = None  # sha256 of the output's first out_bytes bytes (None in version-1 checkpoints)
+    err_sha: str | None = None
     complete: bool = False
     meta: dict[str, Any] | None = None
+
+
+def _read_checkpoint(path: Path, run_id: str) -> _State:
+    """The checkpoint of an interrupted run, validated field by field; any damage is a clear ``ResumeMismatch``."""
+    again = "; rerun without --resume to start over"
+    if path.is_dir():
+        raise ResumeMismatch(f"{path} is a directory, not a checkpoint{again}")
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ResumeMismatch(f"{path}: unreadable checkpoint ({exc}){again}") from exc
+    if not isinstance(data, dict):
+        raise ResumeMismatch(f"{path}: not a checkpoint (expected a JSON object){again}")
+    if data.get("run") != run_id:
+        raise ResumeMismatch(f"{path}: the inputs or options differ from the interrupted run{again}")
+    for key in ("done", "out_bytes", "err_bytes"):
+        value = data.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ResumeMismatch(f"{path}: field '{key}' must be a whole number >= 0, got {value!r}{again}")
+    for key in ("out_sha", "err_sha"):
+        if data.get(key) is not None and not isinstance(data.get(key), str):
+            raise ResumeMismatch(f"{path}: field '{key}' must be a string{again}")
+    meta = data.get("meta")
+    return _State(data["done"], data["out_bytes"], data["err_bytes"], data.get("out_sha"), data.get("err_sha"),
+                  bool(data.get("complete", False)), meta if isinstance(meta, dict) else None)
+
+
+def _verified_prefix(path: Path, size: int, sha: str | None, what: str) -> "hashlib._Hash":
+    """Check that ``path`` still starts with the ``size`` bytes the interrupted run wrote; return their running hash.
+
+    A file shorter than its checkpoint was truncated or deleted after the run; one whose prefix hashes
+    differently was overwritten. Appending to either would write past a hole or onto garbage.
+    """
+    again = "; rerun without --resume to start over"
+    h = hashlib.sha256()
+    if size == 0:
+        return h
+    actual = path.stat().st_size if path.is_file() else -1
+    if actual < size:
+        state = "is missing" if actual < 0 else f"has {actual} bytes"
+        raise ResumeMismatch(f"{path} {state}, but the interrupted run had written {size} bytes of {what} to it: "
+                             f"it was truncated, deleted or replaced{again}")
+    with open(path, "rb") as f:
+        left = size
+        while left:
+            block = f.read(min(left, 1 << 20))
+            if not block:
+                break
+            h.update(block)
+            left -= len(block)
+    if sha is not None and h.hexdigest() != sha:
+        raise ResumeMismatch(f"{path}: its first {size} bytes differ from what the interrupted run wrote "
+                             f"(the file was changed){again}")
+    return h
 
 
 class ResumableWriter:
@@ -62,16 +120,17 @@ class ResumableWriter:
         self.out_path, self.err_path, self.run_id = Path(out), Path(errors) if errors else None, run_id
         self.progress_path = self.out_path.with_name(self.out_path.name + ".progress.json")
         self.state = _State()
-        if resume and self.progress_path.exists():
-            data = orjson.loads(self.progress_path.read_bytes())
-            if data.get("run") != run_id:
-                raise ResumeMismatch(
-                    f"{self.progress_path}: the inputs or options differ from the interrupted run; "
-                    "rerun without --resume to start over")
-            self.state = _State(data["done"], data["out_bytes"], data["err_bytes"], data.get("complete", False),
-                                data.get("meta"))
+        resuming = resume and (self.progress_path.exists() or self.progress_path.is_symlink())
+        if resuming:
+            self.state = _read_checkpoint(self.progress_path, run_id)
+        elif resume and self.out_path.is_file() and self.out_path.stat().st_size > 0:
+            raise ResumeMismatch(f"--resume: {self.out_path} exists but has no checkpoint ({self.progress_path.name}), "
+                                 "so what it holds cannot be verified; rerun without --resume to overwrite it")
         if self.state.meta is None:
             self.state.meta = dict(meta or {})
+        self._out_hash = _verified_prefix(self.out_path, self.state.out_bytes, self.state.out_sha, "results")
+        self._err_hash = _verified_prefix(self.err_path, self.state.err_bytes, self.state.err_sha, "errors") \
+            if self.err_path is not None else hashlib.sha256()
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
         self._out = self._open(self.out_path, self.state.out_bytes)
         # The errors file is created on its first line (a clean run leaves none); a resumed run trims it now,
@@ -79,7 +138,7 @@ class ResumableWriter:
         if self.err_path is not None and not self.state.err_bytes and self.err_path.is_file():
             self.err_path.unlink()
         self._err = self._open(self.err_path, self.state.err_bytes) if self.err_path and self.state.err_bytes else None
-        if not resume or not self.progress_path.exists():
+        if not resuming:
             self._checkpoint()
 
     @staticmethod
@@ -105,14 +164,18 @@ class ResumableWriter:
     def complete(self) -> bool:
         return self.state.complete
 
-    def write_chunk(self, records: list[dict[str, Any]], errors: list[dict[str, Any]], items: int) -> None:
-        """Write one chunk's lines, make them durable, then advance the checkpoint by ``items``."""
+    def write_lines(self, records: list[bytes], errors: list[bytes], items: int) -> None:
+        """Write one chunk's serialized lines, make them durable, then advance the checkpoint by ``items``."""
         if records:
-            self._out.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
+            block = b"".join(records)
+            self._out.write(block)
+            self._out_hash.update(block)
         if errors and self.err_path is not None:
             if self._err is None:
                 self._err = self._open(self.err_path, 0)
-            self._err.write(b"".join(orjson.dumps(e) + b"\n" for e in errors))
+            block = b"".join(errors)
+            self._err.write(block)
+            self._err_hash.update(block)
         for f in (self._out, self._err):
             if f is not None:
                 f.flush()
@@ -136,6 +199,7 @@ class ResumableWriter:
     def _checkpoint(self) -> None:
         data = {"version": _VERSION, "run": self.run_id, "done": self.state.done,
                 "out_bytes": self.state.out_bytes, "err_bytes": self.state.err_bytes,
+                "out_sha": self._out_hash.hexdigest(), "err_sha": self._err_hash.hexdigest(),
                 "complete": self.state.complete, "meta": self.state.meta}
         tmp = self.progress_path.with_name(self.progress_path.name + ".tmp")
         with open(tmp, "wb") as f:
@@ -152,11 +216,11 @@ class StdoutSink:
     complete = False
     meta: dict[str, Any] = {}
 
-    def write_chunk(self, records: list[dict[str, Any]], errors: list[dict[str, Any]], items: int) -> None:
-        sys.stdout.buffer.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    def write_lines(self, records: list[bytes], errors: list[bytes], items: int) -> None:
+        sys.stdout.buffer.write(b"".join(records))
         sys.stdout.flush()
-        for e in errors:
-            sys.stderr.write(orjson.dumps(e).decode() + "\n")
+        sys.stderr.buffer.write(b"".join(errors))
+        sys.stderr.flush()
 
     def finish(self) -> None:
         pass

@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -158,6 +159,10 @@ def decode_json_line(raw: bytes) -> tuple[Any, str | None]:
     for a readable message ("Expecting ',' delimiter at column 17") and to accept what Python
     itself writes but orjson rejects (``NaN``, ``Infinity``).
     """
+    if _LONG_NUMBER.search(raw):
+        # orjson turns integers beyond 64 bits into floats, so two ids 123…890 and 123…891 would collide;
+        # the standard parser keeps every integer exact.
+        return _decode_exact(raw)
     try:
         return orjson.loads(raw), None
     except orjson.JSONDecodeError as fast_error:
@@ -171,6 +176,22 @@ def decode_json_line(raw: bytes) -> tuple[Any, str | None]:
             return None, f"invalid JSON: {e.msg} at column {e.colno}"
         except (ValueError, RecursionError):
             return None, f"invalid JSON: {fast_error}"
+
+
+_LONG_NUMBER = re.compile(rb"\d{19}")  # 19+ digits: possibly an integer beyond 64 bits
+
+
+def _decode_exact(raw: bytes) -> tuple[Any, str | None]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"invalid UTF-8: byte 0x{raw[e.start]:02x} at position {e.start}"
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as e:
+        return None, f"invalid JSON: {e.msg} at column {e.colno}"
+    except (ValueError, RecursionError) as e:
+        return None, f"invalid JSON: {e}"
 
 
 def _as_record(source: str, line: int, value: Any) -> RawRecord | BadRecord:
@@ -246,6 +267,8 @@ def _first_nonblank_line(source: str, gzipped: bool) -> bytes:
 def _decode_document(raw: bytes) -> tuple[Any, str | None]:
     """Like :func:`decode_json_line`, but the message gives line and column in the document."""
     try:
+        if _LONG_NUMBER.search(raw):
+            raise orjson.JSONDecodeError("exact integers", "", 0)  # the standard parser keeps them exact
         return orjson.loads(raw), None
     except orjson.JSONDecodeError:
         try:
@@ -259,18 +282,38 @@ def _decode_document(raw: bytes) -> tuple[Any, str | None]:
 
 
 def _iter_parquet(source: str, gzipped: bool) -> Iterator[RawRecord | BadRecord]:
-    """Stream rows with ``ParquetFile.iter_batches``; a damaged file ends in one ``BadRecord``."""
+    """Stream rows row group by row group, so a damaged group costs only its own rows.
+
+    Every row of a group that cannot be read becomes a ``BadRecord`` with its row number (the footer
+    says how many rows each group has), so ``records in == output + errors`` still holds. A damaged
+    footer makes the whole file unreadable: one ``BadRecord`` with line 0.
+    """
     import pyarrow.parquet as pq  # imported lazily: pyarrow is heavy and JSONL users never need it
 
-    row = 0
     try:
-        with _open(source, gzipped) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
-                for data in batch.to_pylist():
-                    row += 1
-                    yield _as_record(source, row, data)
+        f = _open(source, gzipped)
+        pf = pq.ParquetFile(f)
     except (*_READ_ERRORS, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
-        yield BadRecord(source, row + 1 if row else 0, f"cannot read Parquet file: {e}")
+        yield BadRecord(source, 0, f"cannot read Parquet file: {e}")
+        return
+    row = 0
+    with f:
+        for group in range(pf.num_row_groups):
+            size = pf.metadata.row_group(group).num_rows
+            start, done = row, 0
+            try:
+                for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, row_groups=[group]):
+                    rows = batch.to_pylist()
+                    for data in rows:
+                        row += 1
+                        yield _as_record(source, row, data)
+                    done += len(rows)
+            except (*_READ_ERRORS, ValueError) as e:
+                reason = "; ".join(part for part in str(e).splitlines() if part.strip())
+                message = f"cannot read Parquet row group {group} (rows {start + 1}-{start + size}): {reason}"
+                for r in range(start + done + 1, start + size + 1):
+                    yield BadRecord(source, r, message)
+                row = start + size
 
 
 def count_records(path: str | os.PathLike) -> int | None:

@@ -1,0 +1,178 @@
+"""Nothing lost, never corrupted: the audit's data-loss findings, each on the job loop, the sink and the readers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from builders import build_qwen_prm
+from fluxprm import load_prm
+from fluxprm.engine.options import ScoreOptions
+from fluxprm.jobs import OutputPathError
+from fluxprm.outputs import ResumeMismatch
+from fluxprm.records import BadRecord, iter_records
+from fluxprm.score_job import run_score_job
+from fluxprm.traces import iter_traces
+
+
+@pytest.fixture(scope="module")
+def prm():
+    return load_prm(str(build_qwen_prm(None)), dtype="float32", device="cpu")
+
+
+def _rec(i, **kw):
+    return {"id": f"r{i}", "problem": f"What is {i}+1?", "response": f"It is {i + 1}.", **kw}
+
+
+def _write(path: Path, lines: list) -> Path:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _score(prm, src, out, **kw):
+    opts = ScoreOptions(on_error=kw.pop("on_error", "skip"), chunk_size=kw.pop("chunk_size", 4), batching="single")
+    return run_score_job(prm, [str(src)], out, None, opts, **kw)
+
+
+@pytest.mark.parametrize("where", ["id", "problem", "response"])
+def test_a_lone_surrogate_loses_only_its_own_record(prm, tmp_path, where):
+    bad = _rec(1)
+    bad[where] = bad[where] + "\ud800"
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join([json.dumps(_rec(0)), json.dumps(bad), json.dumps(_rec(2))]) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = _score(prm, src, out)
+    assert [r["id"] for r in _lines(out)] == ["r0", "r2"]
+    [err] = _lines(tmp_path / "out.errors.jsonl")
+    assert err["line"] == 2 and result.written == 2 and result.rejected == 1
+
+
+def test_output_or_errors_equal_to_an_input_is_refused(prm, tmp_path):
+    src = _write(tmp_path / "a.jsonl", [_rec(0)])
+    before = src.read_bytes()
+    with pytest.raises(OutputPathError, match="destroy the input"):
+        _score(prm, src, src)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(src)
+    with pytest.raises(OutputPathError, match="destroy the input"):
+        _score(prm, src, link)
+    with pytest.raises(OutputPathError, match="destroy the input"):
+        run_score_job(prm, [str(src)], tmp_path / "o.jsonl", tmp_path / "." / "a.jsonl", ScoreOptions(on_error="skip"))
+    with pytest.raises(OutputPathError, match="directory"):
+        _score(prm, src, tmp_path)
+    assert src.read_bytes() == before
+
+
+def _interrupted(prm, tmp_path) -> tuple[Path, Path]:
+    """A finished run whose checkpoint is rewound to look interrupted after the first chunk."""
+    src = _write(tmp_path / "in.jsonl", [_rec(i) for i in range(8)])
+    out = tmp_path / "out.jsonl"
+    _score(prm, src, out, chunk_size=4)
+    progress = tmp_path / "out.jsonl.progress.json"
+    ck = json.loads(progress.read_text())
+    first_chunk = b"".join(out.read_bytes().splitlines(keepends=True)[:4])
+    import hashlib
+
+    ck.update(done=4, out_bytes=len(first_chunk), out_sha=hashlib.sha256(first_chunk).hexdigest(), complete=False)
+    progress.write_text(json.dumps(ck))
+    return src, out
+
+
+def test_resume_after_an_interruption_completes_identically(prm, tmp_path):
+    src, out = _interrupted(prm, tmp_path)
+    full = out.read_bytes()
+    out.write_bytes(full[: len(full) - 7])  # a torn tail beyond the checkpoint is dropped
+    result = _score(prm, src, out, resume=True)
+    assert out.read_bytes() == full and result.skipped_done == 4
+
+
+def test_resume_refuses_an_output_shorter_than_its_checkpoint(prm, tmp_path):
+    src, out = _interrupted(prm, tmp_path)
+    out.write_bytes(out.read_bytes()[:10])
+    with pytest.raises(ResumeMismatch, match="truncated, deleted or replaced"):
+        _score(prm, src, out, resume=True)
+    assert b"\x00" not in out.read_bytes()
+    out.unlink()
+    with pytest.raises(ResumeMismatch, match="is missing"):
+        _score(prm, src, out, resume=True)
+
+
+def test_resume_refuses_an_output_overwritten_with_same_length_garbage(prm, tmp_path):
+    src, out = _interrupted(prm, tmp_path)
+    out.write_bytes(b"x" * out.stat().st_size)
+    with pytest.raises(ResumeMismatch, match="differ from what the interrupted run wrote"):
+        _score(prm, src, out, resume=True)
+
+
+def test_resume_without_a_checkpoint_does_not_overwrite_an_existing_output(prm, tmp_path):
+    src = _write(tmp_path / "in.jsonl", [_rec(0)])
+    out = tmp_path / "out.jsonl"
+    out.write_text("precious\n")
+    with pytest.raises(ResumeMismatch, match="no checkpoint"):
+        _score(prm, src, out, resume=True)
+    assert out.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("damage", ["", "garbage{", "[]", '{"run": "RUN", "out_bytes": 0, "err_bytes": 0}',
+                                    '{"run": "RUN", "done": -1, "out_bytes": 0, "err_bytes": 0}',
+                                    '{"run": "RUN", "done": "x", "out_bytes": 0, "err_bytes": 0}', "DIR"])
+def test_a_damaged_checkpoint_is_a_clear_refusal(prm, tmp_path, damage):
+    src, out = _interrupted(prm, tmp_path)
+    progress = tmp_path / "out.jsonl.progress.json"
+    run = json.loads(progress.read_text())["run"]
+    progress.unlink()
+    if damage == "DIR":
+        progress.mkdir()
+    else:
+        progress.write_text(damage.replace("RUN", run))
+    expected = (OutputPathError, "is a directory") if damage == "DIR" else (ResumeMismatch, "rerun without --resume")
+    with pytest.raises(expected[0], match=expected[1]):
+        _score(prm, src, out, resume=True)
+
+
+def test_fail_keeps_every_record_scored_before_the_bad_one(prm, tmp_path):
+    from fluxprm.jobs import JobFailure
+
+    src = _write(tmp_path / "in20.jsonl", [_rec(i) for i in range(7)] + [{"id": "bad", "problem": "p"}]
+                 + [_rec(i) for i in range(8, 12)])
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(JobFailure, match=r"in20\.jsonl:8: "):
+        _score(prm, src, out, on_error="fail", chunk_size=64)
+    assert [r["id"] for r in _lines(out)] == [f"r{i}" for i in range(7)]
+
+
+def test_integer_ids_beyond_64_bits_keep_their_exact_text(tmp_path):
+    src = _write(tmp_path / "big.jsonl", ['{"id": 123456789012345678901234567890, "problem": "p", "response": "r"}',
+                                          '{"id": 123456789012345678901234567891, "problem": "p", "response": "r"}'])
+    assert [t.id for t in iter_traces([str(src)])] == ["123456789012345678901234567890",
+                                                      "123456789012345678901234567891"]
+    arr = tmp_path / "big.json"
+    arr.write_text('[{"id": 123456789012345678901234567890, "problem": "p", "response": "r"}]')
+    assert [t.id for t in iter_traces([str(arr)])] == ["123456789012345678901234567890"]
+
+
+def test_a_damaged_parquet_row_group_costs_only_its_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": f"r{i}", "problem": "p" * 50, "response": f"response number {i} " * 20} for i in range(100)]
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=10)
+    col = pq.ParquetFile(path).metadata.row_group(3).column(2)
+    data = bytearray(path.read_bytes())
+    for k in range(col.data_page_offset + 20, col.data_page_offset + 60):
+        data[k] ^= 0x5A
+    path.write_bytes(data)
+    out = list(iter_records([path]))
+    good = [r for r in out if not isinstance(r, BadRecord)]
+    bad = [r for r in out if isinstance(r, BadRecord)]
+    assert len(out) == 100 and 80 <= len(good) < 100
+    assert [r.data["id"] for r in good] == [f"r{i}" for i in range(100) if i + 1 not in {b.line for b in bad}]
+    assert all("row group" in b.error for b in bad) and {b.line for b in bad} >= set(range(31, 41))
