@@ -2,16 +2,19 @@
 
 - ``pool_auroc``: AUROC of ``score`` separating correct from incorrect responses on the problem-
   disjoint dev slices of the Best-of-N pools (Sky-T1 AMC23 and Qwen2.5-Math MATH), per pool and pooled.
-- ``bon``: Best-of-N accuracy on those dev problems — PRM pick vs random pick (expected) vs
-  majority vote over the extracted answers.
+- ``bon``: Best-of-N accuracy on those dev problems — PRM pick vs random pick (exact expectation) vs
+  majority vote and PRM-weighted vote over the pools' extracted answers (``pred``) vs the oracle.
 - ``prmbench``: ProcessBench-style first-error F1 on PRMBench subset400: every item yields an
   erroneous sample (modified process; target = first error step) and a correct one (original
   process; target = "no error"); the prediction is the first step whose reward is below a threshold
   chosen on the *training* PRMBench file; F1 = harmonic mean of the two accuracies.
 
-Backbone features come from the same cache ``fluxprm train`` fills, so re-evaluating new heads
-costs seconds; ``--check`` re-scores a few traces through ``prm.score`` to prove the shortcut gives
-identical rewards. Usage: ``python scripts/mini/evaluate.py [-m CKPT] [--data build/mini]``.
+Every metric comes from :mod:`fluxprm.metrics` and every trace score from
+:func:`fluxprm.scores.combine` with the model's own ``aggregate`` and ``alpha``, so these numbers are
+the ones ``fluxprm bon`` / ``fluxprm eval`` would report. Backbone features come from the same cache
+``fluxprm train`` fills, so re-evaluating new heads costs seconds; ``--check`` re-scores a few traces
+through ``fluxprm.score`` to prove the shortcut gives identical rewards.
+Usage: ``python scripts/mini/evaluate.py [-m CKPT] [--data build/mini] [--limit N]``.
 """
 
 from __future__ import annotations
@@ -19,157 +22,150 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Hashable
 
 import torch
 
-from fluxprm.engine import prepare
+import fluxprm
+from fluxprm import metrics
 from fluxprm.models import load_prm
-from fluxprm.steps import StepConfig
+from fluxprm.scores import combine
+from fluxprm.steps import StepConfig, prepare, step_config_for
 from fluxprm.train import TrainConfig, extract_features
-from fluxprm.train_data import Example
+from fluxprm.train.data import Example
 from fluxprm.traces import FieldMap, Trace, iter_traces
 
-
-def auroc(scores: list[float], labels: list[bool]) -> float | None:
-    """Probability that a random positive outranks a random negative (ties count half)."""
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
-    if not pos or not neg:
-        return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
+Rewards = tuple[list[float], "float | None"]
 
 
-def traces_of(path: Path, fields: FieldMap | None = None) -> list[Trace]:
-    return [t for t in iter_traces([str(path)], fields) if isinstance(t, Trace)]
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One scored response of a Best-of-N pool."""
+
+    problem: str
+    score: float
+    correct: bool
+    answer: Hashable | None
 
 
-def rewards(prm, traces: list[Trace], cfg: TrainConfig) -> list[tuple[list[float], float | None] | None]:
+def traces_of(path: Path, fields: FieldMap | None = None, limit: int = 0) -> list[Trace]:
+    traces = [t for t in iter_traces([str(path)], fields) if isinstance(t, Trace)]
+    return traces[:limit] if limit else traces
+
+
+def rewards(prm, traces: list[Trace], cfg: TrainConfig, steps: StepConfig) -> list[Rewards | None]:
     """(step rewards, trajectory reward) per trace through cached backbone features + the heads;
     None for a trace `fluxprm score` would reject as too long."""
-    steps = StepConfig()
     examples = []
     for t in traces:
         inp = prepare(t, steps)
         examples.append(Example(t.id, inp.problem, inp.thinking_steps, inp.response_steps, [], [], None, None))
-    feats = extract_features(prm, examples, cfg)
-    out = []
+    out: list[Rewards | None] = []
     with torch.inference_mode():
-        for f in feats:
+        for f in extract_features(prm, examples, cfg):
             if f is None:
                 out.append(None)
                 continue
-            step = prm.head(f.steps.float()).tolist()
             traj = prm.trajectory(f.last.float()[None])
-            out.append((step, float(traj[0]) if traj is not None else None))
+            out.append((prm.head(f.steps.float()).tolist(), float(traj[0]) if traj is not None else None))
     return out
 
 
-def trace_score(prm, step: list[float], traj: float | None) -> float:
-    s = sum(step) / len(step) if step else 0.0
-    return s + (prm.alpha * traj if traj is not None else 0.0)
-
-
-def first_error(step: list[float], threshold: float) -> int:
-    for i, r in enumerate(step):
-        if r < threshold:
-            return i
-    return -1
-
-
-def prmbench_samples(prm, path: Path, cfg: TrainConfig) -> list[tuple[list[float], int]]:
-    """(step rewards, target first error or -1) for modified and original processes of each item."""
-    modified = traces_of(path)
-    original = traces_of(path, FieldMap(steps="original_process"))
-    out = []
-    for traces, is_modified in ((modified, True), (original, False)):
-        for t, r in zip(traces, rewards(prm, traces, cfg)):
+def prmbench_samples(prm, path: Path, cfg: TrainConfig, steps: StepConfig, limit: int
+                     ) -> tuple[list[list[float]], list[int]]:
+    """Step rewards and first-error labels (-1 = no error) of the modified and original processes."""
+    rewards_out: list[list[float]] = []
+    labels: list[int] = []
+    for fields, is_modified in ((None, True), (FieldMap(steps="original_process"), False)):
+        traces = traces_of(path, fields, limit)
+        for t, r in zip(traces, rewards(prm, traces, cfg, steps)):
             if r is None:
                 continue
-            step = r[0]
+            label = -1
             if is_modified:
                 bad = [i for i, lab in enumerate(t.step_labels or []) if lab == 0.0]
                 if not bad:
                     continue
-                out.append((step, bad[0]))
-            else:
-                out.append((step, -1))
-    return out
+                label = bad[0]
+            rewards_out.append(r[0])
+            labels.append(label)
+    return rewards_out, labels
 
 
-def f1_at(samples: list[tuple[list[float], int]], threshold: float) -> dict[str, float]:
-    err = [first_error(s, threshold) == y for s, y in samples if y >= 0]
-    ok = [first_error(s, threshold) == y for s, y in samples if y < 0]
-    acc_err = sum(err) / max(len(err), 1)
-    acc_ok = sum(ok) / max(len(ok), 1)
-    f1 = 2 * acc_err * acc_ok / (acc_err + acc_ok) if acc_err + acc_ok else 0.0
-    return {"f1": round(f1, 4), "acc_erroneous": round(acc_err, 4), "acc_correct": round(acc_ok, 4),
-            "threshold": round(threshold, 4), "n_erroneous": len(err), "n_correct": len(ok)}
+def pool_eval(prm, path: Path, cfg: TrainConfig, steps: StepConfig, problem_of: Callable[[Trace], str],
+              limit: int) -> tuple[dict, list[Candidate]]:
+    """AUROC and Best-of-N accuracies of one pool file; also returns its candidates for pooled AUROC."""
+    traces = [t for t in traces_of(path, None, limit) if t.correct is not None]
+    rs = rewards(prm, traces, cfg, steps)
+    candidates = []
+    for t, r in zip(traces, rs):
+        if r is None:
+            continue
+        pred = t.meta.get("pred")
+        candidates.append(Candidate(problem_of(t), combine(r[0], r[1], prm.aggregate, prm.alpha) or 0.0,
+                                    bool(t.correct), None if pred is None else str(pred)))
+    groups = list(metrics.group(candidates, lambda c: c.problem).values())
+    bon = metrics.best_of_n(groups, score=lambda c: c.score, correct=lambda c: c.correct, answer=lambda c: c.answer)
+    auc = metrics.auroc([c.score for c in candidates], [c.correct for c in candidates])
+    report = {"n": len(candidates), "too_long_skipped": len(traces) - len(candidates), "problems": len(groups),
+              "auroc": _r(auc), "bon_prm": _r(bon["prm"]), "bon_random": _r(bon["random"]),
+              "bon_majority": _r(bon["majority"]), "bon_weighted_majority": _r(bon["weighted_majority"]),
+              "bon_oracle": _r(bon["oracle"])}
+    return report, candidates
 
 
-def best_threshold(samples: list[tuple[list[float], int]]) -> float:
-    grid = sorted({round(r, 3) for s, _ in samples for r in s})
-    grid = grid[:: max(1, len(grid) // 200)] + [1.01]
-    return max(grid, key=lambda th: f1_at(samples, th)["f1"])
+def _r(x: float | int | None) -> float | None:
+    return None if x is None else round(float(x), 4)
 
 
-def pool_eval(prm, path: Path, cfg: TrainConfig, group_key) -> dict:
-    traces = [t for t in traces_of(path) if t.correct is not None]
-    rs = rewards(prm, traces, cfg)
-    skipped = sum(r is None for r in rs)
-    traces = [t for t, r in zip(traces, rs) if r is not None]
-    rs = [r for r in rs if r is not None]
-    scores = [trace_score(prm, s, tr) for s, tr in rs]
-    labels = [bool(t.correct) for t in traces]
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, t in enumerate(traces):
-        groups[group_key(t)].append(i)
-    pick, rand, major = [], [], []
-    for idx in groups.values():
-        best = max(idx, key=lambda i: scores[i])
-        pick.append(labels[best])
-        rand.append(sum(labels[i] for i in idx) / len(idx))
-        preds = [str(traces[i].meta.get("pred")) for i in idx]
-        top = Counter(preds).most_common(1)[0][0]
-        major.append(any(labels[i] for i in idx if str(traces[i].meta.get("pred")) == top))
-    return {"n": len(traces), "too_long_skipped": skipped, "problems": len(groups), "auroc": _r(auroc(scores, labels)),
-            "bon_prm": _r(sum(pick) / len(pick)), "bon_random": _r(sum(rand) / len(rand)),
-            "bon_majority": _r(sum(major) / len(major)), "_scores": scores, "_labels": labels}
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 4)
+def shortcut_check(prm, traces: list[Trace], cfg: TrainConfig, steps: StepConfig) -> float | None:
+    """Largest |difference| between the cached-feature rewards and ``fluxprm.score``'s on the same traces."""
+    diffs = []
+    fast = rewards(prm, traces, cfg, steps)
+    real = fluxprm.score(prm, traces, steps=steps)
+    for shortcut, scored in zip(fast, real):
+        if shortcut is None:
+            continue
+        step, traj = shortcut
+        diffs += [abs(a - b) for a, b in zip(step, scored.step_rewards)]
+        if traj is not None and scored.trajectory_reward is not None:
+            diffs.append(abs(traj - scored.trajectory_reward))
+    return max(diffs) if diffs else None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-m", "--model", default="fluxprm-mini")
-    ap.add_argument("--data", type=Path, default=Path("build/mini"))
-    ap.add_argument("--check", type=int, default=3, help="traces re-scored through prm.score as a cross-check")
+    ap.add_argument("--data", type=Path, default=Path("build/mini"), help="folder written by build_data.py")
+    ap.add_argument("--check", type=int, default=3, help="traces re-scored through fluxprm.score as a cross-check")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="read only the first N traces of each file (a quick smoke run; 0 = all)")
     args = ap.parse_args()
     prm = load_prm(args.model, device="cpu")
     cfg = TrainConfig(base=prm.config.base, feature_layers=prm.config.feature_layers, max_length=prm.max_length)
+    steps = step_config_for(prm.trained_steps)  # the segmentation `fluxprm score` uses for this checkpoint
 
-    sky = pool_eval(prm, args.data / "dev_skythought.jsonl", cfg, lambda t: str(t.meta.get("idx")))
-    qwen = pool_eval(prm, args.data / "dev_qwen_pool.jsonl", cfg, lambda t: str(t.meta.get("group")))
-    pooled = auroc(sky["_scores"] + qwen["_scores"], sky["_labels"] + qwen["_labels"])
-    train_samples = prmbench_samples(prm, args.data / "train_prmbench.jsonl", cfg)
-    threshold = best_threshold(train_samples)
-    dev = f1_at(prmbench_samples(prm, args.data / "dev_prmbench_subset400.jsonl", cfg), threshold)
+    sky, sky_c = pool_eval(prm, args.data / "dev_skythought.jsonl", cfg, steps, lambda t: str(t.meta.get("idx")),
+                           args.limit)
+    qwen, qwen_c = pool_eval(prm, args.data / "dev_qwen_pool.jsonl", cfg, steps, lambda t: str(t.meta.get("group")),
+                             args.limit)
+    pooled = sky_c + qwen_c
+    pooled_auc = metrics.auroc([c.score for c in pooled], [c.correct for c in pooled])
+    train_rewards, train_labels = prmbench_samples(prm, args.data / "train_prmbench.jsonl", cfg, steps, args.limit)
+    threshold = metrics.best_threshold(train_rewards, train_labels)
+    dev = metrics.threshold_f1(*prmbench_samples(prm, args.data / "dev_prmbench_subset400.jsonl", cfg, steps,
+                                                 args.limit), threshold)
+    train_f1 = metrics.threshold_f1(train_rewards, train_labels, threshold).f1
 
-    check = []
+    check = None
     if args.check:
-        sample = random.Random(0).sample(traces_of(args.data / "dev_skythought.jsonl"), args.check)
-        fast = rewards(prm, sample, cfg)
-        for t, (step, traj), real in zip(sample, fast, prm.score(sample)):
-            check.append(max(abs(a - b) for a, b in zip(step + [traj], real.step_rewards + [real.trajectory_reward])))
-    for d in (sky, qwen):
-        d.pop("_scores"), d.pop("_labels")
-    print(json.dumps({"model": args.model, "pool_auroc": _r(pooled), "skythought_dev": sky, "qwen_pool_dev": qwen,
-                      "prmbench_subset400": dev, "prmbench_train_f1_at_threshold": f1_at(train_samples, threshold)["f1"],
-                      "shortcut_max_abs_diff": max(check) if check else None}, indent=2))
+        pool = traces_of(args.data / "dev_skythought.jsonl", None, args.limit)
+        check = shortcut_check(prm, random.Random(0).sample(pool, min(args.check, len(pool))), cfg, steps)
+    print(json.dumps({"model": args.model, "pool_auroc": _r(pooled_auc), "skythought_dev": sky, "qwen_pool_dev": qwen,
+                      "prmbench_subset400": dev.as_dict(), "prmbench_train_f1_at_threshold": _r(train_f1),
+                      "shortcut_max_abs_diff": check}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,412 @@
+"""Evaluation metrics for PRM scores: AUROC, Best-of-N selection and voting, first-error F1.
+
+Plain functions over plain values (scores, booleans, step-reward lists), shared by ``fluxprm bon``,
+``fluxprm eval`` and ``scripts/mini/evaluate.py`` so every number the project reports is computed once,
+in one way. This module imports no torch and no numpy: a command working on a scores file starts instantly
+(a test checks it in a fresh interpreter).
+
+Conventions:
+
+- A *group* is the list of candidate responses to one problem, in their original (sampling) order.
+  Candidates are whatever objects the caller has; the functions take accessors (``score``, ``correct``,
+  ``answer``) so no wrapper type is imposed.
+- A score of ``None`` or NaN means "not scored": such a candidate is never picked and never outranks one.
+- Accuracies are means over problems (groups) in ``[0, 1]``, or ``None`` when there is no problem at all,
+  so an undefined metric is never confused with a bad one.
+- Ties are resolved *in expectation*: a selection rule that ties between candidates is credited with the
+  mean correctness of the tied ones (what uniform random tie-breaking achieves on average). A PRM that
+  gives every candidate the same score therefore scores exactly the random baseline, not "whoever came
+  first". The single-pick functions (:func:`pick_best`, :func:`majority_vote`) return the first of the tied.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Hashable, Iterable, Sequence, TypeVar
+
+__all__ = [
+    "auroc",
+    "group", "top_candidates", "pick_best", "vote_winners", "majority_vote", "weighted_vote",
+    "pick_accuracy", "vote_accuracy", "random_pick_accuracy", "oracle_accuracy", "best_of_n", "accuracy_at_n",
+    "FirstErrorF1", "first_error_index", "first_error_f1", "threshold_f1", "best_threshold",
+]
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+Score = Callable[[Any], "float | None"]
+Correct = Callable[[Any], bool]
+Answer = Callable[[Any], "Hashable | None"]
+Equivalent = Callable[[Any, Any], bool]
+
+
+def _usable(x: float | None) -> bool:
+    return x is not None and not math.isnan(x)
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+# ---- AUROC -------------------------------------------------------------------------------------------
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Area under the ROC curve of ``scores`` separating ``labels`` True (positive) from False.
+
+    It is the probability that a random positive scores higher than a random negative, a tie counting
+    one half — the Mann–Whitney U statistic divided by ``P·N``. It is computed from average ranks of
+    tied scores (``U = Σ rank(positive) − P(P+1)/2``) in O(n log n), which equals sklearn's
+    ``roc_auc_score`` and the brute-force pairwise count. Threshold-free, so it judges a PRM's ranking
+    quality whatever scale its scores are on.
+
+    Returns ``None`` when either class is empty (the metric is undefined there). Raises ``ValueError``
+    on mismatched lengths or a NaN score (which would have no rank).
+    """
+    if len(scores) != len(labels):
+        raise ValueError(f"auroc: {len(scores)} scores but {len(labels)} labels")
+    if any(math.isnan(s) for s in scores):
+        raise ValueError("auroc: a score is NaN; drop unscored items first")
+    positives = sum(1 for y in labels if y)
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return None
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    rank_sum_pos = 0.0
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and scores[order[end + 1]] == scores[order[start]]:
+            end += 1
+        average_rank = (start + end) / 2 + 1  # 1-based ranks start+1 .. end+1, averaged over the tie
+        rank_sum_pos += average_rank * sum(1 for i in order[start:end + 1] if labels[i])
+        start = end + 1
+    u = rank_sum_pos - positives * (positives + 1) / 2
+    return u / (positives * negatives)
+
+
+# ---- Best-of-N: grouping and selection ----------------------------------------------------------------
+
+def group(items: Iterable[T], by: Callable[[T], K]) -> dict[K, list[T]]:
+    """Candidates grouped by problem: ``{by(item): [items...]}``.
+
+    Groups appear in order of their first candidate and keep the candidates' input order, so "the first
+    n candidates" of a group (see :func:`accuracy_at_n`) are the first n sampled.
+    """
+    groups: dict[K, list[T]] = {}
+    for item in items:
+        groups.setdefault(by(item), []).append(item)
+    return groups
+
+
+def top_candidates(candidates: Sequence[T], score: Score) -> list[T]:
+    """All candidates sharing the highest usable score (input order); ``[]`` if none is scored."""
+    scored = [(c, s) for c in candidates if _usable(s := score(c))]
+    if not scored:
+        return []
+    best = max(s for _, s in scored)
+    return [c for c, s in scored if s == best]
+
+
+def pick_best(candidates: Sequence[T], score: Score) -> T | None:
+    """The candidate with the highest score — the PRM's Best-of-N pick.
+
+    Unscored candidates (``None``/NaN) are passed over; a tie goes to the earliest candidate, so the pick
+    is deterministic. ``None`` when no candidate is scored (an empty group included): the PRM has no
+    basis to pick, and inventing one would credit it with a choice it did not make.
+    """
+    top = top_candidates(candidates, score)
+    return top[0] if top else None
+
+
+def _clusters(answers: Sequence[Hashable | None], weights: Sequence[float | None] | None,
+              equivalent: Equivalent | None) -> list[tuple[Any, float, list[int]]]:
+    """``(representative answer, total weight, member indices)`` per answer cluster, in first-seen order.
+
+    ``None`` answers (nothing extracted) join no cluster. Without ``equivalent`` answers cluster by
+    equality; with it, each answer joins the first cluster whose representative it is equivalent to.
+    """
+    if weights is not None and len(weights) != len(answers):
+        raise ValueError(f"{len(answers)} answers but {len(weights)} weights")
+    clusters: list[tuple[Any, float, list[int]]] = []
+    by_key: dict[Hashable, int] = {}
+    for i, answer in enumerate(answers):
+        if answer is None:
+            continue
+        weight = 1.0
+        if weights is not None:
+            w = weights[i]
+            if _usable(w) and w < 0:  # type: ignore[operator]
+                raise ValueError(f"weighted vote: weight {w} < 0; vote with non-negative scores (probabilities)")
+            weight = float(w) if _usable(w) else 0.0  # type: ignore[arg-type]
+        if equivalent is None:
+            slot = by_key.setdefault(answer, len(clusters))
+        else:
+            slot = next((k for k, (rep, _, _) in enumerate(clusters) if equivalent(answer, rep)), len(clusters))
+        if slot == len(clusters):
+            clusters.append((answer, weight, [i]))
+        else:
+            rep, total, members = clusters[slot]
+            clusters[slot] = (rep, total + weight, members + [i])
+    return clusters
+
+
+def vote_winners(answers: Sequence[Hashable | None], weights: Sequence[float | None] | None = None,
+                 equivalent: Equivalent | None = None) -> list[Any]:
+    """The answers with the most votes (plain count, or total weight when ``weights`` are given).
+
+    Returns every tied winner in first-seen order (``[]`` when no candidate has an answer). Candidates
+    whose answer is ``None`` — nothing could be extracted — do not vote: "no answer" must not win a
+    vote. ``equivalent(a, b)`` (e.g. :func:`fluxprm.grading.is_equivalent`) merges answers that are
+    written differently but mean the same (``"27"`` and ``"27.0"``); by default answers must be equal.
+    """
+    clusters = _clusters(answers, weights, equivalent)
+    if not clusters:
+        return []
+    most = max(total for _, total, _ in clusters)
+    return [rep for rep, total, _ in clusters if total == most]
+
+
+def majority_vote(answers: Sequence[Hashable | None], equivalent: Equivalent | None = None) -> Any | None:
+    """The most frequent answer (self-consistency); ties go to the answer seen first; ``None`` if none.
+
+    The baseline a PRM must beat: it needs no verifier at all.
+    """
+    winners = vote_winners(answers, None, equivalent)
+    return winners[0] if winners else None
+
+
+def weighted_vote(answers: Sequence[Hashable | None], weights: Sequence[float | None],
+                  equivalent: Equivalent | None = None) -> Any | None:
+    """The answer whose candidates' PRM scores sum highest; ties go to the answer seen first.
+
+    PRM-weighted majority vote, as in huggingface/search-and-learn (``find_answer_with_largest_sum``):
+    it combines agreement between samples with the verifier's confidence, and usually beats both the
+    plain vote and the single best-scored pick. Weights must be non-negative (a negative score would
+    count as a vote *against*); unscored candidates weigh 0.
+    """
+    winners = vote_winners(answers, weights, equivalent)
+    return winners[0] if winners else None
+
+
+# ---- Best-of-N: accuracies over problems ---------------------------------------------------------------
+
+def _fraction_correct(candidates: Sequence[T], correct: Correct) -> float:
+    return sum(1 for c in candidates if correct(c)) / len(candidates) if candidates else 0.0
+
+
+def pick_accuracy(groups: Iterable[Sequence[T]], score: Score, correct: Correct) -> float | None:
+    """Best-of-N accuracy of picking the highest-scored candidate, averaged over problems.
+
+    Ties at the top are credited with the mean correctness of the tied candidates (see the module
+    docstring). A problem with no scored candidate counts as missed. ``None`` if there are no problems.
+    """
+    return _mean([_fraction_correct(top_candidates(g, score), correct) for g in groups])
+
+
+def vote_accuracy(groups: Iterable[Sequence[T]], answer: Answer, correct: Correct, weight: Score | None = None,
+                  equivalent: Equivalent | None = None) -> float | None:
+    """Accuracy of majority vote (or, with ``weight``, PRM-weighted vote) over problems.
+
+    A winning answer is credited with the mean correctness of the candidates that gave it (a consistent
+    grader marks them all alike); tied winners are averaged. A problem where no candidate has an
+    answer counts as missed. ``None`` if there are no problems.
+    """
+    per_problem = []
+    for g in groups:
+        answers = [answer(c) for c in g]
+        weights = [weight(c) for c in g] if weight is not None else None
+        clusters = _clusters(answers, weights, equivalent)
+        if not clusters:
+            per_problem.append(0.0)
+            continue
+        most = max(total for _, total, _ in clusters)
+        won = [_fraction_correct([g[i] for i in members], correct) for _, total, members in clusters if total == most]
+        per_problem.append(sum(won) / len(won))
+    return _mean(per_problem)
+
+
+def random_pick_accuracy(groups: Iterable[Sequence[T]], correct: Correct) -> float | None:
+    """Expected accuracy of picking a candidate uniformly at random: the mean fraction of correct candidates.
+
+    The exact expectation, not a sampled pick, so the baseline carries no sampling noise. An empty
+    group counts as 0. ``None`` if there are no problems.
+    """
+    return _mean([_fraction_correct(g, correct) for g in groups])
+
+
+def oracle_accuracy(groups: Iterable[Sequence[T]], correct: Correct) -> float | None:
+    """Fraction of problems with at least one correct candidate (pass@N): the ceiling of any selection rule."""
+    return _mean([1.0 if any(correct(c) for c in g) else 0.0 for g in groups])
+
+
+def best_of_n(groups: Iterable[Sequence[T]], *, score: Score, correct: Correct, answer: Answer | None = None,
+              equivalent: Equivalent | None = None, n: int | None = None) -> dict[str, float | int | None]:
+    """Every Best-of-N accuracy of one pool, side by side.
+
+    Keys: ``problems``; ``prm`` (:func:`pick_accuracy`), ``random`` (:func:`random_pick_accuracy`),
+    ``oracle`` (:func:`oracle_accuracy`) and, when ``answer`` is given, ``majority`` and
+    ``weighted_majority`` (:func:`vote_accuracy` without and with the PRM score as weight).
+    With ``n``, only the first ``n`` candidates of each group take part (see :func:`accuracy_at_n`).
+    """
+    pools = [list(g) if n is None else list(g)[:n] for g in groups]
+    out: dict[str, float | int | None] = {
+        "problems": len(pools),
+        "prm": pick_accuracy(pools, score, correct),
+        "random": random_pick_accuracy(pools, correct),
+        "oracle": oracle_accuracy(pools, correct),
+    }
+    if answer is not None:
+        out["majority"] = vote_accuracy(pools, answer, correct, None, equivalent)
+        out["weighted_majority"] = vote_accuracy(pools, answer, correct, score, equivalent)
+    return out
+
+
+def accuracy_at_n(groups: Iterable[Sequence[T]], ns: Iterable[int], *, score: Score, correct: Correct,
+                  answer: Answer | None = None, equivalent: Equivalent | None = None
+                  ) -> dict[int, dict[str, float | int | None]]:
+    """:func:`best_of_n` restricted to the first ``n`` candidates of each group, for each ``n`` in ``ns``.
+
+    The accuracy-vs-N curve of the Best-of-N literature. Candidates are sampled independently, so the
+    first ``n`` are an unbiased sample of size ``n`` and the curve needs no resampling.
+    """
+    pools = [list(g) for g in groups]
+    for n in ns:
+        if n < 1:
+            raise ValueError(f"accuracy_at_n: n must be >= 1, got {n}")
+    return {n: best_of_n(pools, score=score, correct=correct, answer=answer, equivalent=equivalent, n=n)
+            for n in ns}
+
+
+# ---- ProcessBench / PRMBench: first-error identification ---------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class FirstErrorF1:
+    """ProcessBench's metric for one sample set; accuracies are fractions (ProcessBench prints them ×100)."""
+
+    f1: float | None
+    acc_erroneous: float | None
+    acc_correct: float | None
+    n_erroneous: int
+    n_correct: int
+    threshold: float | None = None
+
+    def as_dict(self, digits: int | None = 4) -> dict[str, float | int | None]:
+        """Plain dict for JSON; floats rounded to ``digits`` (``None`` keeps them exact)."""
+        out = asdict(self)
+        if digits is not None:
+            out = {k: round(v, digits) if isinstance(v, float) else v for k, v in out.items()}
+        return out
+
+
+def first_error_index(step_rewards: Sequence[float], threshold: float) -> int:
+    """Index of the first step whose reward is below ``threshold``, or -1 if none is.
+
+    How a PRM is read on ProcessBench (Qwen2.5-Math-PRM uses threshold 0.5): a step judged incorrect
+    ends the solution's correctness, so the prediction is the first such step; -1 says "no error".
+    ProcessBench's TRL script reads ``argmax`` over two classes, which flags a reward of exactly 0.5;
+    here a step is flagged only strictly below the threshold.
+    """
+    for i, reward in enumerate(step_rewards):
+        if reward < threshold:
+            return i
+    return -1
+
+
+def first_error_f1(predicted: Sequence[int], labels: Sequence[int]) -> FirstErrorF1:
+    """ProcessBench F1 of predicted first-error indices against labels (-1 = the solution has no error).
+
+    Exactly as ProcessBench's official evaluation (QwenLM/ProcessBench, ``code/run_eval_prm_trl.py`` and
+    ``code/run_eval_prm_rlhflow.py``): ``match = prediction == label``; ``acc1`` is the match rate on
+    erroneous samples (``label != -1``: the exact first error step must be found), ``acc2`` the match
+    rate on correct samples (``label == -1``: no error may be reported), and
+    ``F1 = 2·acc1·acc2 / (acc1 + acc2)``, their harmonic mean — so a critic that always says "no error",
+    or flags everything, scores 0 however the two classes are balanced.
+
+    Where ProcessBench's numpy code would give NaN: an empty class makes its accuracy and F1 ``None``
+    (undefined), and ``acc1 = acc2 = 0`` gives F1 0.0 (the harmonic mean's limit), so thresholds can
+    still be compared.
+    """
+    if len(predicted) != len(labels):
+        raise ValueError(f"first_error_f1: {len(predicted)} predictions but {len(labels)} labels")
+    erroneous = [p == y for p, y in zip(predicted, labels) if y != -1]
+    correct = [p == y for p, y in zip(predicted, labels) if y == -1]
+    return _f1(sum(erroneous), len(erroneous), sum(correct), len(correct), None)
+
+
+def _f1(hits_err: int, n_err: int, hits_ok: int, n_ok: int, threshold: float | None) -> FirstErrorF1:
+    acc_err = hits_err / n_err if n_err else None
+    acc_ok = hits_ok / n_ok if n_ok else None
+    if acc_err is None or acc_ok is None:
+        f1 = None
+    else:
+        f1 = 2 * acc_err * acc_ok / (acc_err + acc_ok) if acc_err + acc_ok else 0.0
+    return FirstErrorF1(f1, acc_err, acc_ok, n_err, n_ok, threshold)
+
+
+def _check_labels(step_rewards: Sequence[Sequence[float]], labels: Sequence[int]) -> None:
+    if len(step_rewards) != len(labels):
+        raise ValueError(f"{len(step_rewards)} step-reward lists but {len(labels)} labels")
+    bad = [y for y in labels if y < -1]
+    if bad:
+        raise ValueError(f"first-error label {bad[0]} < -1; use -1 for 'no error', else the 0-based step index")
+
+
+def threshold_f1(step_rewards: Sequence[Sequence[float]], labels: Sequence[int], threshold: float) -> FirstErrorF1:
+    """ProcessBench F1 when each sample's prediction is :func:`first_error_index` at ``threshold``."""
+    _check_labels(step_rewards, labels)
+    predicted = [first_error_index(r, threshold) for r in step_rewards]
+    result = first_error_f1(predicted, labels)
+    return FirstErrorF1(result.f1, result.acc_erroneous, result.acc_correct, result.n_erroneous,
+                        result.n_correct, threshold)
+
+
+def best_threshold(step_rewards: Sequence[Sequence[float]], labels: Sequence[int]) -> float:
+    """The threshold maximising :func:`threshold_f1` on these (training) samples, searched exactly.
+
+    A PRM's reward scale is its own (a small model's rewards may sit well away from 0.5), so the
+    threshold is chosen on a training split and then applied unchanged to the dev/test split.
+
+    Each sample is matched for thresholds in one interval: a correct sample for ``t <= min(rewards)``;
+    a sample whose first error is step ``k`` for ``rewards[k] < t <= min(rewards[:k])``. So F1 is
+    piecewise constant in ``t`` and changes only at those interval ends: every piece is tried (its
+    midpoint; the lowest piece at its upper end, the highest just above the largest end) in
+    O(n log n), with no grid to miss the optimum. Equal F1s go to the lowest threshold.
+
+    Raises ``ValueError`` unless both erroneous and correct samples are present (F1 is undefined).
+    """
+    _check_labels(step_rewards, labels)
+    spans_err: list[tuple[float, float]] = []
+    spans_ok: list[tuple[float, float]] = []
+    for rewards, label in zip(step_rewards, labels):
+        if label == -1:
+            spans_ok.append((-math.inf, min(rewards) if rewards else math.inf))
+        elif label < len(rewards):
+            upper = min(rewards[:label]) if label else math.inf
+            if rewards[label] < upper:
+                spans_err.append((rewards[label], upper))
+    n_err = sum(1 for y in labels if y != -1)
+    n_ok = len(labels) - n_err
+    if not n_err or not n_ok:
+        raise ValueError("best_threshold needs both erroneous (label >= 0) and correct (label -1) samples")
+
+    def counter(spans: list[tuple[float, float]]) -> Callable[[float], int]:
+        lows = sorted(a for a, _ in spans)
+        highs = sorted(b for _, b in spans)
+        return lambda t: bisect_left(lows, t) - bisect_left(highs, t)  # #{a < t} - #{b < t} = #{a < t <= b}
+
+    hits_err, hits_ok = counter(spans_err), counter(spans_ok)
+    ends = sorted({x for span in spans_err + spans_ok for x in span if math.isfinite(x)})
+    if not ends:  # nothing depends on the threshold; any value gives the same F1
+        return 0.5
+    candidates = [ends[0]]
+    for low, high in zip(ends, ends[1:]):
+        mid = (low + high) / 2
+        candidates.append(mid if low < mid <= high else high)
+    candidates.append(math.nextafter(ends[-1], math.inf))
+    best, best_f1 = candidates[0], -1.0
+    for t in candidates:
+        f1 = _f1(hits_err(t), n_err, hits_ok(t), n_ok, t).f1 or 0.0
+        if f1 > best_f1:
+            best, best_f1 = t, f1
+    return best

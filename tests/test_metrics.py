@@ -1,0 +1,297 @@
+"""fluxprm.metrics on small cases worked out by hand, plus brute-force cross-checks of the clever parts."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import subprocess
+import sys
+
+import pytest
+
+from fluxprm import metrics
+from fluxprm.metrics import FirstErrorF1
+
+
+def brute_auroc(scores: list[float], labels: list[bool]) -> float:
+    """Count every (positive, negative) pair: a win is 1, a tie 1/2."""
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+# ---- AUROC -------------------------------------------------------------------------------------------
+
+def test_auroc_hand_cases() -> None:
+    assert metrics.auroc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert metrics.auroc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
+    # pairs (pos, neg): (0.8, 0.5) win, (0.8, 0.9) loss, (0.3, 0.5) loss, (0.3, 0.9) loss -> 1/4
+    assert metrics.auroc([0.8, 0.3, 0.5, 0.9], [True, True, False, False]) == 0.25
+
+
+def test_auroc_ties_count_half() -> None:
+    assert metrics.auroc([0.5, 0.5], [True, False]) == 0.5
+    assert metrics.auroc([0.5] * 5, [True, False, True, False, False]) == 0.5
+    # pos {0.7, 0.5}, neg {0.5, 0.2}: (0.7,0.5) 1, (0.7,0.2) 1, (0.5,0.5) 1/2, (0.5,0.2) 1 -> 3.5/4
+    assert metrics.auroc([0.7, 0.5, 0.5, 0.2], [True, True, False, False]) == 0.875
+
+
+def test_auroc_undefined_when_a_class_is_empty() -> None:
+    assert metrics.auroc([0.1, 0.9], [True, True]) is None
+    assert metrics.auroc([0.1, 0.9], [False, False]) is None
+    assert metrics.auroc([], []) is None
+
+
+def test_auroc_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="2 scores but 1 labels"):
+        metrics.auroc([0.1, 0.2], [True])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.auroc([math.nan, 0.2], [True, False])
+
+
+def test_auroc_matches_pairwise_count_and_sklearn() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(2, 30)
+        scores = [rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]) if rng.random() < 0.5 else rng.random() for _ in range(n)]
+        labels = [rng.random() < 0.4 for _ in range(n)]
+        if all(labels) or not any(labels):
+            continue
+        assert metrics.auroc(scores, labels) == pytest.approx(brute_auroc(scores, labels), abs=1e-12)
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    scores = [round(rng.random(), 1) for _ in range(300)]  # rounding makes many ties
+    labels = [rng.random() < 0.5 for _ in range(300)]
+    assert metrics.auroc(scores, labels) == pytest.approx(sklearn_metrics.roc_auc_score(labels, scores), abs=1e-12)
+
+
+# ---- grouping and picking -----------------------------------------------------------------------------
+
+def test_group_keeps_first_seen_order_and_candidate_order() -> None:
+    items = [("b", 1), ("a", 2), ("b", 3), ("a", 4), ("c", 5)]
+    groups = metrics.group(items, lambda x: x[0])
+    assert list(groups) == ["b", "a", "c"]
+    assert groups["b"] == [("b", 1), ("b", 3)]
+    assert metrics.group([], lambda x: x) == {}
+
+
+def score_of(c: dict) -> float | None:
+    return c["s"]
+
+
+def correct_of(c: dict) -> bool:
+    return c["ok"]
+
+
+def answer_of(c: dict) -> str | None:
+    return c["a"]
+
+
+def cand(s: float | None, ok: bool, a: str | None = None) -> dict:
+    return {"s": s, "ok": ok, "a": a}
+
+
+def test_pick_best_skips_unscored_and_breaks_ties_by_order() -> None:
+    a, b, c, d = cand(0.2, False), cand(None, True), cand(0.9, True), cand(0.9, False)
+    assert metrics.pick_best([a, b, c, d], score_of) is c
+    assert metrics.top_candidates([a, b, c, d], score_of) == [c, d]
+    assert metrics.pick_best([cand(math.nan, True), a], score_of) is a
+    assert metrics.pick_best([b], score_of) is None
+    assert metrics.pick_best([], score_of) is None
+
+
+def test_votes() -> None:
+    answers = ["4", "5", "5", None, None, None, "4"]
+    assert metrics.vote_winners(answers) == ["4", "5"]           # None never votes, ties keep first-seen order
+    assert metrics.majority_vote(answers) == "4"
+    assert metrics.majority_vote(["3", "5", "5"]) == "5"
+    assert metrics.majority_vote([None, None]) is None
+    assert metrics.majority_vote([]) is None
+    # weighted: "4" gets 0.1 + 0.2 = 0.3, "5" gets 0.9 -> the single confident answer wins
+    assert metrics.weighted_vote(["4", "5", "4"], [0.1, 0.9, 0.2]) == "5"
+    # an unscored candidate weighs 0
+    assert metrics.weighted_vote(["4", "5"], [None, 0.1]) == "5"
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.weighted_vote(["4", "5"], [-0.5, 0.1])
+    with pytest.raises(ValueError, match="2 answers but 1 weights"):
+        metrics.weighted_vote(["4", "5"], [0.1])
+
+
+def test_votes_with_an_equivalence() -> None:
+    same_number = lambda a, b: float(a) == float(b)  # noqa: E731
+    answers = ["27", "28", "27.0", "28"]
+    assert metrics.vote_winners(answers) == ["28"]
+    assert metrics.vote_winners(answers, equivalent=same_number) == ["27", "28"]  # representative = first spelling
+    assert metrics.weighted_vote(answers, [0.5, 0.1, 0.5, 0.1], equivalent=same_number) == "27"
+
+
+# ---- Best-of-N accuracies ---------------------------------------------------------------------------------
+
+POOL = [
+    # problem 1: the PRM picks the correct one; majority ("7") is wrong; 1 of 3 correct
+    [cand(0.9, True, "6"), cand(0.2, False, "7"), cand(0.3, False, "7")],
+    # problem 2: the PRM picks a wrong one; majority right; 2 of 4 correct
+    [cand(0.1, True, "1"), cand(0.8, False, "2"), cand(0.2, True, "1"), cand(0.3, False, "3")],
+]
+
+
+def test_pick_random_oracle_accuracy_by_hand() -> None:
+    assert metrics.pick_accuracy(POOL, score_of, correct_of) == 0.5
+    assert metrics.random_pick_accuracy(POOL, correct_of) == pytest.approx((1 / 3 + 2 / 4) / 2)
+    assert metrics.oracle_accuracy(POOL, correct_of) == 1.0
+    assert metrics.vote_accuracy(POOL, answer_of, correct_of) == 0.5
+    # weighted: p1 "6" 0.9 vs "7" 0.5 -> right; p2 "1" 0.3, "2" 0.8, "3" 0.3 -> wrong
+    assert metrics.vote_accuracy(POOL, answer_of, correct_of, weight=score_of) == 0.5
+
+
+def test_ties_are_credited_in_expectation() -> None:
+    flat = [[cand(0.5, True, "1"), cand(0.5, False, "2"), cand(0.5, False, "3"), cand(0.5, True, "1")]]
+    # a constant-score PRM is exactly the random baseline, not "the first candidate"
+    assert metrics.pick_accuracy(flat, score_of, correct_of) == metrics.random_pick_accuracy(flat, correct_of) == 0.5
+    # vote: "1" has two votes and wins outright
+    assert metrics.vote_accuracy(flat, answer_of, correct_of) == 1.0
+    tie = [[cand(0.5, True, "1"), cand(0.5, False, "2")]]
+    assert metrics.vote_accuracy(tie, answer_of, correct_of) == 0.5
+
+
+def test_empty_groups_and_all_correct_pools() -> None:
+    assert metrics.pick_accuracy([], score_of, correct_of) is None
+    assert metrics.random_pick_accuracy([], correct_of) is None
+    assert metrics.oracle_accuracy([], correct_of) is None
+    assert metrics.vote_accuracy([], answer_of, correct_of) is None
+    # an empty group (or one with nothing scored / no answers) is a missed problem
+    groups = [[], [cand(0.4, True, "1")]]
+    assert metrics.pick_accuracy(groups, score_of, correct_of) == 0.5
+    assert metrics.random_pick_accuracy(groups, correct_of) == 0.5
+    assert metrics.oracle_accuracy(groups, correct_of) == 0.5
+    assert metrics.pick_accuracy([[cand(None, True)]], score_of, correct_of) == 0.0
+    assert metrics.vote_accuracy([[cand(0.4, True, None)]], answer_of, correct_of) == 0.0
+    # every candidate correct: every rule scores 1
+    right = [[cand(0.1, True, "a"), cand(0.7, True, "b")], [cand(0.3, True, "c")]]
+    assert metrics.best_of_n(right, score=score_of, correct=correct_of, answer=answer_of) == {
+        "problems": 2, "prm": 1.0, "random": 1.0, "oracle": 1.0, "majority": 1.0, "weighted_majority": 1.0}
+
+
+def test_best_of_n_and_accuracy_at_n() -> None:
+    assert metrics.best_of_n(POOL, score=score_of, correct=correct_of) == {
+        "problems": 2, "prm": 0.5, "random": pytest.approx(5 / 12), "oracle": 1.0}
+    curve = metrics.accuracy_at_n(POOL, [1, 2, 10], score=score_of, correct=correct_of, answer=answer_of)
+    assert list(curve) == [1, 2, 10]
+    # n=1: only the first candidate of each problem: right, right
+    assert curve[1] == {"problems": 2, "prm": 1.0, "random": 1.0, "oracle": 1.0, "majority": 1.0,
+                        "weighted_majority": 1.0}
+    # n=2: p1 {0.9 right "6", 0.2 wrong "7"}, p2 {0.1 right "1", 0.8 wrong "2"}
+    assert curve[2]["prm"] == 0.5 and curve[2]["random"] == 0.5 and curve[2]["oracle"] == 1.0
+    assert curve[2]["majority"] == 0.5  # both problems tie 1-1: expectation 1/2 each
+    assert curve[2]["weighted_majority"] == 0.5
+    assert curve[10] == metrics.best_of_n(POOL, score=score_of, correct=correct_of, answer=answer_of)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        metrics.accuracy_at_n(POOL, [0], score=score_of, correct=correct_of)
+
+
+def test_groups_may_be_a_generator_or_dict_values() -> None:
+    items = [("p1", cand(0.9, True)), ("p1", cand(0.1, False)), ("p2", cand(0.5, False))]
+    groups = metrics.group(items, lambda x: x[0])
+    lists = ([c for _, c in g] for g in groups.values())
+    assert metrics.best_of_n(lists, score=score_of, correct=correct_of)["prm"] == 0.5
+
+
+# ---- first-error F1 -----------------------------------------------------------------------------------
+
+def test_first_error_index_boundaries() -> None:
+    assert metrics.first_error_index([0.9, 0.4, 0.2], 0.5) == 1
+    assert metrics.first_error_index([0.9, 0.5, 0.2], 0.5) == 2   # strictly below: 0.5 is not an error
+    assert metrics.first_error_index([0.9, 0.8], 0.5) == -1
+    assert metrics.first_error_index([], 0.5) == -1
+    assert metrics.first_error_index([0.0, 1.0], 0.0) == -1       # threshold at the minimum: nothing flagged
+    assert metrics.first_error_index([0.3, 1.0], math.nextafter(1.0, 2)) == 0  # above the maximum: all flagged
+
+
+def test_first_error_f1_by_hand() -> None:
+    # erroneous: labels 2, 0, 1 -> predictions 2 (hit), 1 (miss), 1 (hit): acc1 = 2/3
+    # correct: labels -1, -1 -> predictions -1 (hit), 3 (miss): acc2 = 1/2
+    r = metrics.first_error_f1([2, 1, 1, -1, 3], [2, 0, 1, -1, -1])
+    assert (r.n_erroneous, r.n_correct) == (3, 2)
+    assert r.acc_erroneous == pytest.approx(2 / 3) and r.acc_correct == 0.5
+    assert r.f1 == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))  # = 4/7
+    assert r.f1 == pytest.approx(4 / 7)
+    # always "no error": acc1 = 0 -> F1 0 however many correct samples there are
+    assert metrics.first_error_f1([-1, -1, -1], [1, -1, -1]).f1 == 0.0
+    # both accuracies 0: harmonic mean's limit 0.0 (ProcessBench's numpy gives NaN)
+    assert metrics.first_error_f1([0, 0], [1, -1]).f1 == 0.0
+    # an empty class: undefined
+    only_errors = metrics.first_error_f1([1], [1])
+    assert only_errors.acc_erroneous == 1.0 and only_errors.acc_correct is None and only_errors.f1 is None
+    assert metrics.first_error_f1([], []) == FirstErrorF1(None, None, None, 0, 0, None)
+    with pytest.raises(ValueError):
+        metrics.first_error_f1([1, 2], [1])
+
+
+def test_threshold_f1_and_as_dict() -> None:
+    rewards = [[0.9, 0.3, 0.8], [0.2, 0.9], [0.9, 0.9], [0.7, 0.45]]
+    labels = [1, 0, -1, -1]
+    r = metrics.threshold_f1(rewards, labels, 0.5)   # predictions 1, 0, -1, 1
+    assert (r.acc_erroneous, r.acc_correct, r.f1, r.threshold) == (1.0, 0.5, pytest.approx(2 / 3), 0.5)
+    assert r.as_dict() == {"f1": 0.6667, "acc_erroneous": 1.0, "acc_correct": 0.5, "threshold": 0.5,
+                           "n_erroneous": 2, "n_correct": 2}
+    assert r.as_dict(None)["f1"] == r.f1
+    # thresholds at the boundaries: at the smallest reward nothing is flagged, above the largest everything
+    assert metrics.threshold_f1(rewards, labels, 0.2).acc_correct == 1.0
+    top = metrics.threshold_f1(rewards, labels, 0.95)   # predictions all 0: only the label-0 sample hits
+    assert (top.acc_erroneous, top.acc_correct, top.f1) == (0.5, 0.0, 0.0)
+    with pytest.raises(ValueError, match="< -1"):
+        metrics.threshold_f1([[0.5]], [-2], 0.5)
+
+
+def test_best_threshold_by_hand() -> None:
+    # erroneous sample (first error at step 1) matches for 0.3 < t <= 0.9; correct sample for t <= 0.6
+    rewards = [[0.9, 0.3, 0.8], [0.6, 0.7]]
+    labels = [1, -1]
+    t = metrics.best_threshold(rewards, labels)
+    assert 0.3 < t <= 0.6
+    assert t == pytest.approx(0.45)  # the midpoint of the piece (0.3, 0.6], not its edge
+    assert metrics.threshold_f1(rewards, labels, t).f1 == 1.0
+    with pytest.raises(ValueError, match="both erroneous"):
+        metrics.best_threshold([[0.5]], [-1])
+    with pytest.raises(ValueError, match="both erroneous"):
+        metrics.best_threshold([[0.5]], [0])
+
+
+def test_best_threshold_edges_of_the_range() -> None:
+    # errors at step 0 match for t > 0.2 and t > 0.3; the correct sample for t <= 0.4: best piece (0.3, 0.4]
+    rewards = [[0.2], [0.3], [0.4, 0.9]]
+    labels = [0, 0, -1]
+    assert metrics.best_threshold(rewards, labels) == pytest.approx(0.35)
+    # a correct sample with no steps matches at any t, so the best piece is the top one: just above 0.3
+    rewards = [[0.2], [0.3], []]
+    t = metrics.best_threshold(rewards, labels)
+    assert t == math.nextafter(0.3, 1.0)
+    assert metrics.threshold_f1(rewards, labels, t).f1 == 1.0
+    # an error label past the last step never matches; nothing depends on t: 0.5 by convention
+    assert metrics.best_threshold([[], [0.4]], [-1, 3]) == 0.5
+
+
+def test_best_threshold_matches_brute_force_search() -> None:
+    rng = random.Random(1)
+    for _ in range(100):
+        rewards, labels = [], []
+        for _ in range(rng.randint(2, 12)):
+            steps = [rng.choice([0.1, 0.3, 0.5, 0.7, 0.9]) if rng.random() < 0.5 else rng.random()
+                     for _ in range(rng.randint(0, 5))]
+            rewards.append(steps)
+            labels.append(-1 if rng.random() < 0.5 or not steps else rng.randrange(len(steps) + 1))
+        if all(y == -1 for y in labels) or all(y != -1 for y in labels):
+            continue
+        values = sorted({x for r in rewards for x in r} | {0.0, 1.0})
+        grid = values + [(a + b) / 2 for a, b in itertools.pairwise(values)] + [-1.0, 2.0]
+        brute = max(metrics.threshold_f1(rewards, labels, x).f1 or 0.0 for x in grid)
+        t = metrics.best_threshold(rewards, labels)
+        assert metrics.threshold_f1(rewards, labels, t).f1 == pytest.approx(brute)
+
+
+# ---- no torch --------------------------------------------------------------------------------------------
+
+def test_import_does_not_load_torch() -> None:
+    code = "import sys, fluxprm.metrics; assert 'torch' not in sys.modules, 'torch imported'; " \
+           "assert 'numpy' not in sys.modules, 'numpy imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
