@@ -33,7 +33,7 @@ from fluxprm.embedded import cache_dir, smollm2_dir
 from fluxprm.engine.options import ScoreOptions
 from fluxprm.models.loading import load_prm
 from fluxprm.score_job import run_score_job
-from fluxprm.steps import prepare
+from fluxprm.steps import StepConfig, prepare
 from fluxprm.traces import iter_traces
 
 HERE = Path(__file__).resolve().parent
@@ -155,7 +155,7 @@ def main() -> None:
     sample.write_text("".join(json.dumps(r) + "\n" for r in records))
 
     prm = load_prm(str(folder), dtype="bfloat16", device="cpu", max_length=args.max_length)
-    options = ScoreOptions(batch_tokens=args.batch_tokens)
+    options = ScoreOptions(steps=StepConfig(), batch_tokens=args.batch_tokens)
     id_lists = [prm.encode(prepare(t, options.steps)).input_ids for t in iter_traces([str(sample)])]
     prm.forward([prm.encode(prepare(next(iter(iter_traces([str(sample)]))), options.steps))])  # warm-up
 

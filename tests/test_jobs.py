@@ -99,3 +99,11 @@ def test_count_records_for_each_file_kind(tmp_path):
     (tmp_path / "e.jsonl").write_text("")
     assert [count_records(tmp_path / n) for n in ("a.json", "b.jsonl", "c.jsonl.gz", "d.parquet", "e.jsonl")] == \
         [5, 2, 1, 5, 0]
+
+
+def test_duplicate_ids_are_counted_with_examples(tmp_path):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write(src, [GOOD[0], GOOD[1], GOOD[0], GOOD[0], {"problem": "p", "response": "no id"}])
+    result = _run(src, out)
+    assert result.duplicate_ids == 2
+    assert result.duplicate_examples[0] == f"'g0' ({src}:1, {src}:3)"

@@ -176,3 +176,22 @@ def test_a_damaged_parquet_row_group_costs_only_its_rows(tmp_path):
     assert len(out) == 100 and 80 <= len(good) < 100
     assert [r.data["id"] for r in good] == [f"r{i}" for i in range(100) if i + 1 not in {b.line for b in bad}]
     assert all("row group" in b.error for b in bad) and {b.line for b in bad} >= set(range(31, 41))
+
+
+def test_label_backends_are_checked_once_at_start_up(tmp_path):
+    from fluxprm.labels.pipeline import LabelConfig, Labeler
+
+    cache = str(tmp_path / "cache.sqlite")
+    with pytest.raises(ValueError, match=r"^--policy notaurl: cannot load LLM 'notaurl'"):
+        Labeler(LabelConfig(judge=None, alignment=False, coherence=True, policy="notaurl", cache=cache)).check_backends()
+    warnings = Labeler(LabelConfig(judge="http://127.0.0.1:9/v1#m", alignment=False, coherence=True,
+                                   cache=cache)).check_backends()
+    assert len(warnings) == 1
+    assert warnings[0].startswith("--judge http://127.0.0.1:9/v1#m: cannot reach http://127.0.0.1:9/v1 (Connect")
+
+
+def test_an_unknown_device_is_a_value_error_naming_it():
+    from fluxprm.device import resolve_device
+
+    with pytest.raises(ValueError, match="unknown device 'bogus'"):
+        resolve_device("bogus")

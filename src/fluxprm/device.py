@@ -13,7 +13,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` → the first CUDA device if there is one, else the CPU; anything else is passed to torch."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU (torch {torch.__version__}); "
+                         "use --device cpu")
+    return dev
 
 
 @functools.cache

@@ -11,11 +11,13 @@ command must get right, once:
   item, after writing every result before it and the bad item itself to the errors file;
 - **progress** in input *records* (a Best-of-N pool record is one record however many candidates it has);
 - **a summary of what went wrong**: the commonest causes with counts, an example ``file:line`` each,
-  and the flag most likely to fix it.
+  and the flag most likely to fix it; and how many records repeat an earlier record's id (with examples),
+  since a join by id would silently pair the wrong records (use the ``(source, line)`` join key instead).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -64,6 +66,8 @@ class JobResult:
     written: int = 0               # output records written by this run
     rejected: int = 0              # items sent to the errors file by this run
     error_causes: list[ErrorCause] = field(default_factory=list)  # commonest first
+    duplicate_ids: int = 0         # records whose id an earlier record of this run already had
+    duplicate_examples: list[str] = field(default_factory=list)  # "id (file:line, file:line)"
 
     @property
     def errors_written(self) -> bool:
@@ -157,6 +161,29 @@ def _cause(message: str) -> str:
     return _NUMBER.sub("N", message.split(" (", 1)[0])
 
 
+class _Duplicates:
+    """Ids seen in this run, kept as 8-byte digests so a million records cost tens of megabytes, not gigabytes."""
+
+    def __init__(self, examples: int = 3) -> None:
+        self.first: dict[bytes, str] = {}
+        self.count = 0
+        self.examples: list[str] = []
+        self.limit = examples
+
+    def add(self, item: Item) -> None:
+        ident = getattr(item, "id", None)
+        if ident is None:
+            return
+        key = hashlib.blake2b(str(ident).encode("utf-8", "backslashreplace"), digest_size=8).digest()
+        where = f"{item.source}:{item.line}"
+        if key in self.first:
+            self.count += 1
+            if len(self.examples) < self.limit:
+                self.examples.append(f"{ident!r} ({self.first[key]}, {where})")
+        else:
+            self.first[key] = where
+
+
 class _Causes:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -197,6 +224,7 @@ def run_job(inputs: Sequence[str], out: Path | None, errors: Path | None, *, ide
         result.already_complete = True
         return result
     causes = _Causes()
+    duplicates = _Duplicates()
     stream = items()
     last_key: tuple[str, int] | None = None
 
@@ -218,6 +246,8 @@ def run_job(inputs: Sequence[str], out: Path | None, errors: Path | None, *, ide
         while chunk := [item for _, item in zip(range(chunk_size), stream)]:
             fresh = new_records(chunk)
             result.records_in += fresh
+            for item in chunk:
+                duplicates.add(item)
             results = process(chunk, position)
             position += len(chunk)
             if len(results) != len(chunk):
@@ -248,4 +278,5 @@ def run_job(inputs: Sequence[str], out: Path | None, errors: Path | None, *, ide
         sink.close()
         result.seconds = time.perf_counter() - started
         result.error_causes = causes.summary()
+        result.duplicate_ids, result.duplicate_examples = duplicates.count, duplicates.examples
     return result

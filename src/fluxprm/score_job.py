@@ -12,6 +12,7 @@ from fluxprm.engine.score import Scorer, Stats
 from fluxprm.jobs import JobResult, checkpoint_meta, run_job
 from fluxprm.models.base import TransformerPRM
 from fluxprm.records import BadRecord
+from fluxprm.steps import step_config_for
 from fluxprm.traces import FieldMap, iter_traces
 
 __all__ = ["ScoreJobResult", "run_score_job"]
@@ -34,6 +35,8 @@ def run_score_job(prm: TransformerPRM, inputs: Sequence[str], out: Path | None, 
     A resumed run batches exactly as the interrupted one did, so its bytes are identical.
     """
     inputs = [str(p) for p in inputs]
+    if options.steps is None:
+        options = replace(options, steps=step_config_for(prm.trained_steps))
     identity = {"model": prm.name, "format": prm.format, "max_length": prm.max_length, "aggregate": prm.aggregate,
                 "alpha": prm.alpha, "dtype": str(prm.dtype), "steps": asdict(options.steps), "long": options.long,
                 "spans": options.spans, "fields": asdict(fields) if fields else None}

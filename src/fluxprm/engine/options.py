@@ -21,7 +21,8 @@ ON_ERROR = ("raise", "skip", "fail")
 class ScoreOptions:
     """Options of ``fluxprm score`` that shape computation (model and file options live elsewhere)."""
 
-    steps: StepConfig = field(default_factory=StepConfig, metadata={"flatten": True})
+    # None = the segmentation the model was trained with (if its checkpoint records one), else StepConfig().
+    steps: StepConfig | None = field(default=None, metadata={"flatten": StepConfig})
     long: str = field(default="auto", metadata={
         "help": "Traces over the context. auto: drop the earliest thinking steps if the trace then fits with "
                 "one or more kept, else score every step in windows; truncate: only drop thinking steps (a trace whose problem "

@@ -8,7 +8,7 @@ that cannot be scored never raises out of it: it comes back as a ``BadRecord`` i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -19,7 +19,7 @@ from fluxprm.engine.options import ScoreOptions
 from fluxprm.models.base import Encoded, ItemOutput, TransformerPRM
 from fluxprm.records import BadRecord
 from fluxprm.scores import TraceScore
-from fluxprm.steps import PRMInput, prepare
+from fluxprm.steps import PRMInput, prepare, step_config_for
 from fluxprm.traces import Trace, TraceError, parse_record
 
 __all__ = ["Scorer", "ScoreFailure", "Stats", "score", "score_batch", "score_stream", "score_traces", "trace_extra"]
@@ -72,7 +72,10 @@ class Scorer:
 
     def __init__(self, prm: TransformerPRM, options: ScoreOptions | None = None, stats: Stats | None = None):
         self.prm = prm
-        self.options = options or ScoreOptions()
+        options = options or ScoreOptions()
+        if options.steps is None:  # cut steps the way the model's training data was cut
+            options = replace(options, steps=step_config_for(prm.trained_steps))
+        self.options = options
         self.stats = stats if stats is not None else Stats()
         self.batcher = Batcher(prm, self.options.batching, self.options.batch_tokens)
         self.stats.batching = f"{self.batcher.mode} ({self.batcher.how})"

@@ -66,36 +66,60 @@ class LabelConfig:
     """Every knob of ``fluxprm label``; each field has a CLI flag of the same name (``--no-alignment``,
     ``--no-coherence``, ``--no-judge`` for the switches; ``steps`` fields as in ``fluxprm score``)."""
 
-    steps: StepConfig = field(default_factory=StepConfig)
+    steps: StepConfig = field(default_factory=StepConfig, metadata={
+        "help": "Segmentation of free text, as in `fluxprm score` (so labels line up with scored steps)."})
     # encoder components
-    encoder: str | None = None          # sentence-transformers folder/name; None = bundled all-MiniLM-L6-v2
-    alignment: bool = True              # r_align: cos(thinking step, its aligned response step)
-    coherence: bool = True              # r_coh: contrastive log-prob of step t after step t-1
-    tau: float = 0.1                    # coherence temperature
-    negatives: int = 16                 # k negatives per step, drawn from other traces
-    negative_pool: int = 4096           # run-wide reservoir of thinking steps the negatives come from
+    encoder: str | None = field(default=None, metadata={
+        "help": "Sentence encoder Φ for alignment and coherence: a sentence-transformers folder or name "
+                "(default: all-MiniLM-L6-v2, bundled, offline)."})
+    alignment: bool = field(default=True, metadata={
+        "help": "Alignment reward: cosine between each thinking step and the response step it is aligned with; "
+                "off drops it from the fusion."})
+    coherence: bool = field(default=True, metadata={
+        "help": "Coherence reward: contrastive log-prob of step t following step t-1 (the problem for t=1) "
+                "against --negatives steps of other traces, fused as exp(r_coh); off drops it."})
+    tau: float = field(default=0.1, metadata={"help": "Coherence temperature τ."})
+    negatives: int = field(default=16, metadata={"help": "Coherence negatives k per step, from other traces."})
+    negative_pool: int = field(default=4096, metadata={
+        "help": "Run-wide reservoir of thinking steps the negatives are drawn from."})
     # quality component
-    judge: str | None = "smollm2"       # load_llm spec; None = no quality component
-    judge_retries: int = 2              # extra attempts for unparseable text-judge output
-    judge_max_tokens: int = 256         # text judge answer budget
-    judge_retry_temperature: float = 0.7
-    judge_context_chars: int = 2000     # earlier steps shown to the judge (most recent first)
-    judge_text_chars: int = 1500        # cap on problem / step / response text in a judge prompt
+    judge: str | None = field(default="smollm2", metadata={
+        "help": "Quality reward judge: smollm2 (embedded, local, reads the log-probs of 0-10 in one forward), a "
+                "local model folder, http://host:port/v1#model or openai:model (parses 'Score: N'; unparseable "
+                "answers are retried, then recorded as missing)."})
+    judge_retries: int = field(default=2, metadata={"help": "Retries of unparseable judge answers."})
+    judge_max_tokens: int = field(default=256, metadata={"help": "Answer budget of an HTTP judge, in tokens."})
+    judge_retry_temperature: float = field(default=0.7, metadata={
+        "help": "Sampling temperature of judge retries (the first try is greedy)."})
+    judge_context_chars: int = field(default=2000, metadata={
+        "help": "Earlier steps shown to the judge, most recent first, in characters."})
+    judge_text_chars: int = field(default=1500, metadata={
+        "help": "Cap on the problem, the step and the response in a judge prompt (head and tail kept)."})
     # trajectory reward
-    policy: str | None = None           # load_llm spec; None = no trajectory reward
-    expert: str | None = None           # template extractor; None = the policy
-    rollouts: int = 8
-    rollout_temperature: float = 0.7
-    rollout_max_tokens: int = 1024
-    template_max_tokens: int = 512
-    template_thinking_chars: int = 12000
+    policy: str | None = field(default=None, metadata={
+        "help": "Trajectory reward: the policy LLM that solves each problem --rollouts times guided by a "
+                "template the expert extracted; reward = fraction graded correct against the gold answer. Off "
+                "unless given. Same forms as --judge."})
+    expert: str | None = field(default=None, metadata={
+        "help": "LLM that extracts the reasoning template (default: the --policy model)."})
+    rollouts: int = field(default=8, metadata={"help": "Policy rollouts per trace (seeds seed .. seed+N-1)."})
+    rollout_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of rollouts."})
+    rollout_max_tokens: int = field(default=1024, metadata={"help": "Token budget of one rollout."})
+    template_max_tokens: int = field(default=512, metadata={"help": "Token budget of the expert's template."})
+    template_thinking_chars: int = field(default=12000, metadata={
+        "help": "Cap on the thinking text shown to the expert (head and tail kept)."})
     # run
-    seed: int = 0
-    device: str = "auto"                # encoder and local LLMs
-    encoder_batch_size: int = 64
-    cache: str | None = None            # LLM cache file; None = ~/.cache/fluxprm/llm-cache.sqlite
-    chunk_size: int = 16
-    on_error: str = "raise"             # raise (library default) | skip (CLI default) | fail
+    seed: int = field(default=0, metadata={"help": "Seed of negatives, judge retries and rollouts."})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto, for the encoder and local LLMs."})
+    encoder_batch_size: int = field(default=64, metadata={"help": "Texts per encoder forward."})
+    cache: str | None = field(default=None, metadata={
+        "help": "LLM cache file (SQLite); reruns and resumes reuse it (default: "
+                "~/.cache/fluxprm/llm-cache.sqlite)."})
+    chunk_size: int = field(default=16, metadata={
+        "help": "Traces per chunk (encoder batch and checkpoint interval)."})
+    on_error: str = field(default="raise", metadata={
+        "help": "Bad records. skip: write them to the errors file and go on; fail: stop at the first one "
+                "(exit 1) after writing every record before it; raise (the library's default): as fail."})
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
@@ -237,6 +261,32 @@ class Labeler:
         from fluxprm.llm import load_llm
 
         return load_llm(spec, cache=self.cache, **_llm_kwargs(spec, self.config.device))
+
+    def check_backends(self) -> list[str]:
+        """Load every LLM the run needs now, and ask each HTTP server once whether it answers.
+
+        A spec that cannot be loaded (``--policy notaurl``) raises ``ValueError`` naming the option before
+        any work is done. An unreachable server is a warning, not a failure: a rerun can be served entirely
+        from the LLM cache; the first uncached call then fails with an ``LLMError`` naming the URL.
+        """
+        from fluxprm.llm import OpenAICompatLLM
+
+        warnings: list[str] = []
+        c = self.config
+        for flag, spec, attr in (("--judge", c.judge, "_judge_llm"), ("--policy", c.policy, "_policy_llm"),
+                                 ("--expert", c.expert if c.expert != c.policy else None, "_expert_llm")):
+            if spec is None or getattr(self, attr) is not None:
+                continue
+            try:
+                llm = self._load(spec)
+            except Exception as exc:  # noqa: BLE001 - any load failure becomes one message naming the option
+                raise ValueError(f"{flag} {spec}: {exc}") from None
+            setattr(self, attr, llm)
+            if isinstance(llm, OpenAICompatLLM) and (problem := llm.ping()) is not None:
+                warnings.append(f"{flag} {spec}: {problem}; records whose answers are not in the LLM cache will fail")
+        for w in warnings:
+            logger.warning(w)
+        return warnings
 
     @property
     def judge(self):
@@ -428,7 +478,13 @@ def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, 
     identity = {"label": {k: v for k, v in asdict(config).items() if k not in ("on_error", "cache")},
                 "fields": asdict(fields) if fields else None}
 
+    checked = False
+
     def process(chunk: list[Trace | BadRecord], start: int) -> list[dict[str, Any] | BadRecord]:
+        nonlocal checked
+        if not checked:
+            labeler.check_backends()
+            checked = True
         if config.coherence and labeler.pool is None:
             # Negatives come from a pool over the whole run, built once, so they do not depend on chunking.
             labeler.build_pool(enumerate(iter_traces(inputs, fields)))

@@ -70,6 +70,9 @@ def load_llm(spec: str, cache: LLMCache | str | os.PathLike | bool | None = True
     path = Path(spec).expanduser()
     if path.is_dir():
         return TransformersLLM(path, cache=cache_obj, name=kw.pop("name", str(path.resolve())), **kw)
+    if "/" not in spec or spec.startswith((".", "/", "~")):
+        raise ValueError(f"cannot load LLM {spec!r}: not a server URL ('http://host:port/v1#model'), 'openai:MODEL', "
+                         "'smollm2', an existing local checkpoint folder or a hub id ('org/name')")
     try:
         return TransformersLLM(spec, cache=cache_obj, **kw)
     except Exception as e:

@@ -74,6 +74,20 @@ class OpenAICompatLLM:
 
     # -- public
 
+    def ping(self, timeout: float = 5.0) -> str | None:
+        """``None`` if the server answers ``GET /models``, else how it failed (for a start-up check)."""
+        import openai
+
+        try:
+            client = openai.OpenAI(base_url=self.base_url, api_key=self.client.api_key, max_retries=0, timeout=timeout)
+            client.models.list()
+        except openai.APIStatusError as e:
+            return f"{self.base_url}/models answered HTTP {e.status_code}"
+        except Exception as e:  # noqa: BLE001 - any transport failure is reported the same way
+            cause = e.__cause__ or e
+            return f"cannot reach {self.base_url or 'api.openai.com'} ({type(cause).__name__}: {cause})"
+        return None
+
     def generate(self, prompts: list[Prompt], params: GenParams | None = None) -> list[list[str]]:
         params = params or GenParams()
         return cached_map(prompts, params, self._generate_one, cache=self.cache, model=self.name,
