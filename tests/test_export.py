@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from builders import build_qwen_prm, ref_qwen_prm
+import fluxprm
 from fluxprm import load_prm
 from fluxprm.export import export_qwen_prm
 from fluxprm.models import detect_format
@@ -36,8 +37,8 @@ def test_export_round_trip(tmp_path):
     assert detect_format(exported) == "qwen-prm"
     assert json.loads((exported / "config.json").read_text())["architectures"] == ["Qwen2ForProcessRewardModel"]
 
-    [src] = load_prm(str(tmp_path / "ckpt"), dtype="float32").score([{"problem": PROBLEM, "steps": STEPS}])
-    [dst] = load_prm(str(exported), dtype="float32").score([{"problem": PROBLEM, "steps": STEPS}])
+    [src] = fluxprm.score(load_prm(str(tmp_path / "ckpt"), dtype="float32"), [{"problem": PROBLEM, "steps": STEPS}])
+    [dst] = fluxprm.score(load_prm(str(exported), dtype="float32"), [{"problem": PROBLEM, "steps": STEPS}])
     assert dst.step_rewards == pytest.approx(src.step_rewards, abs=1e-4)
     # and the independent model-card reference reads the exported folder the same way
     assert ref_qwen_prm(exported, PROBLEM, STEPS) == pytest.approx(src.step_rewards, abs=1e-4)

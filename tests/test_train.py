@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import fluxprm
 from fluxprm import load_prm
 from fluxprm.labels.pipeline import LabelConfig, run_label_job
-from fluxprm.train import Targets, TrainConfig, _pos_weights, joint_loss, train
-from fluxprm.train_data import Example, load_examples
+from fluxprm.train import Example, Targets, TrainConfig, joint_loss, load_examples, train
+from fluxprm.train import pos_weights as _pos_weights
 
 FIXTURES = Path(__file__).parent / "fixtures" / "traces"
 
@@ -108,7 +109,7 @@ def test_frozen_training_is_reproducible(tmp_path):
     train(files, tmp_path / "a", cfg)
     train(files, tmp_path / "b", cfg)
     assert (tmp_path / "a" / "heads.safetensors").read_bytes() == (tmp_path / "b" / "heads.safetensors").read_bytes()
-    [sa] = load_prm(str(tmp_path / "a"), dtype="float32").score([json.loads((FIXTURES / "prmbench_train_sample.jsonl").read_text().splitlines()[0])])
+    [sa] = fluxprm.score(load_prm(str(tmp_path / "a"), dtype="float32"), [json.loads((FIXTURES / "prmbench_train_sample.jsonl").read_text().splitlines()[0])])
     assert sa.trajectory_reward is not None and len(sa.step_rewards) == sa.num_steps
 
 
@@ -118,5 +119,5 @@ def test_lora_training_saves_an_adapter_that_loads(tmp_path):
     train(files, tmp_path / "lora", cfg)
     assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
     prm = load_prm(str(tmp_path / "lora"), dtype="float32")
-    [s] = prm.score([json.loads(Path(files[0]).read_text().splitlines()[1])])
+    [s] = fluxprm.score(prm, [json.loads(Path(files[0]).read_text().splitlines()[1])])
     assert all(0.0 <= r <= 1.0 for r in s.step_rewards)

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from fluxprm.engine import prepare
 from fluxprm.records import BadRecord, iter_records
-from fluxprm.steps import StepConfig
+from fluxprm.steps import StepConfig, prepare
 from fluxprm.traces import TraceError, parse_record
 
 __all__ = ["Example", "load_examples", "is_label_record"]
