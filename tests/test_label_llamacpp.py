@@ -21,7 +21,7 @@ TRACE = {"id": "add", "problem": "What is 2 + 3? Put the final answer in \\boxed
 
 def _config(url: str, cache: str) -> LabelConfig:
     spec = f"{url}#{MODEL}"
-    return LabelConfig(judge=spec, policy=spec, rollouts=2, judge_max_tokens=12, judge_retries=1,
+    return LabelConfig(judge=spec, policy=spec, rollouts=2, judge_max_tokens=64, judge_retries=2,
                        rollout_max_tokens=48, template_max_tokens=48, cache=cache, on_error="raise")
 
 
@@ -39,6 +39,7 @@ def test_label_http_judge_expert_policy(llama_server, tmp_path, monkeypatch):  #
     assert len(quality) == len(rec["thinking_steps"]) == 2
     # the 135M judge may not follow the "Score: N" format: then the value is missing with a note, never 0
     assert all(q is None or 0.0 <= q <= 1.0 for q in quality)
+    assert any(q is not None for q in quality), rec["notes"]  # the real judge produced at least one score
     if any(q is None for q in quality):
         assert rec["notes"]
 

@@ -378,6 +378,8 @@ def _llama_server_missing() -> str | None:
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
     reason = _llama_server_missing()
+    if reason and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} — in CI the real-server tests must run, not skip")
     if reason:
         pytest.skip(reason)
     port = _free_port()

@@ -94,7 +94,9 @@ def build_judge_prompt(problem: str, thinking_steps: Sequence[str], t: int, resp
 
 
 _SCORE_PATTERNS = (
-    re.compile(r"score\s*(?:of\s*)?[:=]?\s*[*_`\[\(]*\s*(\d+(?:\.\d+)?)\s*(?:/\s*10|out of 10)?", re.IGNORECASE),
+    # "Score: N" and the synonyms small judges use instead ("Rating: 10.", "Grade = 7")
+    re.compile(r"(?:score|rating|grade)\s*(?:of\s*)?[:=]?\s*[*_`\[\(]*\s*(\d+(?:\.\d+)?)\s*(?:/\s*10|out of 10)?",
+               re.IGNORECASE),
     re.compile(r"(\d+(?:\.\d+)?)\s*(?:/\s*10\b|out of 10\b)", re.IGNORECASE),
     re.compile(r"\*\*\s*(\d+(?:\.\d+)?)\s*\*\*"),
 )
@@ -103,7 +105,7 @@ _SCORE_PATTERNS = (
 def parse_score(text: str | None) -> float | None:
     """A 0-10 score from a judge's answer, or ``None`` if there is none.
 
-    Looks for "Score: N" (any case; ``=``, bold, brackets and "/10" tolerated), then "N/10" / "N out of 10",
+    Looks for "Score: N" (or "Rating"/"Grade"; any case; ``=``, bold, brackets and "/10" tolerated), then "N/10" / "N out of 10",
     then a bold number, then a last line that is only a number; the last match of the first pattern that
     matches wins (judges often restate the score at the end). Values outside 0-10 are rejected.
     """
