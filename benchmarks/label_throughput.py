@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fluxprm.engine import prepare  # noqa: E402
+from fluxprm.steps import prepare  # noqa: E402
 from fluxprm.labels.encoder import Encoder  # noqa: E402
 from fluxprm.steps import StepConfig  # noqa: E402
 from fluxprm.traces import Trace, iter_traces  # noqa: E402
