@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -116,8 +117,9 @@ def test_resume_torn_tail_is_discarded(model_dir, many_traces, tmp_path):
     out.write_bytes(b"".join(lines[:7]) + lines[7][:25])  # 7 good lines, then a torn one
     progress = json.loads((tmp_path / "ref.jsonl.progress.json").read_text())
     first_chunk = b"".join(lines[:7])
-    progress.update(done=8, out_bytes=len(first_chunk), complete=False,
-                    err_bytes=len((tmp_path / "ref.errors.jsonl").read_bytes().splitlines(keepends=True)[0]))
+    first_error = (tmp_path / "ref.errors.jsonl").read_bytes().splitlines(keepends=True)[0]
+    progress.update(done=8, out_bytes=len(first_chunk), complete=False, err_bytes=len(first_error),
+                    out_sha=hashlib.sha256(first_chunk).hexdigest(), err_sha=hashlib.sha256(first_error).hexdigest())
     (tmp_path / "o.jsonl.progress.json").write_text(json.dumps(progress))
     (tmp_path / "o.errors.jsonl").write_bytes((tmp_path / "ref.errors.jsonl").read_bytes().splitlines(keepends=True)[0])
     res = fluxprm("score", *common, "-o", str(out), "--resume")
@@ -131,3 +133,90 @@ def test_models_lists_registry():
     for name in ("reasonflux-prm-7b", "reasonflux-prm-1.5b", "qwen2.5-math-prm-7b", "qwen2.5-math-prm-72b",
                  "math-shepherd-mistral-7b"):
         assert name in res.stdout
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_version():
+    from fluxprm import __version__
+
+    res = fluxprm("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"fluxprm {__version__}"
+
+
+def test_separator_escapes_mean_newlines(model_dir, tmp_path):
+    """`--separator '\\n'` splits on newlines (it was taken literally, so every trace became one step)."""
+    lines = [f"line {k}: a thought long enough to be a step of its own" for k in range(4)]
+    src = _write_jsonl(tmp_path / "t.jsonl", [{"id": "a", "problem": "Find x.",
+                                               "response": "<think>" + "\n".join(lines) + "</think>x = 1."}])
+    common = [str(src), "-m", model_dir, "--dtype", "float32", "--min-chars", "0"]
+    res = fluxprm("score", *common, "--separator", "\\n", "-o", str(tmp_path / "nl.jsonl"))
+    assert res.returncode == 0, res.stderr
+    [rec] = [json.loads(x) for x in (tmp_path / "nl.jsonl").read_text().splitlines()]
+    assert len(rec["thinking_step_rewards"]) == 4
+    res = fluxprm("score", *common, "-o", str(tmp_path / "blank.jsonl"))  # default: blank lines
+    [rec] = [json.loads(x) for x in (tmp_path / "blank.jsonl").read_text().splitlines()]
+    assert len(rec["thinking_step_rewards"]) == 1
+    bad = fluxprm("score", *common, "--separator", "\\", "-o", str(tmp_path / "bad.jsonl"))
+    assert bad.returncode == 2 and "--separator" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_all_records_rejected_exits_1_with_causes(model_dir, tmp_path):
+    src = _write_jsonl(tmp_path / "steps.jsonl", [{"id": f"q{i}", "problem": "Find x.",
+                                                   "process": ["x = 1", "so x is 1"]} for i in range(3)])
+    out = tmp_path / "o.jsonl"
+    res = fluxprm("score", str(src), "-m", model_dir, "-o", str(out), "--dtype", "float32")
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "rejected: 3 records" in res.stderr and f"e.g. {src}:1:" in res.stderr
+    assert "none of the 3 records" in res.stderr
+    assert len((tmp_path / "o.errors.jsonl").read_text().splitlines()) == 3
+    assert "hint: try --steps-field process" in res.stderr
+    fixed = fluxprm("score", str(src), "-m", model_dir, "-o", str(out), "--dtype", "float32", "--steps-field", "process")
+    assert fixed.returncode == 0 and len(out.read_text().splitlines()) == 3, fixed.stderr
+
+
+def test_empty_input_warns_and_clean_run_leaves_no_errors_file(model_dir, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    good = _write_jsonl(tmp_path / "good.jsonl", [{"id": "a", "problem": "Find x.", "response": "x = 1."}])
+    out = tmp_path / "o.jsonl"
+    res = fluxprm("score", str(empty), str(good), "-m", model_dir, "-o", str(out), "--dtype", "float32")
+    assert res.returncode == 0, res.stderr
+    assert f"warning: {empty} holds no records" in res.stderr
+    assert str(good) not in res.stderr.split("warning:", 1)[1].splitlines()[0]
+    assert len(out.read_text().splitlines()) == 1
+    assert not (tmp_path / "o.errors.jsonl").exists() and "rejected" not in res.stderr
+
+
+def test_progress_total_counts_json_array_records(model_dir, tmp_path):
+    from fluxprm.records import count_records
+
+    src = tmp_path / "pool.json"
+    src.write_text(json.dumps([{"id": f"p{i}", "problem": "Find x.", "response": "x = 1."} for i in range(3)]))
+    assert count_records(src) == 3
+    res = fluxprm("score", str(src), "-m", model_dir, "-o", str(tmp_path / "o.jsonl"), "--dtype", "float32")
+    assert res.returncode == 0, res.stderr
+    assert "3/3" in res.stderr
+
+
+def test_usage_errors_exit_2_in_one_line(model_dir, tmp_path):
+    src = _write_jsonl(tmp_path / "x.jsonl", [{"id": "a", "problem": "p", "response": "r"}])
+    for args, needle in ((["score", str(tmp_path), "-m", model_dir], "directory"),
+                         (["score", str(src), "-m", model_dir, "--chunk-size", "0"], "--chunk-size"),
+                         (["score", str(src), "-m", model_dir, "--long", "sideways"], "--long"),
+                         (["score", str(src), "-m", model_dir, "--ray"], "not available yet"),
+                         (["label", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "l.jsonl")], "not found")):
+        res = fluxprm(*args)
+        assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+
+
+def test_repeated_ids_are_reported(model_dir, tmp_path):
+    src = _write_jsonl(tmp_path / "dup.jsonl", [{"id": "a", "problem": "Find x.", "response": "x = 1."},
+                                                {"id": "a", "problem": "Find y.", "response": "y = 2."}])
+    res = fluxprm("score", str(src), "-m", model_dir, "-o", str(tmp_path / "o.jsonl"), "--dtype", "float32")
+    assert res.returncode == 0, res.stderr
+    assert "1 record repeats an earlier record's id" in res.stderr and f"{src}:2" in res.stderr

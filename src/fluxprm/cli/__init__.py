@@ -1,0 +1,77 @@
+"""The ``fluxprm`` command line: one module per command, each a thin entry over a library function.
+
+Command modules are imported only when their command runs (or shows its help): their options are generated
+from the library's dataclasses (:mod:`fluxprm.cli.options`), and ``fluxprm train``'s live next to torch, so
+``fluxprm --version`` or ``fluxprm models`` must not pay for ``train``. Help is plain click text, which wraps
+at the terminal width and never cuts an option name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from fluxprm import __version__
+
+__all__ = ["app", "main", "COMMANDS"]
+
+# name → (module defining a function of that name, one line for `fluxprm --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "score": ("fluxprm.cli.score", "Score traces with a PRM, step by step: one record per trace."),
+    "label": ("fluxprm.cli.label", "Compute ReasonFlux-PRM teacher rewards for training."),
+    "train": ("fluxprm.cli.train", "Train a PRM on labels (joint step + trajectory objective)."),
+    "export": ("fluxprm.cli.export", "Write a trained checkpoint in the qwen-prm layout (vLLM, SGLang)."),
+    "models": ("fluxprm.cli.models", "List the PRMs known by name."),
+}
+
+
+def _load(name: str) -> Any:
+    """The click command of ``name``, built by typer from its module's function of that name."""
+    module, _ = COMMANDS[name]
+    one = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+    one.command(name)(getattr(importlib.import_module(module), name))
+    return typer.main.get_command(one)
+
+
+class _LazyCommands(TyperGroup):
+    """A command group that imports a command's module only when that command is resolved."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in COMMANDS:
+            return None
+        if cmd_name not in self.commands:
+            self.commands[cmd_name] = _load(cmd_name)
+        return self.commands[cmd_name]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, line) for name, (_, line) in COMMANDS.items()])
+
+
+app = typer.Typer(cls=_LazyCommands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
+                  help="fluxprm: process reward models for reasoning traces. Score thinking trajectories and "
+                       "responses step by step, compute the ReasonFlux-PRM teacher rewards, train and export PRMs. "
+                       "`fluxprm COMMAND --help` shows a command's options.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fluxprm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                                help="Print the version and exit.")] = False) -> None:
+    """fluxprm: process reward models for reasoning traces."""
+
+
+def main() -> None:  # console entry for tools that want a function rather than the typer app
+    app()

@@ -1,0 +1,103 @@
+"""What the commands print on stderr: errors, warnings, progress, summary tables, why records were rejected.
+
+Everything goes to stderr, so stdout carries only records (``fluxprm score`` without ``-o``). Tables are
+plain text that wraps into several blocks of columns on a narrow terminal: a header or a value is never
+cut (rich tables abbreviate them to ``quali…`` at 80 columns).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
+
+import typer
+
+if TYPE_CHECKING:
+    from fluxprm.jobs import JobResult
+
+__all__ = ["die", "warn", "say", "table", "print_table", "print_rejections", "print_duplicates", "progress_bar",
+           "exit_if_nothing_written"]
+
+_GAP = "  "
+
+
+def say(message: str) -> None:
+    """One line of information on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    say(f"warning: {message}")
+
+
+def die(message: str, code: int = 2) -> NoReturn:
+    """Stop with one line on stderr: exit 2 for a usage problem (bad input, option or model), 1 for a failed run."""
+    say(f"error: {message}")
+    raise typer.Exit(code)
+
+
+def table(title: str, cells: Sequence[tuple[str, str]], width: int | None = None) -> str:
+    """A one-row table of ``(header, value)`` cells, right-aligned; columns that do not fit ``width`` go on to
+    another block below, so nothing is ever abbreviated."""
+    width = width or shutil.get_terminal_size((80, 24)).columns
+    blocks: list[list[tuple[str, str, int]]] = [[]]
+    used = 0
+    for header, value in cells:
+        w = max(len(header), len(value))
+        if blocks[-1] and used + len(_GAP) + w > width:
+            blocks.append([])
+            used = 0
+        used += w + (len(_GAP) if blocks[-1] else 0)
+        blocks[-1].append((header, value, w))
+    lines = [title]
+    for block in blocks:
+        lines.append(_GAP.join(h.rjust(w) for h, _, w in block))
+        lines.append(_GAP.join(v.rjust(w) for _, v, w in block))
+    return "\n".join(lines)
+
+
+def print_table(title: str, cells: Sequence[tuple[str, str]]) -> None:
+    say(table(title, cells))
+
+
+def print_rejections(result: JobResult) -> None:
+    """How many records were rejected, the commonest causes with counts and a ``file:line`` example each,
+    and the hint of the commonest cause (e.g. ``try --steps-field process``)."""
+    if not result.rejected:
+        return
+    where = f" → {result.errors}" if result.errors_written else ""
+    say(f"rejected: {result.rejected} record{'s' * (result.rejected != 1)}{where}")
+    for cause in result.error_causes:
+        say(f"  {cause.count:>6}  {cause.cause}")
+        say(f"          e.g. {cause.example}")
+    hint = result.error_causes[0].hint if result.error_causes else None
+    if hint:
+        say(f"hint: try {hint}" if hint.startswith("-") else f"hint: {hint}")
+
+
+def print_duplicates(result: JobResult) -> None:
+    """Records that repeat an earlier record's id: joining outputs by id would pair the wrong records."""
+    if result.duplicate_ids:
+        examples = "; ".join(result.duplicate_examples)
+        n = result.duplicate_ids
+        warn(f"{n} record{'s repeat' if n != 1 else ' repeats'} an earlier record's id "
+             f"(e.g. {examples}); join outputs to inputs by source and line, not by id")
+
+
+def exit_if_nothing_written(result: JobResult, verb: str) -> None:
+    """Exit 1 when records were read but not one came out: the run produced nothing usable."""
+    if result.records_in and not result.written and not result.skipped_done:
+        die(f"none of the {result.records_in} records could be {verb}; see the causes above", code=1)
+
+
+def progress_bar(label: str, total: int | None, enabled: bool = True):
+    """A rich progress bar on stderr counting input records; returns ``(context manager, advance)``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=Console(stderr=True), transient=False, disable=not enabled)
+    task = progress.add_task(label, total=total)
+    advance: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
+    return progress, advance

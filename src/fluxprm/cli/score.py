@@ -1,0 +1,109 @@
+"""``fluxprm score``: a thin entry over :func:`fluxprm.score_job.run_score_job`.
+
+The scoring options are :class:`~fluxprm.engine.options.ScoreOptions` fields (generated); declared here are
+only the model, file and machine options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from fluxprm.cli.common import FIELD_OVERRIDES, Errors, Inputs, Model, Resume, checked_inputs, count_inputs
+from fluxprm.cli.options import choices, generated_options
+from fluxprm.cli.report import (die, exit_if_nothing_written, print_duplicates, print_rejections, print_table,
+                                progress_bar, say)
+from fluxprm.engine.options import ScoreOptions
+from fluxprm.models.formats import FORMATS  # torch: `fluxprm score` loads a model anyway
+from fluxprm.scores import AGGREGATES
+from fluxprm.traces import FieldMap
+
+__all__ = ["score"]
+
+
+@generated_options
+def score(
+    *,
+    inputs: Inputs,
+    model: Model = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Score records (JSONL), one per trace, in "
+                                                "input order.  [default: stdout]")] = None,
+    errors: Errors = None,
+    resume: Resume = False,
+    options: ScoreOptions,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16 or float32; auto: bfloat16 on "
+                                       "GPUs and on CPUs with native bf16, else float32.  [default: auto]",
+                                       show_default=False)] = "auto",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.  [default: auto]",
+                                        show_default=False)] = "auto",
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (use 1 on a machine "
+                                                   "shared with other CPU work).  [default: all cores]")] = None,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Context budget in tokens.  "
+                                                      "[default: the model's]")] = None,
+    format: Annotated[Optional[choices("format", FORMATS)], typer.Option(
+        "--format", help="Checkpoint format, overriding detection.")] = None,
+    aggregate: Annotated[Optional[choices("aggregate", AGGREGATES)], typer.Option(
+        "--aggregate", help="How step rewards combine into the score.  [default: the model card's]")] = None,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Weight of the trajectory reward in the score.  "
+                                                   "[default: the model's, 1.0]")] = None,
+    fields: Annotated[FieldMap, FIELD_OVERRIDES],
+    ray: Annotated[bool, typer.Option("--ray", help="Distributed scoring with Ray Data (not available yet).")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Ray workers (with --ray).  [default: 1]",
+                                         show_default=False)] = 1,
+    explicit: dict[str, Any],
+) -> None:
+    """Score traces with a PRM: one record per trace, in input order; rejected records go to --errors.
+
+    Steps: a checkpoint trained by `fluxprm train` cuts traces into steps the way its training data was cut,
+    unless you pass --separator, --min-chars or --max-*-steps; other models use the defaults shown.
+    """
+    if ray:
+        die("--ray is not available yet: distributed scoring with Ray Data is planned; score without --ray")
+    if resume and out is None:
+        die("--resume needs -o/--out (stdout cannot be resumed)")
+    for flag, value in (("--max-length", max_length), ("--threads", threads), ("--workers", workers)):
+        if value is not None and value < 1:
+            die(f"{flag} must be >= 1, got {value}")
+    paths = checked_inputs(inputs)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from fluxprm.jobs import JobFailure
+    from fluxprm.models import ModelNotFound, load_prm
+    from fluxprm.outputs import ResumeMismatch
+    from fluxprm.score_job import run_score_job
+    from fluxprm.steps import step_config_for
+
+    try:
+        prm = load_prm(model, format=format and format.value, device=device, dtype=dtype, max_length=max_length,
+                       aggregate=aggregate and aggregate.value, alpha=alpha)
+        options = replace(options, steps=step_config_for(prm.trained_steps, explicit))
+    except (ModelNotFound, ValueError) as exc:
+        die(str(exc))
+    progress, advance = progress_bar("scoring", count_inputs(paths), enabled=out is not None)
+    try:
+        with progress:
+            result = run_score_job(prm, paths, out, errors, options, fields, resume, on_progress=advance)
+    except JobFailure as exc:
+        die(str(exc), code=1)
+    except ResumeMismatch as exc:
+        die(str(exc))
+    if result.already_complete:
+        say(f"{out}: already complete ({result.skipped_done} records); nothing to do")
+        return
+    s = result.stats
+    print_table(f"fluxprm score · {prm.name}", [
+        ("records", str(result.records_in)), ("scored", str(s.traces)), ("errors", str(s.errors)),
+        ("truncated", str(s.truncated)), ("windowed", str(s.windowed)), ("steps", str(s.steps)),
+        ("tokens", str(s.tokens)), ("tokens/s", f"{result.tokens_per_s:,.0f}"), ("batching", s.batching or "-")])
+    if result.out:
+        say(f"scores → {result.out}")
+    if result.skipped_done:
+        say(f"resumed: {result.skipped_done} records were already done")
+    print_rejections(result)
+    print_duplicates(result)
+    exit_if_nothing_written(result, "scored")

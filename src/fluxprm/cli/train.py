@@ -1,0 +1,70 @@
+"""``fluxprm train``: a thin entry over :func:`fluxprm.train.train`.
+
+Every training knob is a :class:`~fluxprm.train.TrainConfig` field and has a generated flag. Layering, lowest
+first: the field defaults, ``--config FILE.yaml``, the flags given, ``--set KEY=VALUE`` (kept for YAML values
+such as lists, and for scripts written before the flags existed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from fluxprm.cli.common import checked_inputs
+from fluxprm.cli.options import Expand, generated_options
+from fluxprm.cli.report import die, say
+from fluxprm.train import TrainConfig
+
+__all__ = ["train"]
+
+
+@generated_options
+def train(
+    *,
+    labels: Annotated[list[Path], typer.Argument(
+        help="Label files from `fluxprm label` and/or labelled trace files (PRMBench, ProcessBench, PRM800K, "
+             "Math-Shepherd, Best-of-N pools with correctness).", metavar="LABELS", show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Checkpoint folder (loads with `fluxprm score -m`).")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with any of the options below, "
+                                                   "by field name (max_steps: 200).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE override of any option, the value "
+                                                      "read as YAML (--set feature_layers=[-1,-2]); repeatable.")] = None,
+    flags: Annotated[dict[str, Any], Expand(of=TrainConfig)],
+) -> None:
+    """Train a PRM with the joint step + trajectory objective of ReasonFlux-PRM.
+
+    Every option after --set is a TrainConfig field. Later sources win: the defaults shown, --config FILE.yaml,
+    the flags given, then --set KEY=VALUE.
+    """
+    import yaml
+
+    from fluxprm.train import train as run_train
+
+    overrides: dict[str, Any] = dict(flags)
+    for item in set_ or []:
+        if "=" not in item:
+            die(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    paths = checked_inputs(labels)
+    try:
+        cfg = TrainConfig.from_yaml(config, overrides)
+    except (ValueError, TypeError, OSError, yaml.YAMLError) as exc:
+        die(str(exc))
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("features", total=None)
+
+        def on_progress(stage: str, i: int, n: int) -> None:
+            progress.update(task, description=stage, completed=i, total=n)
+
+        try:
+            summary = run_train(paths, out, cfg, on_progress)
+        except ValueError as exc:
+            die(str(exc))
+    say(f"trained {summary['mode']} on {summary['train']} examples ({summary['val']} held out, "
+        f"{summary['rejected']} rejected) in {summary['seconds']} s → {out}")

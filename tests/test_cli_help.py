@@ -1,0 +1,190 @@
+"""The command line's help at 80 columns, and the options generated from the library's dataclasses.
+
+Help is read by people on ordinary terminals: no option name may be cut (``--rollout-temper…``), no line
+may run past the terminal, and every knob of the dataclass a command uses must be there under its own name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from fluxprm.cli import COMMANDS, app
+from fluxprm.cli.common import FIELD_OVERRIDES
+from fluxprm.cli.options import Expand, generated_options, option_names
+from fluxprm.engine.options import ScoreOptions
+from fluxprm.labels.pipeline import LabelConfig
+from fluxprm.steps import StepConfig, step_config_for
+from fluxprm.traces import FieldMap
+
+
+def help_text(*args: str, columns: int = 80) -> str:
+    env = {**os.environ, "COLUMNS": str(columns), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "fluxprm", *args, "--help"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def command_flags(name: str) -> list[str]:
+    """Every flag the command declares (generated and hand-written), from the click command itself."""
+    group = typer.main.get_command(app)
+    command = group.get_command(None, name)  # type: ignore[arg-type]
+    return [o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
+
+
+def appears_whole(flag: str, text: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text) is not None
+
+
+def assert_readable(text: str, columns: int = 80) -> None:
+    assert "…" not in text
+    long = [line for line in text.splitlines() if len(line) > columns]
+    assert not long, long
+
+
+def _train_config() -> type:
+    from fluxprm.train import TrainConfig
+
+    return TrainConfig
+
+
+@pytest.mark.parametrize("command, dataclasses", [
+    ("score", lambda: [(ScoreOptions, Expand()), (FieldMap, FIELD_OVERRIDES)]),
+    ("label", lambda: [(LabelConfig, Expand()), (FieldMap, FIELD_OVERRIDES)]),
+    ("train", lambda: [(_train_config(), Expand())]),
+])
+def test_help_at_80_columns_shows_every_option_whole(command, dataclasses):
+    text = help_text(command)
+    assert_readable(text)
+    generated = [flag for cls, spec in dataclasses() for flag in option_names(cls, spec)]
+    flags = command_flags(command)
+    assert set(generated) <= set(flags), set(generated) - set(flags)
+    missing = [f for f in flags if not appears_whole(f, text)]
+    assert not missing, missing
+
+
+def test_score_help_shows_segmentation_defaults_readably():
+    text = help_text("score")
+    assert re.search(r"\[default: \\n\\n\]", text), "the separator's default is shown as typed: \\n\\n"
+    for flag in ("--long", "--spans", "--threads", "--ray", "--on-error", "--errors", "--resume"):
+        assert appears_whole(flag, text), flag
+    assert "auto|truncate|windows" in text
+
+
+def test_top_level_help_lists_only_commands_that_exist():
+    text = help_text()
+    assert_readable(text)
+    for name in COMMANDS:
+        assert appears_whole(name, text), name
+    for missing in ("select", "Best-of-N", "bon", "serve", "eval", "view"):
+        assert missing not in text, missing
+
+
+def test_top_level_does_not_import_torch():
+    code = "import sys; from fluxprm.cli import app; app(['--version'], standalone_mode=False); " \
+           "print('torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.split()[-1] == "False", res.stdout + res.stderr
+
+
+# ------------------------------------------------------------------------------- the generator
+
+
+@dataclass(frozen=True)
+class _Inner:
+    separator: str = field(default="\n\n", metadata={"help": "Separator.", "escapes": True})
+    min_chars: int = field(default=30, metadata={"help": "Shortest step.", "min": 0})
+
+
+@dataclass
+class _Outer:
+    inner: _Inner | None = field(default=None, metadata={"flatten": _Inner})
+    mode: str = field(default="raise", metadata={"help": "Mode.", "choices": ("raise", "skip", "fail"),
+                                                 "cli_choices": ("skip", "fail"), "cli_default": "skip"})
+    fast: bool = field(default=False, metadata={"help": "Go fast."})
+    names: list[str] = field(default_factory=lambda: ["a", "b"], metadata={"help": "Names."})
+    cap: int | None = None
+
+
+def _run(func: Any, *args: str) -> Any:
+    seen: dict[str, Any] = {}
+    command = generated_options(func(seen))
+    toy = typer.Typer(add_completion=False, rich_markup_mode=None)
+    toy.command("toy")(command)
+    toy.command("other")(lambda: None)
+    result = CliRunner().invoke(toy, ["toy", *args])
+    return result, seen
+
+
+def _capture(seen: dict[str, Any]) -> Any:
+    def toy(*, options: _Outer, explicit: dict[str, Any]) -> None:
+        seen.update(options=options, explicit=explicit)
+    return toy
+
+
+def test_generated_options_build_the_dataclass_and_know_what_was_given():
+    result, seen = _run(_capture)
+    assert result.exit_code == 0, result.output
+    assert seen["options"] == _Outer(mode="skip") and seen["explicit"] == {}  # cli_default, nested left unset
+    result, seen = _run(_capture, "--separator", "\\n", "--mode", "fail", "--fast", "--names", "x", "--cap", "3")
+    assert result.exit_code == 0, result.output
+    assert seen["options"] == _Outer(inner=_Inner(separator="\n"), mode="fail", fast=True, names=["x"], cap=3)
+    assert seen["explicit"] == {"separator": "\n", "mode": "fail", "fast": True, "names": ["x"], "cap": 3}
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--min-chars", "-1"], "--min-chars"),
+    (["--mode", "raise"], "--mode"),         # the library's choice the CLI does not offer
+    (["--separator", "tab\\"], "--separator"),
+])
+def test_generated_options_reject_bad_values_naming_the_flag(args, needle):
+    result, _ = _run(_capture, *args)
+    assert result.exit_code == 2 and needle in result.output, result.output
+
+
+def test_generated_help_shows_defaults_as_typed():
+    toy = typer.Typer(add_completion=False, rich_markup_mode=None)
+    toy.command("toy")(generated_options(_capture({})))
+    toy.command("other")(lambda: None)
+    text = " ".join(CliRunner().invoke(toy, ["toy", "--help"], env={"COLUMNS": "80"}).output.split())
+    assert "[default: \\n\\n]" in text and "[default: skip]" in text and "[default: --no-fast]" in text
+    assert "skip|fail" in text and "raise" not in text
+    assert "[default: a b]" in text
+
+
+def test_dict_parameter_gets_only_the_fields_given():
+    seen: dict[str, Any] = {}
+
+    def toy(*, flags: Annotated[dict[str, Any], Expand(of=_Inner)]) -> None:
+        seen.update(flags)
+
+    command = typer.Typer(add_completion=False, rich_markup_mode=None)
+    command.command("toy")(generated_options(toy))
+    command.command("other")(lambda: None)
+    assert CliRunner().invoke(command, ["toy", "--min-chars", "5"]).exit_code == 0
+    assert seen == {"min_chars": 5}
+
+
+def test_trained_segmentation_wins_unless_a_flag_is_given():
+    """What `fluxprm score` does with the segmentation flags the user gave (and only those)."""
+    seen: dict[str, Any] = {}
+
+    def toy(*, options: ScoreOptions, explicit: dict[str, Any]) -> None:
+        seen.update(explicit=explicit)
+
+    command = typer.Typer(add_completion=False, rich_markup_mode=None)
+    command.command("toy")(generated_options(toy))
+    command.command("other")(lambda: None)
+    assert CliRunner().invoke(command, ["toy", "--min-chars", "0"]).exit_code == 0
+    trained = {"separator": "\n", "min_chars": 12, "max_thinking_steps": 8, "max_response_steps": 4}
+    assert step_config_for(trained, seen["explicit"]) == StepConfig("\n", 0, 8, 4)
