@@ -429,7 +429,7 @@ def test_label_command(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from fluxprm.labels.cli_command import label
+    from fluxprm.cli.label import label
 
     app = typer.Typer(add_completion=False)
     app.command()(label)

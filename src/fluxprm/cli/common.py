@@ -16,7 +16,7 @@ from fluxprm.jobs import check_inputs
 from fluxprm.records import count_records
 
 __all__ = ["Inputs", "Model", "Errors", "Resume", "FIELD_OVERRIDES", "ON_ERROR_CLI", "checked_inputs",
-           "count_inputs"]
+           "checked_outputs", "count_inputs"]
 
 Inputs = Annotated[list[Path], typer.Argument(
     help="Trace files: JSONL, JSON arrays or Parquet, optionally .gz; formats are detected per record.",
@@ -53,6 +53,17 @@ def checked_inputs(inputs: Sequence[Path]) -> list[str]:
     except (FileNotFoundError, IsADirectoryError) as exc:
         die(str(exc))
     return paths
+
+
+def checked_outputs(paths: Sequence[str], out: Path | None, errors: Path | None) -> None:
+    """Refuse, before any model loads, an output that is an input or a directory (the job checks again)."""
+    from fluxprm.jobs import OutputPathError, check_outputs
+    from fluxprm.outputs import default_errors_path
+
+    try:
+        check_outputs(paths, out, errors or (default_errors_path(out) if out is not None else None))
+    except OutputPathError as exc:
+        die(str(exc))
 
 
 def count_inputs(paths: Sequence[str]) -> int | None:

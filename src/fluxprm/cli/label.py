@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from fluxprm.cli.common import FIELD_OVERRIDES, ON_ERROR_CLI, Errors, Inputs, Resume, checked_inputs, count_inputs
+from fluxprm.cli.common import (FIELD_OVERRIDES, ON_ERROR_CLI, Errors, Inputs, Resume,
+                                checked_inputs, checked_outputs, count_inputs)
 from fluxprm.cli.options import Expand, generated_options
 from fluxprm.cli.report import (die, exit_if_nothing_written, print_duplicates, print_rejections, print_table,
                                 progress_bar, say)
@@ -37,6 +38,7 @@ def label(
     coherence, fused by a softmax over the components present; per trace a template-guided trajectory
     reward (--policy). One record per trace, in input order; rejected records go to --errors."""
     paths = checked_inputs(inputs)
+    checked_outputs(paths, out, errors)
     if config.expert is not None and config.policy is None:
         die("--expert needs --policy (the template is only used by the policy's rollouts)")
     if no_judge:
@@ -45,6 +47,7 @@ def label(
         die("every component is switched off: keep one of alignment, coherence, --judge or --policy")
     from fluxprm.jobs import JobFailure
     from fluxprm.labels.pipeline import run_label_job
+    from fluxprm.llm import LLMError
     from fluxprm.outputs import ResumeMismatch
 
     progress, advance = progress_bar("labelling", count_inputs(paths))
@@ -53,8 +56,10 @@ def label(
             result = run_label_job(paths, out, errors, config, resume, fields=fields, on_progress=advance)
     except JobFailure as exc:
         die(str(exc), code=1)
-    except (ResumeMismatch, FileNotFoundError, ValueError) as exc:  # e.g. a judge or policy that cannot load
+    except (ResumeMismatch, FileNotFoundError, ValueError, LLMError) as exc:  # e.g. a judge that cannot load
         die(str(exc))
+    except OSError as exc:  # an output folder that cannot be created or written
+        die(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
     if result.already_complete:
         say(f"{out}: already complete ({result.skipped_done} records); nothing to do")
         return

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from fluxprm.cli.common import FIELD_OVERRIDES, Errors, Inputs, Model, Resume, checked_inputs, count_inputs
+from fluxprm.cli.common import (FIELD_OVERRIDES, Errors, Inputs, Model, Resume,
+                                checked_inputs, checked_outputs, count_inputs)
 from fluxprm.cli.options import choices, generated_options
 from fluxprm.cli.report import (die, exit_if_nothing_written, print_duplicates, print_rejections, print_table,
                                 progress_bar, say)
@@ -68,11 +69,12 @@ def score(
         if value is not None and value < 1:
             die(f"{flag} must be >= 1, got {value}")
     paths = checked_inputs(inputs)
+    checked_outputs(paths, out, errors)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    from fluxprm.jobs import JobFailure
+    from fluxprm.jobs import JobFailure, OutputPathError
     from fluxprm.models import ModelNotFound, load_prm
     from fluxprm.outputs import ResumeMismatch
     from fluxprm.score_job import run_score_job
@@ -90,8 +92,10 @@ def score(
             result = run_score_job(prm, paths, out, errors, options, fields, resume, on_progress=advance)
     except JobFailure as exc:
         die(str(exc), code=1)
-    except ResumeMismatch as exc:
+    except (ResumeMismatch, OutputPathError) as exc:
         die(str(exc))
+    except OSError as exc:  # an output folder that cannot be created or written
+        die(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
     if result.already_complete:
         say(f"{out}: already complete ({result.skipped_done} records); nothing to do")
         return
