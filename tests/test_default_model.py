@@ -38,3 +38,34 @@ def test_default_model_prefers_correct_processes():
         [mod] = fluxprm.score(prm, [{"problem": row["modified_question"], "steps": row["modified_process"]}])
         wins += orig.score > mod.score
     assert wins >= len(rows) - 1
+
+
+def test_a_checkpoint_scores_with_the_segmentation_it_was_trained_with(tmp_path):
+    """`fluxprm score -m CKPT` cuts steps as the checkpoint's training data was cut, unless flags say otherwise."""
+    import shutil
+
+    from fluxprm.models.bundled import bundled_model_dir
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(bundled_model_dir("fluxprm-mini"), ckpt)
+    config = json.loads((ckpt / "fluxprm_config.json").read_text())
+    config["steps"] = {"separator": "\n", "min_chars": 0, "max_thinking_steps": 3, "max_response_steps": 1}
+    (ckpt / "fluxprm_config.json").write_text(json.dumps(config))
+    thinking = "\n".join(f"Line {k} of the thought." for k in range(6))
+    rec = {"id": "t", "problem": "What is 2+3?", "response": f"<think>{thinking}</think>It is 5.\nSo 5."}
+    prm = load_prm(str(ckpt))
+    assert prm.trained_steps["max_thinking_steps"] == 3
+    [s] = fluxprm.score(prm, [rec])
+    assert len(s.thinking_step_rewards) == 3 and len(s.response_step_rewards) == 1
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(rec) + "\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for extra, (n_think, n_resp) in (([], (3, 1)), (["--max-thinking-steps", "5"], (5, 1)),
+                                     (["--separator", "\\n\\n"], (1, 1))):
+        out = tmp_path / f"s{len(extra)}{n_think}.jsonl"
+        res = subprocess.run([sys.executable, "-m", "fluxprm", "score", str(src), "-m", str(ckpt), "-o", str(out),
+                              "--threads", "1", *extra], capture_output=True, text=True, env=env, timeout=900)
+        assert res.returncode == 0, res.stderr
+        [r] = [json.loads(x) for x in out.read_text().splitlines()]
+        assert (len(r["thinking_step_rewards"]), len(r["response_step_rewards"])) == (n_think, n_resp), extra
