@@ -103,11 +103,17 @@ def test_label_train_score_end_to_end(tmp_path):
 
 
 def test_frozen_training_is_reproducible(tmp_path):
+    """Two runs, each extracting its own features into its own cache, write identical heads: both feature
+    extraction and head training are deterministic (a shared cache would only check the latter)."""
     files = [str(FIXTURES / "prmbench_train_sample.jsonl")]
-    cfg = TrainConfig(max_steps=4, batch_size=2, val_fraction=0.0, max_length=512,
-                      feature_cache=str(tmp_path / "feats"))
-    train(files, tmp_path / "a", cfg)
-    train(files, tmp_path / "b", cfg)
+    for run in ("a", "b"):
+        cfg = TrainConfig(max_steps=4, batch_size=2, val_fraction=0.0, max_length=512,
+                          feature_cache=str(tmp_path / f"feats_{run}"))
+        train(files, tmp_path / run, cfg)
+    cached = {run: sorted(p.name for p in (tmp_path / f"feats_{run}").iterdir()) for run in ("a", "b")}
+    assert cached["a"] and cached["a"] == cached["b"]  # each run computed (not shared) the same entries
+    for name in cached["a"]:
+        assert (tmp_path / "feats_a" / name).read_bytes() == (tmp_path / "feats_b" / name).read_bytes()
     assert (tmp_path / "a" / "heads.safetensors").read_bytes() == (tmp_path / "b" / "heads.safetensors").read_bytes()
     [sa] = fluxprm.score(load_prm(str(tmp_path / "a"), dtype="float32"), [json.loads((FIXTURES / "prmbench_train_sample.jsonl").read_text().splitlines()[0])])
     assert sa.trajectory_reward is not None and len(sa.step_rewards) == sa.num_steps

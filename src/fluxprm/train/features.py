@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
@@ -22,7 +22,7 @@ from fluxprm.steps import PRMInput
 from fluxprm.train.config import TrainConfig
 from fluxprm.train.data import Example
 
-__all__ = ["Features", "extract_features", "usable"]
+__all__ = ["Features", "extract_features"]
 
 
 @dataclass
@@ -78,12 +78,3 @@ def extract_features(prm: FluxPRM, examples: list[Example], cfg: TrainConfig,
         if progress:
             progress(i + 1, len(examples))
     return out
-
-
-def usable(feats: list[Features | None], exs: list[Example], log: Callable[[dict[str, Any]], None]
-           ) -> tuple[list[Features], list[Example]]:
-    """The examples that fit the context, with their features; the count of the others is logged."""
-    kept = [(f, e) for f, e in zip(feats, exs) if f is not None]
-    if len(kept) < len(exs):
-        log({"skipped_too_long": len(exs) - len(kept)})
-    return [f for f, _ in kept], [e for _, e in kept]

@@ -13,56 +13,108 @@ DeepSpeed through ``accelerate launch --config_file ... -m fluxprm train ...``. 
 what one optimizer step computes; :func:`run_steps` (batching, epochs or ``max_steps``, seeding,
 logging, a hook after each epoch) is shared. Training is seeded and deterministic on a given machine;
 losses go to ``train_log.jsonl`` and ``loss.png``.
+
+What can go wrong, and what the caller sees (the exceptions are one line each, for the CLI to print):
+
+- a bad option, an unknown ``base`` or ``feature_layers`` beyond the backbone's depth: :class:`ConfigError`,
+  before any record is read or weight loaded;
+- records that cannot be trained on (non-finite or out-of-range targets, wrong types, too long for
+  ``max_length`` even without thinking steps): each goes to the errors file (default ``OUT/rejected.jsonl``:
+  ``{"source", "line", "id", "error"}``) and the rest trains; the summary counts them. If none is left:
+  :class:`NoTrainingData`, naming the commonest cause with an example ``file:line``;
+- a loss (or a weight) that goes non-finite: :class:`TrainingDiverged` naming the step, and nothing is
+  saved. The checkpoint is written into a private folder next to ``OUT`` and moved into ``OUT`` only when
+  the run has succeeded, so a failed or killed run never leaves a checkpoint that loads with NaN or half
+  its files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import random
+import re
+import shutil
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
-from fluxprm.models.base import TraceTooLong, pad_batch
+from fluxprm.jobs import OutputPathError, check_inputs
+from fluxprm.models.base import Encoded, TraceTooLong, pad_batch
 from fluxprm.models.fluxprm_format import FluxPRM, feature_size, make_heads, resolve_base
+from fluxprm.records import BadRecord
 from fluxprm.steps import PRMInput
 from fluxprm.train.checkpoint import save_checkpoint
-from fluxprm.train.config import TrainConfig
+from fluxprm.train.config import ConfigError, TrainConfig
 from fluxprm.train.data import Example, load_examples
-from fluxprm.train.features import Features, extract_features, usable
+from fluxprm.train.features import Features, extract_features
 from fluxprm.train.objective import Targets, joint_loss, pos_weights
 from fluxprm.train.plots import plot_losses
 
-__all__ = ["train", "build_prm", "run_steps"]
+__all__ = ["train", "build_prm", "run_steps", "TrainError", "NoTrainingData", "TrainingDiverged", "REJECTED_NAME"]
 
 Log = Callable[[dict[str, Any]], None]
 Progress = Callable[[str, int, int], None]
 StepFn = Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]]
 
+REJECTED_NAME = "rejected.jsonl"  # the default errors file, inside the checkpoint folder
+
+
+class TrainError(ValueError):
+    """A run that started but cannot produce a checkpoint (exit code 1 on the command line, not 2).
+
+    A subclass of ``ValueError`` so that callers written to catch ``ValueError`` still print one line;
+    catch ``TrainError`` first to tell a failed run from a usage error.
+    """
+
+
+class NoTrainingData(TrainError):
+    """No example is left to train on; the message names the commonest cause with an example ``file:line``."""
+
+
+class TrainingDiverged(TrainError):
+    """The loss or a weight became NaN or infinite; ``step`` is the training step, and nothing was saved."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
 
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
-def train(label_paths: list[str], out_dir: str | Path, cfg: TrainConfig,
-          progress: Progress | None = None) -> dict[str, Any]:
-    """Train a fluxprm checkpoint on label/trace files and save it to ``out_dir``; returns a summary."""
+def train(label_paths: Iterable[str | Path], out_dir: str | Path, cfg: TrainConfig,
+          progress: Progress | None = None, errors_path: str | Path | None = None) -> dict[str, Any]:
+    """Train a fluxprm checkpoint on label/trace files and save it to ``out_dir``; returns a summary.
+
+    Rejected records go to ``errors_path`` (default ``out_dir/rejected.jsonl``; none is left by a clean
+    run); the summary's ``rejected``, ``errors`` and ``rejection_causes`` say how many, where and why.
+    Raises ``ConfigError`` (options, ``base``; before any work), ``FileNotFoundError``/``IsADirectoryError``
+    (an input), ``OutputPathError`` (``out_dir`` or ``errors_path`` unusable), :class:`NoTrainingData` and
+    :class:`TrainingDiverged` (nothing saved).
+    """
     from fluxprm.device import resolve_device, resolve_dtype
 
-    if cfg.mode not in ("frozen", "lora", "full"):
-        raise ValueError(f"unknown mode {cfg.mode!r}: use frozen, lora or full")
     started = time.time()
+    cfg.validate()  # again: fields may have been assigned since the config was built
+    paths = [str(p) for p in label_paths]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    errors: list[Any] = []
-    examples = list(load_examples(label_paths, cfg.step_config(), errors, cfg.mask_after_error))
+    errors_file = Path(errors_path) if errors_path is not None else out / REJECTED_NAME
+    _check_paths(paths, out, errors_file)
+    _backbone_config(cfg)  # an unknown base or out-of-range feature_layers fails before any work
+    rejected: list[BadRecord] = []
+    examples = list(load_examples(paths, cfg.step_config(), rejected, cfg.mask_after_error))
     if not examples:
-        raise ValueError(f"no usable training examples in {', '.join(map(str, label_paths))} "
-                         f"({len(errors)} rejected records)")
+        written = _write_errors(errors_file, rejected, paths, stale_ok=errors_path is None)
+        raise NoTrainingData(_no_records_message(paths, rejected, written))
     random.Random(cfg.seed).shuffle(examples)
     if cfg.max_examples:
         examples = examples[: cfg.max_examples]
@@ -70,36 +122,234 @@ def train(label_paths: list[str], out_dir: str | Path, cfg: TrainConfig,
     device = resolve_device("auto")
     dtype = resolve_dtype(cfg.dtype, device) if cfg.mode == "frozen" else torch.float32
     prm = build_prm(cfg, device, dtype)
-    log_path = out / "train_log.jsonl"
-    with open(log_path, "w", encoding="utf-8") as log_file:
-        def log(entry: dict[str, Any]) -> None:
-            log_file.write(json.dumps(entry) + "\n")
-            log_file.flush()
+    unfit: list[BadRecord] = []  # examples the backbone cannot lay out (too long) or read (non-finite features)
+    feats: list[Features] = []
+    val_feats: list[Features] = []
+    encs: list[Encoded] = []
+    if cfg.mode == "frozen":
+        on_features = (lambda i, n: progress("features", i, n)) if progress else None
+        feats, train_ex = _fitting(prm, train_ex, extract_features(prm, train_ex, cfg, on_features), unfit)
+        if val_ex:
+            val_feats, val_ex = _fitting(prm, val_ex, extract_features(prm, val_ex, cfg), unfit)
+        if not train_ex:  # every training-side example was unfit: train on the held-out ones, keep no epoch
+            feats, train_ex, val_feats, val_ex = val_feats, val_ex, [], []
+    else:
+        encs, train_ex = _encodings(prm, train_ex, unfit)
+    rejected += unfit
+    written = _write_errors(errors_file, rejected, paths, stale_ok=errors_path is None)
+    if not train_ex:
+        raise NoTrainingData(_nothing_fits_message(cfg, len(examples), unfit, len(rejected) - len(unfit), written))
 
-        if cfg.mode == "frozen":
-            _train_frozen(prm, train_ex, val_ex, cfg, log, progress)
-        else:
-            _train_end_to_end(prm, train_ex, cfg, log)
-    save_checkpoint(prm, out, cfg)
-    plot_losses(log_path, out / "loss.png")
-    summary = {"examples": len(examples), "train": len(train_ex), "val": len(val_ex), "rejected": len(errors),
-               "seconds": round(time.time() - started, 1), "out": str(out), "mode": cfg.mode}
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with _staging(out) as stage:
+        log_path = stage / "train_log.jsonl"
+        with open(log_path, "w", encoding="utf-8") as log_file:
+            def log(entry: dict[str, Any]) -> None:
+                log_file.write(json.dumps(entry) + "\n")
+                log_file.flush()
+
+            if cfg.mode == "frozen":
+                steps = _train_frozen(prm, feats, train_ex, val_feats, val_ex, cfg, log)
+            else:
+                steps = _train_end_to_end(prm, encs, train_ex, cfg, log)
+        _check_weights(prm, cfg, steps)
+        save_checkpoint(prm, stage, cfg)
+        plot_losses(log_path, stage / "loss.png")
+        summary = {"examples": len(examples), "train": len(train_ex), "val": len(val_ex), "rejected": len(rejected),
+                   "too_long": sum(1 for b in unfit if b.error.startswith(_TOO_LONG)),
+                   "errors": str(written) if written else None, "rejection_causes": _causes(rejected),
+                   "steps": steps, "seconds": round(time.time() - started, 1), "out": str(out), "mode": cfg.mode}
+        (stage / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _backbone_config(cfg: TrainConfig) -> tuple[Path, Any]:
+    """The base's folder and config; ``ConfigError`` naming ``base`` or ``feature_layers`` if unusable.
+
+    Reads only ``config.json``, so a typo in ``base`` or ``feature_layers: [99]`` on a 30-layer model
+    fails in a second, before any record is read or weight loaded.
+    """
+    from fluxprm.models.backbone import read_config
+    from fluxprm.models.resolve import ModelNotFound
+
+    path = Path(cfg.base).expanduser()
+    if cfg.base.startswith(("/", "./", "../", "~")) and not path.is_dir():  # a path, not a hub id: say so
+        problem = "is a file, not a model folder" if path.exists() else "does not exist"
+        raise ConfigError(f"base: {cfg.base} {problem}; give smollm2, a transformers model folder or a cached hub id",
+                          "base")
+    try:
+        folder = resolve_base(cfg.base)
+    except ModelNotFound as exc:
+        raise ConfigError(f"base: {exc}", "base") from None
+    try:
+        config = read_config(folder)
+    except FileNotFoundError:
+        raise ConfigError(f"base: {folder} has no config.json; give smollm2, a transformers model folder or a "
+                          "cached hub id", "base") from None
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"base: cannot read {folder / 'config.json'}: {exc}", "base") from None
+    layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(layers, int):
+        cfg.check_backbone(layers)
+    return folder, config
 
 
 def build_prm(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> FluxPRM:
     """A FluxPRM around the base backbone with freshly initialised (seeded) heads."""
-    from fluxprm.models.backbone import load_backbone, load_tokenizer, read_config
+    from fluxprm.models.backbone import load_backbone, load_tokenizer
 
-    base = resolve_base(cfg.base)
-    backbone = load_backbone(base, read_config(base), dtype, device)
+    base, config = _backbone_config(cfg)
+    backbone = load_backbone(base, config, dtype, device)
     tokenizer = load_tokenizer(base)
     torch.manual_seed(cfg.seed)
     model_config = cfg.model_config()
     step_head, traj_head = make_heads(model_config, feature_size(backbone, cfg.feature_layers), cfg.head_dropout)
     return FluxPRM(backbone, tokenizer, step_head.to(device), traj_head.to(device), model_config, name="fluxprm",
                    device=device, dtype=dtype, max_length=cfg.max_length, aggregate=cfg.aggregate, alpha=cfg.alpha)
+
+
+# --------------------------------------------------------------------------------------------
+# paths, rejected records, the staged checkpoint folder
+# --------------------------------------------------------------------------------------------
+def _check_paths(paths: list[str], out: Path, errors_file: Path) -> None:
+    """Inputs exist; the checkpoint folder is not a file; the errors file is neither an input nor a folder."""
+    check_inputs(paths)
+    if not paths:
+        raise ConfigError("no input files: give label files and/or labelled trace files")
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"-o {out} is a file; give a folder for the checkpoint")
+    if errors_file.is_dir():
+        raise OutputPathError(f"errors file {errors_file} is a directory; give a file path")
+    real_inputs = {os.path.realpath(p): p for p in paths}
+    if os.path.realpath(errors_file) in real_inputs:
+        raise OutputPathError(f"errors file {errors_file} is the input file {real_inputs[os.path.realpath(errors_file)]}"
+                              ": writing it would destroy the input; choose another path")
+
+
+def _write_errors(path: Path, rejected: list[BadRecord], paths: list[str], stale_ok: bool) -> Path | None:
+    """Write the rejected records in input order (file, then line); a clean run writes none and, at the
+    default place, removes one left by an earlier run (it would describe other data)."""
+    if not rejected:
+        if stale_ok and path.is_file():
+            path.unlink()
+        return None
+    order = {p: i for i, p in enumerate(paths)}
+    rows = sorted(rejected, key=lambda b: (order.get(b.source, len(order)), b.line))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for bad in rows:  # json escapes lone surrogates, so every record can be written
+            fh.write(json.dumps(bad.to_json()) + "\n")
+    tmp.replace(path)
+    return path
+
+
+_NUMBER = re.compile(r"\d+")
+_TOO_LONG = "longer than max_length"
+
+
+def _cause(message: str) -> str:
+    """A rejection's kind, as the score job's summary counts it: the message without its detail, numbers as N."""
+    return _NUMBER.sub("N", message.split(" (", 1)[0])
+
+
+def _causes(rejected: list[BadRecord], limit: int = 5) -> list[dict[str, Any]]:
+    """The commonest causes first, each with its count and the first example ``file:line: message``."""
+    counts = Counter(_cause(b.error) for b in rejected)
+    first: dict[str, BadRecord] = {}
+    for b in rejected:
+        first.setdefault(_cause(b.error), b)
+    return [{"cause": c, "count": n, "example": f"{first[c].source}:{first[c].line}: {first[c].error}"}
+            for c, n in counts.most_common(limit)]
+
+
+def _no_records_message(paths: list[str], rejected: list[BadRecord], written: Path | None) -> str:
+    if not rejected:
+        return f"no records in {', '.join(paths)}: nothing to train on"
+    [top] = _causes(rejected, 1)
+    return (f"none of the {len(rejected)} records can be trained on; commonest cause ({top['count']} of them): "
+            f"{top['example']}; every reason is in {written}")
+
+
+def _nothing_fits_message(cfg: TrainConfig, n_examples: int, unfit: list[BadRecord], n_other: int,
+                          written: Path | None) -> str:
+    others = f"; {n_other} other records were rejected" if n_other else ""
+    if all(b.error.startswith(_TOO_LONG) for b in unfit):
+        return (f"all {n_examples} examples are longer than max_length={cfg.max_length} tokens even with every "
+                f"thinking step dropped (e.g. {unfit[0].source}:{unfit[0].line}); raise max_length{others}; "
+                f"see {written}")
+    [top] = _causes(unfit, 1)
+    return (f"none of the {n_examples} examples can be trained on; commonest cause ({top['count']} of them): "
+            f"{top['example']}{others}; see {written}")
+
+
+def _too_long(prm: FluxPRM, ex: Example) -> BadRecord:
+    needed = len(prm.encode_ids(ex.problem, ex.response_steps)[0])
+    return ex.rejected(f"{_TOO_LONG}={prm.max_length} tokens even with every thinking step dropped (the problem "
+                       f"and response alone take {needed} tokens); raise max_length")
+
+
+def _fitting(prm: FluxPRM, exs: list[Example], feats: list[Features | None], unfit: list[BadRecord]
+             ) -> tuple[list[Features], list[Example]]:
+    """The examples whose features exist and are finite; each other one goes to ``unfit`` saying why."""
+    kept_feats, kept = [], []
+    for f, ex in zip(feats, exs):
+        if f is None:
+            unfit.append(_too_long(prm, ex))
+        elif not (torch.isfinite(f.steps).all() and torch.isfinite(f.last).all()):
+            unfit.append(ex.rejected("the backbone's features for this example are not finite (inf or NaN: "
+                                     "try dtype: float32)"))
+        else:
+            kept_feats.append(f)
+            kept.append(ex)
+    return kept_feats, kept
+
+
+def _encodings(prm: FluxPRM, exs: list[Example], unfit: list[BadRecord]) -> tuple[list[Encoded], list[Example]]:
+    """Each example laid out in ``max_length`` (lora / full); the ones that cannot be go to ``unfit``."""
+    encs, kept = [], []
+    for ex in exs:
+        try:
+            encs.append(prm.encode(PRMInput(ex.problem, ex.thinking_steps, ex.response_steps)))
+            kept.append(ex)
+        except TraceTooLong:
+            unfit.append(_too_long(prm, ex))
+    return encs, kept
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A private folder next to ``out`` that the run writes into, moved into ``out`` only if the block succeeds.
+
+    So an exception (a diverged loss) or a killed process leaves ``out`` as it was: never a checkpoint
+    with NaN heads or half its files that ``fluxprm score -m`` would load.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield stage
+        out.mkdir(exist_ok=True)
+        for entry in stage.iterdir():
+            target = out / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)  # e.g. backbone/ of an earlier full fine-tune into the same folder
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _check_weights(prm: FluxPRM, cfg: TrainConfig, steps: int) -> None:
+    """The last update can make weights non-finite while the last loss was still finite: check before saving."""
+    parts = [("step head", prm.step_head), ("trajectory head", prm.traj_head)]
+    if cfg.mode != "frozen":
+        parts.append(("backbone", prm.backbone))
+    for what, module in parts:
+        for name, param in module.named_parameters():
+            if param.requires_grad and not torch.isfinite(param).all():
+                raise TrainingDiverged(f"training diverged: the {what} weight {name} is not finite after step "
+                                       f"{steps}; nothing was saved. Lower lr (now {cfg.lr}) or check the inputs",
+                                       steps)
 
 
 def _split(examples: list[Example], val_fraction: float) -> tuple[list[Example], list[Example]]:
@@ -133,8 +383,8 @@ def run_steps(n_examples: int, cfg: TrainConfig, step: StepFn, log: Log,
     after each pass over the data, including the last, cut-short one (held-out evaluation).
     Returns the number of steps taken.
     """
-    if n_examples == 0:
-        raise ValueError(f"no training example fits max_length={cfg.max_length}: raise it")
+    if n_examples < 1 or cfg.batch_size < 1:  # no batch could be formed: the loop below would never end
+        raise NoTrainingData(f"no batch can be formed from {n_examples} examples with batch_size={cfg.batch_size}")
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)  # dropout
     total = cfg.max_steps or cfg.epochs * math.ceil(n_examples / cfg.batch_size)
@@ -143,8 +393,13 @@ def run_steps(n_examples: int, cfg: TrainConfig, step: StepFn, log: Log,
         for idx in _batches(n_examples, cfg.batch_size, rng):
             loss, terms = step(idx)
             done += 1
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                detail = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+                raise TrainingDiverged(f"training diverged at step {done}: the loss is {value} ({detail}); nothing "
+                                       f"was saved. Lower lr (now {cfg.lr}) or check the inputs", done)
             if done % cfg.log_every == 0 or done == total:
-                log({"step": done, "loss": float(loss.detach()), **terms})
+                log({"step": done, "loss": value, **terms})
             if done >= total:
                 break
         if after_epoch:
@@ -165,12 +420,9 @@ def _heads_loss(prm: FluxPRM, feats: list[Features], exs: list[Example], idx: It
     return joint_loss(prm.step_head(step_x), prm.traj_head(last_x), tg, cfg, pw)
 
 
-def _train_frozen(prm: FluxPRM, train_ex: list[Example], val_ex: list[Example], cfg: TrainConfig,
-                  log: Log, progress: Progress | None) -> None:
-    feats, train_ex = usable(extract_features(prm, train_ex, cfg,
-                                              (lambda i, n: progress("features", i, n)) if progress else None),
-                             train_ex, log)
-    val_feats, val_ex = usable(extract_features(prm, val_ex, cfg), val_ex, log) if val_ex else ([], [])
+def _train_frozen(prm: FluxPRM, feats: list[Features], train_ex: list[Example], val_feats: list[Features],
+                  val_ex: list[Example], cfg: TrainConfig, log: Log) -> int:
+    """Heads only, on cached features; keeps the epoch with the best held-out loss. Returns the steps taken."""
     pw = pos_weights(train_ex, cfg.balance_classes)
     heads = nn.ModuleList([prm.step_head, prm.traj_head]).float().train()
     opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -190,6 +442,9 @@ def _train_frozen(prm: FluxPRM, train_ex: list[Example], val_ex: list[Example], 
         with torch.no_grad():
             v = float(_heads_loss(prm, val_feats, val_ex, range(len(val_ex)), cfg, pw)[0])
         heads.train()
+        if not math.isfinite(v):
+            raise TrainingDiverged(f"training diverged by step {done}: the held-out loss is {v}; nothing was saved. "
+                                   f"Lower lr (now {cfg.lr}) or check the inputs", done)
         log({"step": done, "val_loss": v})
         if v < best_loss:
             best_loss, best_state = v, {k: t.clone() for k, t in heads.state_dict().items()}
@@ -199,6 +454,7 @@ def _train_frozen(prm: FluxPRM, train_ex: list[Example], val_ex: list[Example], 
         heads.load_state_dict(best_state)
         log({"step": done, "best_val_loss": best_loss})
     heads.eval()
+    return done
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,7 +478,8 @@ class _Joint(nn.Module):
         return self.step_head(h[rows, cols]), self.traj_head(last)
 
 
-def _train_end_to_end(prm: FluxPRM, train_ex: list[Example], cfg: TrainConfig, log: Log) -> None:
+def _train_end_to_end(prm: FluxPRM, encs: list[Encoded], train_ex: list[Example], cfg: TrainConfig, log: Log) -> int:
+    """Backbone (LoRA adapters or all weights) and heads on ``encs``, the examples laid out; returns the steps."""
     from accelerate import Accelerator
 
     if cfg.mode == "lora":
@@ -243,14 +500,6 @@ def _train_end_to_end(prm: FluxPRM, train_ex: list[Example], cfg: TrainConfig, l
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       cpu=not torch.cuda.is_available())
     model, opt = acc.prepare(model, opt)
-    encs, kept = [], []
-    for e in train_ex:
-        try:
-            encs.append(prm.encode(PRMInput(e.problem, e.thinking_steps, e.response_steps)))
-            kept.append(e)
-        except TraceTooLong:
-            log({"skipped_too_long": e.id})
-    train_ex = kept
     pw = pos_weights(train_ex, cfg.balance_classes)
 
     def step(idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -266,6 +515,7 @@ def _train_end_to_end(prm: FluxPRM, train_ex: list[Example], cfg: TrainConfig, l
             opt.zero_grad()
         return loss, terms
 
-    run_steps(len(train_ex), cfg, step, log)
+    done = run_steps(len(train_ex), cfg, step, log)
     prm.backbone = acc.unwrap_model(model).backbone
     prm.backbone.eval()
+    return done
