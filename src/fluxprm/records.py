@@ -162,26 +162,18 @@ def decode_json_line(raw: bytes) -> tuple[Any, str | None]:
     if _LONG_NUMBER.search(raw):
         # orjson turns integers beyond 64 bits into floats, so two ids 123…890 and 123…891 would collide;
         # the standard parser keeps every integer exact.
-        return _decode_exact(raw)
+        return _decode_standard(raw)
     try:
         return orjson.loads(raw), None
     except orjson.JSONDecodeError as fast_error:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            return None, f"invalid UTF-8: byte 0x{raw[e.start]:02x} at position {e.start}"
-        try:
-            return json.loads(text), None
-        except json.JSONDecodeError as e:
-            return None, f"invalid JSON: {e.msg} at column {e.colno}"
-        except (ValueError, RecursionError):
-            return None, f"invalid JSON: {fast_error}"
+        return _decode_standard(raw, fallback=str(fast_error))
 
 
 _LONG_NUMBER = re.compile(rb"\d{19}")  # 19+ digits: possibly an integer beyond 64 bits
 
 
-def _decode_exact(raw: bytes) -> tuple[Any, str | None]:
+def _decode_standard(raw: bytes, fallback: str | None = None) -> tuple[Any, str | None]:
+    """Decode with the standard ``json`` module: exact big integers, ``NaN``, and readable error messages."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -191,7 +183,7 @@ def _decode_exact(raw: bytes) -> tuple[Any, str | None]:
     except json.JSONDecodeError as e:
         return None, f"invalid JSON: {e.msg} at column {e.colno}"
     except (ValueError, RecursionError) as e:
-        return None, f"invalid JSON: {e}"
+        return None, f"invalid JSON: {fallback or e}"
 
 
 def _as_record(source: str, line: int, value: Any) -> RawRecord | BadRecord:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Optional, Sequence
+from contextlib import contextmanager
+from typing import Annotated, Iterator, Optional, Sequence
 
 import typer
 
@@ -16,7 +17,7 @@ from fluxprm.jobs import check_inputs
 from fluxprm.records import count_records
 
 __all__ = ["Inputs", "Model", "Errors", "Resume", "FIELD_OVERRIDES", "ON_ERROR_CLI", "checked_inputs",
-           "checked_outputs", "count_inputs"]
+           "checked_outputs", "count_inputs", "job_errors"]
 
 Inputs = Annotated[list[Path], typer.Argument(
     help="Trace files: JSONL, JSON arrays or Parquet, optionally .gz; formats are detected per record.",
@@ -64,6 +65,26 @@ def checked_outputs(paths: Sequence[str], out: Path | None, errors: Path | None)
         check_outputs(paths, out, errors or (default_errors_path(out) if out is not None else None))
     except OutputPathError as exc:
         die(str(exc))
+
+
+@contextmanager
+def job_errors(out: Path | None) -> Iterator[None]:
+    """Turn what a streaming job can raise into the documented exit codes: 1 for a record that stopped an
+    ``--on-error fail`` run, 2 (one line, no traceback) for everything the user has to fix."""
+    from fluxprm.jobs import JobFailure, OutputPathError
+    from fluxprm.llm import LLMError
+    from fluxprm.outputs import ResumeMismatch
+
+    try:
+        yield
+    except JobFailure as exc:
+        die(str(exc), code=1)
+    except (ResumeMismatch, OutputPathError, FileNotFoundError, LLMError) as exc:
+        die(str(exc))
+    except ValueError as exc:  # e.g. a judge or policy that cannot load
+        die(str(exc))
+    except OSError as exc:  # an output folder that cannot be created or written
+        die(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
 
 
 def count_inputs(paths: Sequence[str]) -> int | None:

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from fluxprm.cli.common import (FIELD_OVERRIDES, ON_ERROR_CLI, Errors, Inputs, Resume,
-                                checked_inputs, checked_outputs, count_inputs)
+                                checked_inputs, checked_outputs, count_inputs, job_errors)
 from fluxprm.cli.options import Expand, generated_options
 from fluxprm.cli.report import (die, exit_if_nothing_written, print_duplicates, print_rejections, print_table,
                                 progress_bar, say)
@@ -45,21 +45,11 @@ def label(
         config = replace(config, judge=None)
     if not (config.alignment or config.coherence or config.judge or config.policy):
         die("every component is switched off: keep one of alignment, coherence, --judge or --policy")
-    from fluxprm.jobs import JobFailure
     from fluxprm.labels.pipeline import run_label_job
-    from fluxprm.llm import LLMError
-    from fluxprm.outputs import ResumeMismatch
 
     progress, advance = progress_bar("labelling", count_inputs(paths))
-    try:
-        with progress:
-            result = run_label_job(paths, out, errors, config, resume, fields=fields, on_progress=advance)
-    except JobFailure as exc:
-        die(str(exc), code=1)
-    except (ResumeMismatch, FileNotFoundError, ValueError, LLMError) as exc:  # e.g. a judge that cannot load
-        die(str(exc))
-    except OSError as exc:  # an output folder that cannot be created or written
-        die(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
+    with job_errors(out), progress:
+        result = run_label_job(paths, out, errors, config, resume, fields=fields, on_progress=advance)
     if result.already_complete:
         say(f"{out}: already complete ({result.skipped_done} records); nothing to do")
         return

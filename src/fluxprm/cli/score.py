@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fluxprm.cli.common import (FIELD_OVERRIDES, Errors, Inputs, Model, Resume,
-                                checked_inputs, checked_outputs, count_inputs)
+                                checked_inputs, checked_outputs, count_inputs, job_errors)
 from fluxprm.cli.options import choices, generated_options
 from fluxprm.cli.report import (die, exit_if_nothing_written, print_duplicates, print_rejections, print_table,
                                 progress_bar, say)
@@ -74,9 +74,7 @@ def score(
         import torch
 
         torch.set_num_threads(threads)
-    from fluxprm.jobs import JobFailure, OutputPathError
     from fluxprm.models import ModelNotFound, load_prm
-    from fluxprm.outputs import ResumeMismatch
     from fluxprm.score_job import run_score_job
     from fluxprm.steps import step_config_for
 
@@ -87,15 +85,8 @@ def score(
     except (ModelNotFound, ValueError) as exc:
         die(str(exc))
     progress, advance = progress_bar("scoring", count_inputs(paths), enabled=out is not None)
-    try:
-        with progress:
-            result = run_score_job(prm, paths, out, errors, options, fields, resume, on_progress=advance)
-    except JobFailure as exc:
-        die(str(exc), code=1)
-    except (ResumeMismatch, OutputPathError) as exc:
-        die(str(exc))
-    except OSError as exc:  # an output folder that cannot be created or written
-        die(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
+    with job_errors(out), progress:
+        result = run_score_job(prm, paths, out, errors, options, fields, resume, on_progress=advance)
     if result.already_complete:
         say(f"{out}: already complete ({result.skipped_done} records); nothing to do")
         return
