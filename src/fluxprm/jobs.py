@@ -31,7 +31,7 @@ import orjson
 from fluxprm.outputs import default_errors_path, fingerprint, open_sink, progress_exists
 from fluxprm.records import BadRecord
 
-__all__ = ["JobFailure", "JobResult", "ErrorCause", "OutputPathError", "run_job", "checkpoint_meta", "check_inputs",
+__all__ = ["CauseCounter", "JobFailure", "JobResult", "ErrorCause", "OutputPathError", "run_job", "checkpoint_meta", "check_inputs",
            "check_outputs"]
 
 Item = Any  # a Trace or a BadRecord: anything with .source and .line
@@ -184,7 +184,9 @@ class _Duplicates:
             self.first[key] = where
 
 
-class _Causes:
+class CauseCounter:
+    """Counts rejections by kind, keeping the first example of each (shared by every command that rejects records)."""
+
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.first: dict[str, BadRecord] = {}
@@ -223,7 +225,7 @@ def run_job(inputs: Sequence[str], out: Path | None, errors: Path | None, *, ide
         sink.close()
         result.already_complete = True
         return result
-    causes = _Causes()
+    causes = CauseCounter()
     duplicates = _Duplicates()
     stream = items()
     last_key: tuple[str, int] | None = None

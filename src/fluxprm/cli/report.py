@@ -64,14 +64,23 @@ def print_table(title: str, cells: Sequence[tuple[str, str]]) -> None:
 def print_rejections(result: JobResult) -> None:
     """How many records were rejected, the commonest causes with counts and a ``file:line`` example each,
     and the hint of the commonest cause (e.g. ``try --steps-field process``)."""
-    if not result.rejected:
+    print_causes(result.rejected, result.errors if result.errors_written else None, result.error_causes)
+
+
+def print_causes(rejected: int, errors: object, causes: list) -> None:
+    """The rejection report of any command: count, errors file, commonest causes (``ErrorCause`` objects or
+    their dicts), and the first cause's hint."""
+    from fluxprm.jobs import ErrorCause
+
+    if not rejected:
         return
-    where = f" → {result.errors}" if result.errors_written else ""
-    say(f"rejected: {result.rejected} record{'s' * (result.rejected != 1)}{where}")
-    for cause in result.error_causes:
+    causes = [c if isinstance(c, ErrorCause) else ErrorCause(**c) for c in causes]
+    where = f" → {errors}" if errors else ""
+    say(f"rejected: {rejected} record{'s' * (rejected != 1)}{where}")
+    for cause in causes:
         say(f"  {cause.count:>6}  {cause.cause}")
         say(f"          e.g. {cause.example}")
-    hint = result.error_causes[0].hint if result.error_causes else None
+    hint = causes[0].hint if causes else None
     if hint:
         say(f"hint: try {hint}" if hint.startswith("-") else f"hint: {hint}")
 

@@ -38,20 +38,16 @@ def train(
     Every option after --set is a TrainConfig field. Later sources win: the defaults shown, --config FILE.yaml,
     the flags given, then --set KEY=VALUE.
     """
-    import yaml
-
+    from fluxprm.cli.report import print_causes
+    from fluxprm.jobs import OutputPathError
+    from fluxprm.train import ConfigError, TrainError, parse_overrides
     from fluxprm.train import train as run_train
 
-    overrides: dict[str, Any] = dict(flags)
-    for item in set_ or []:
-        if "=" not in item:
-            die(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
     paths = checked_inputs(labels)
     try:
+        overrides: dict[str, Any] = {**flags, **parse_overrides(set_ or [])}
         cfg = TrainConfig.from_yaml(config, overrides)
-    except (ValueError, TypeError, OSError, yaml.YAMLError) as exc:
+    except (ConfigError, ValueError, TypeError, OSError) as exc:
         die(str(exc))
     from rich.console import Console
     from rich.progress import Progress
@@ -64,7 +60,10 @@ def train(
 
         try:
             summary = run_train(paths, out, cfg, on_progress)
-        except ValueError as exc:
+        except TrainError as exc:  # nothing to train on, or the loss diverged: the run failed, nothing saved
+            die(str(exc), code=1)
+        except (ConfigError, OutputPathError, ValueError, FileNotFoundError, IsADirectoryError) as exc:
             die(str(exc))
     say(f"trained {summary['mode']} on {summary['train']} examples ({summary['val']} held out, "
         f"{summary['rejected']} rejected) in {summary['seconds']} s → {out}")
+    print_causes(summary["rejected"], summary.get("errors"), summary.get("rejection_causes") or [])

@@ -36,18 +36,17 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import tempfile
 import time
-from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
-from fluxprm.jobs import OutputPathError, check_inputs
+from fluxprm.jobs import CauseCounter, OutputPathError, check_inputs
 from fluxprm.models.base import Encoded, TraceTooLong, pad_batch
 from fluxprm.models.fluxprm_format import FluxPRM, feature_size, make_heads, resolve_base
 from fluxprm.records import BadRecord
@@ -243,23 +242,15 @@ def _write_errors(path: Path, rejected: list[BadRecord], paths: list[str], stale
     return path
 
 
-_NUMBER = re.compile(r"\d+")
 _TOO_LONG = "longer than max_length"
-
-
-def _cause(message: str) -> str:
-    """A rejection's kind, as the score job's summary counts it: the message without its detail, numbers as N."""
-    return _NUMBER.sub("N", message.split(" (", 1)[0])
 
 
 def _causes(rejected: list[BadRecord], limit: int = 5) -> list[dict[str, Any]]:
     """The commonest causes first, each with its count and the first example ``file:line: message``."""
-    counts = Counter(_cause(b.error) for b in rejected)
-    first: dict[str, BadRecord] = {}
+    counter = CauseCounter()
     for b in rejected:
-        first.setdefault(_cause(b.error), b)
-    return [{"cause": c, "count": n, "example": f"{first[c].source}:{first[c].line}: {first[c].error}"}
-            for c, n in counts.most_common(limit)]
+        counter.add(b)
+    return [asdict(c) for c in counter.summary(limit)]
 
 
 def _no_records_message(paths: list[str], rejected: list[BadRecord], written: Path | None) -> str:
