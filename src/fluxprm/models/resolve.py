@@ -44,5 +44,5 @@ def resolve_model(name_or_path: str) -> tuple[Path, ModelEntry | None]:
         raise ModelNotFound(
             f"model {name_or_path!r} (hub id {hub_id}) is not in the local Hugging Face cache and could not be "
             f"downloaded ({type(exc).__name__}). Download it where the hub is reachable "
-            f"(`huggingface-cli download {hub_id} --local-dir DIR`) and pass -m DIR.") from exc
+            f"(`huggingface-cli download {hub_id} --local-dir DIR`) and pass DIR instead.") from exc
     return Path(folder), entry
