@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fluxprm.records import BadRecord
-from fluxprm.scores import TraceScore, aggregate, combine, join_key, join_scores, read_scores
+from fluxprm.scores import TraceScore, aggregate, combine, join_key, join_scores, read_scores, scores_in_order
 from fluxprm.traces import iter_traces
 
 FIXTURES = Path(__file__).parent / "fixtures" / "traces"
@@ -75,3 +75,21 @@ def test_join_key_matches_pool_candidates_with_repeated_ids(tmp_path):
     pairs = list(join_scores(reversed(scores), iter_traces([str(src)])))
     assert [(t.id, s.score) for t, s in pairs] == [("7#0", 0.0), ("7#1", 1.0), ("7", 2.0), ("pool.jsonl:3", 3.0)]
     assert join_key("./pool.jsonl", 3) == join_key("pool.jsonl", 3)
+
+
+def test_ordered_join_streams_and_refuses_a_broken_order(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": f"r{i}", "problem": "p", "response": "a b"}) + "\n" for i in range(5)))
+    traces = list(iter_traces([str(src)]))
+    scores = [TraceScore(id=t.id, score=float(i), step_rewards=[0.5], thinking_step_rewards=[],
+                         response_step_rewards=[0.5], trajectory_reward=None, num_steps=1, truncated=False,
+                         model="m", source=t.source, line=t.line) for i, t in enumerate(traces) if i != 2]
+    pairs = list(join_scores(iter(scores), iter(traces), ordered=True))
+    assert [None if s is None else s.score for _, s in pairs] == [0.0, 1.0, None, 3.0, 4.0]
+    with pytest.raises(ValueError, match="not in input order"):
+        list(join_scores(reversed(scores), traces, ordered=True))
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps(s.to_json()) + "\n" for s in scores))
+    assert scores_in_order([path])
+    path.write_text("".join(json.dumps(s.to_json()) + "\n" for s in reversed(scores)))
+    assert not scores_in_order([path])

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from fluxprm.records import BadRecord, RawRecord, iter_records
 
-__all__ = ["TraceScore", "AGGREGATES", "aggregate", "combine", "read_scores", "join_key", "join_scores",
+__all__ = ["TraceScore", "AGGREGATES", "aggregate", "combine", "read_scores", "join_key", "join_scores", "trace_key", "scores_in_order",
            "SCHEMA_KEYS"]
 
 SCHEMA_KEYS = ("id", "score", "step_rewards", "thinking_step_rewards", "response_step_rewards",
@@ -184,13 +184,58 @@ def _peek_id(rec: RawRecord) -> str | None:
     return None if value is None else str(value)
 
 
-def join_scores(scores: Iterable[TraceScore], traces: Iterable[Any]) -> Iterator[tuple[Any, TraceScore | None]]:
+def join_scores(scores: Iterable[TraceScore], traces: Iterable[Any], ordered: bool = False
+                ) -> Iterator[tuple[Any, TraceScore | None]]:
     """Pair each trace (anything with ``source``, ``line`` and ``meta``) with its score by :func:`join_key`.
 
-    Scores are indexed in memory (a few hundred bytes each); traces stream. A trace with no score
-    (rejected when scoring) is paired with ``None``.
+    A trace with no score (rejected when scoring) is paired with ``None``. By default the scores are
+    indexed in memory (a few hundred bytes each). With ``ordered=True`` — the scores are in the traces'
+    order, as ``fluxprm score`` writes them (check a file with :func:`scores_in_order`) — the join streams
+    in lockstep with memory bounded by one record, and raises ``ValueError`` if the order is broken.
     """
-    index = {s.key: s for s in scores}
+    if not ordered:
+        index = {s.key: s for s in scores}
+        for trace in traces:
+            yield trace, index.get(trace_key(trace))
+        return
+    score_iter = iter(scores)
+    pending = next(score_iter, None)
     for trace in traces:
-        candidate = trace.meta.get("candidate") if getattr(trace, "meta", None) else None
-        yield trace, index.get(join_key(trace.source, trace.line, candidate))
+        key = trace_key(trace)
+        if pending is not None and pending.key == key:
+            yield trace, pending
+            previous, pending = pending, next(score_iter, None)
+            if pending is not None and not _after(pending.key, previous.key, same_file_only=False):
+                raise ValueError(f"scores are not in input order: {pending.source}:{pending.line} comes after "
+                                 f"{previous.source}:{previous.line}")
+        elif pending is not None and _after(key, pending.key):
+            raise ValueError(f"the score of {pending.source}:{pending.line} matches no input record: "
+                             "are these the scores of these inputs?")
+        else:
+            yield trace, None  # rejected when scoring: no score in its place
+
+
+def scores_in_order(paths: Iterable[str | os.PathLike]) -> bool:
+    """Whether a score file's records are in input order (one streaming pass over their keys)."""
+    previous = None
+    for rec in read_scores(paths):
+        if isinstance(rec, BadRecord):
+            continue
+        if previous is not None and not _after(rec.key, previous, same_file_only=False):
+            return False
+        previous = rec.key
+    return True
+
+
+def trace_key(trace: Any) -> tuple[str, int, int | None]:
+    """The join key of a trace (its source, line and candidate index)."""
+    meta = getattr(trace, "meta", None) or {}
+    candidate = meta.get("candidate")
+    return join_key(trace.source, trace.line, candidate if isinstance(candidate, int) else None)
+
+
+def _after(a: tuple[str, int, int | None], b: tuple[str, int, int | None], same_file_only: bool = True) -> bool:
+    """Whether key ``a`` comes after key ``b``: later in the same file, or (``same_file_only=False``) in another file."""
+    if a[0] != b[0]:
+        return not same_file_only
+    return (a[1], -1 if a[2] is None else a[2]) > (b[1], -1 if b[2] is None else b[2])
