@@ -1,0 +1,99 @@
+"""Traces paired with their scores, wherever the scores come from — the input side of ``select`` and ``bon``.
+
+Three sources, one stream of ``(trace, score)`` pairs in input order:
+
+- ``scores=[S.jsonl, ...]`` — score files written earlier by ``fluxprm score`` on the same inputs, joined by
+  the ``(source, line, candidate)`` key (streaming when the file is in input order, as ``score`` writes it);
+- ``model=NAME`` — score now: ``fluxprm score`` runs into ``scores_out`` (resumable, like any score run), then
+  the pairs stream from that file;
+- ``score_field=FIELD`` — a number already in each record (a pool's own reward-model score, e.g. ``pred_score``;
+  for a pool record with one value per candidate, each candidate's own value).
+
+No model is loaded unless ``model`` is given (and only then is torch imported), so selecting from a scores
+file starts instantly. Rejected input records come through as ``BadRecord``s (paired with ``None``) so the
+caller can send them to its errors file: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from fluxprm.records import BadRecord
+from fluxprm.scores import TraceScore, join_scores, read_scores, scores_in_order
+from fluxprm.traces import FieldMap, Trace, iter_traces
+
+__all__ = ["ScoreSource", "scored_traces", "field_score"]
+
+
+@dataclass
+class ScoreSource:
+    """Where the scores come from: exactly one of ``scores``, ``model`` or ``score_field``."""
+
+    scores: list[str] | None = None
+    model: str | None = None
+    score_field: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)  # load_prm keyword arguments (dtype, device, ...)
+    score_options: Any = None  # a fluxprm.engine.options.ScoreOptions, when scoring with ``model``
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("scores", "model", "score_field") if getattr(self, name)]
+        if len(given) > 1:
+            raise ValueError(f"give one source of scores, not {' and '.join(given)}")
+
+
+def field_score(trace: Trace, name: str) -> TraceScore | None:
+    """A score record made from a number in the trace's record (``None`` when the field is absent or not a number)."""
+    value = trace.meta.get(name)
+    if isinstance(value, list) and len(value) == 1:  # Qwen2.5-Math pools store each RM score as [x]
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    extra = {k: trace.meta[k] for k in ("group", "candidate") if k in trace.meta}
+    if trace.correct is not None:
+        extra["correct"] = trace.correct
+    return TraceScore(id=trace.id, score=float(value), step_rewards=[], thinking_step_rewards=[],
+                      response_step_rewards=[], trajectory_reward=None, num_steps=0, truncated=False,
+                      model=f"field:{name}", source=trace.source, line=trace.line, extra=extra)
+
+
+def scored_traces(inputs: Sequence[str], source: ScoreSource, fields: FieldMap | None = None, *,
+                  scores_out: Path | None = None, resume: bool = False,
+                  on_progress: Callable[[int], None] | None = None) -> Iterator[tuple[Trace | BadRecord,
+                                                                                      TraceScore | None]]:
+    """Every input trace (or ``BadRecord``) in order, with its score or ``None``.
+
+    With ``source.model``, the model scores the inputs into ``scores_out`` first (required); ``resume``
+    continues an interrupted scoring run there. ``on_progress(n)`` reports scoring progress in records.
+    """
+    inputs = [str(p) for p in inputs]
+    if source.score_field:
+        for trace in iter_traces(inputs, fields):
+            yield trace, None if isinstance(trace, BadRecord) else field_score(trace, source.score_field)
+        return
+    if source.model:
+        if scores_out is None:
+            raise ValueError("scoring with a model needs a path for the scores file")
+        _score_now(inputs, source, fields, scores_out, resume, on_progress)
+        paths = [str(scores_out)]
+    elif source.scores:
+        paths = [str(p) for p in source.scores]
+    else:
+        raise ValueError("no scores: give a scores file, a model, or a score field")
+    ordered = scores_in_order(paths)
+    scores = (s for s in read_scores(paths) if isinstance(s, TraceScore))
+    yield from join_scores(scores, iter_traces(inputs, fields), ordered=ordered)
+
+
+def _score_now(inputs: list[str], source: ScoreSource, fields: FieldMap | None, scores_out: Path, resume: bool,
+               on_progress: Callable[[int], None] | None) -> None:
+    """Run ``fluxprm score`` on the inputs into ``scores_out`` (imports torch: only here)."""
+    from fluxprm.engine.options import ScoreOptions
+    from fluxprm.models.loading import load_prm
+    from fluxprm.score_job import run_score_job
+
+    prm = load_prm(source.model, **source.model_options)
+    options = source.score_options or ScoreOptions(on_error="skip")
+    run_score_job(prm, inputs, scores_out, None, options, fields, resume, on_progress=on_progress)
