@@ -56,6 +56,46 @@ def test_score_writes_records_and_summary(model_dir, tmp_path):
     assert "tokens/s" in res.stderr and "truncated" in res.stderr
     long = [r for r in recs if r["thinking_step_rewards"]]
     assert long and all(len(r["step_rewards"]) == r["num_steps"] for r in recs)
+    # the "truncated" column counts what happened (none here: the traces fit the 4,096-token context);
+    # test_long_truncate_really_drops_the_earliest_thinking_steps makes truncation happen
+    assert _summary_counts(res.stderr)["truncated"] == sum(r["truncated"] for r in recs) == 0
+
+
+def _summary_counts(stderr: str) -> dict[str, int]:
+    """The counts of the summary table's first block (records, scored, errors, truncated, ...) from stderr."""
+    lines = stderr.splitlines()
+    i = next(i for i, line in enumerate(lines) if "truncated" in line.split())
+    pairs = zip(lines[i].split(), lines[i + 1].split())  # a value with spaces (batching) can only come last
+    return {h: int(v.replace(",", "")) for h, v in pairs if v.replace(",", "").isdigit()}
+
+
+def test_long_truncate_really_drops_the_earliest_thinking_steps(model_dir, tmp_path):
+    """`--long truncate` with a 1,024-token context: every trace whose text alone is longer than the context is
+    scored with its earliest thinking steps dropped (`truncated`, `dropped_steps` > 0, one reward per kept
+    step); traces far shorter than the context are untouched; the summary counts exactly the truncated ones."""
+    from transformers import AutoTokenizer
+
+    src = FIXTURES / "skythought_amc23_sample.jsonl"
+    out = tmp_path / "cut.jsonl"
+    res = fluxprm("score", str(src), "-m", model_dir, "-o", str(out), "--dtype", "float32", "--long", "truncate",
+                  "--max-length", "1024")
+    assert res.returncode == 0, res.stderr
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    inputs = [json.loads(x) for x in src.read_text().splitlines()]
+    tokens = {n: len(tok(r["question"] + r["response"])["input_ids"]) for n, r in enumerate(inputs, 1)}
+    recs = {r["line"]: r for r in (json.loads(x) for x in out.read_text().splitlines())}
+    over = [n for n in recs if tokens[n] > 1024]
+    under = [n for n in recs if tokens[n] < 512]
+    assert len(over) >= 2 and len(under) >= 2, tokens
+    for n in over:
+        r = recs[n]
+        assert r["truncated"] is True and r["dropped_steps"] > 0, r
+        assert len(r["step_rewards"]) == r["num_steps"] - r["dropped_steps"]
+        assert "windows" not in r  # truncate never falls back to windows
+    for n in under:
+        assert recs[n]["truncated"] is False and "dropped_steps" not in recs[n]
+        assert len(recs[n]["step_rewards"]) == recs[n]["num_steps"]
+    assert _summary_counts(res.stderr)["truncated"] == sum(r["truncated"] for r in recs.values())
 
 
 def test_on_error_fail_names_file_and_line(model_dir, many_traces, tmp_path):

@@ -367,7 +367,10 @@ def test_label_job_end_to_end_and_resume_is_byte_identical(tmp_path, minilm, smo
     assert d["components"]["weights"][0][0] is None  # alignment dropped out of the softmax
     assert recs[0]["correct"] is True and recs[0]["gold"] == "5" and recs[2]["gold"] == 6
 
-    # interrupted after the first chunk, then resumed: byte-identical to the uninterrupted run
+    # interrupted after the first chunk, then resumed: byte-identical to the uninterrupted run. This is an
+    # in-process interruption (KeyboardInterrupt from the progress callback, after the first checkpoint); the
+    # SIGKILL of a real `fluxprm label` process and its resume is tests/test_faults.py
+    # (test_sigkill_then_resume_equals_an_uninterrupted_run[label]).
     part = tmp_path / "part.jsonl"
 
     def stop(n: int) -> None:
