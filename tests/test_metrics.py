@@ -196,6 +196,82 @@ def test_groups_may_be_a_generator_or_dict_values() -> None:
     assert metrics.best_of_n(lists, score=score_of, correct=correct_of)["prm"] == 0.5
 
 
+# ---- Best-of-N over random subsets of N candidates --------------------------------------------------------
+
+def test_per_problem_values_by_hand() -> None:
+    p1, p2 = POOL
+    assert metrics.pick_value(p1, score_of, correct_of) == 1.0
+    assert metrics.pick_value(p2, score_of, correct_of) == 0.0
+    assert metrics.pick_value([cand(0.5, True), cand(0.5, False)], score_of, correct_of) == 0.5  # tie: expectation
+    assert metrics.pick_value([cand(None, True)], score_of, correct_of) == 0.0  # nothing scored: missed
+    assert metrics.vote_value(p1, answer_of, correct_of) == 0.0   # "7" x2 wins
+    assert metrics.vote_value(p2, answer_of, correct_of) == 1.0   # "1" x2 wins
+    assert metrics.vote_value(p2, answer_of, correct_of, score_of) == 0.0   # "2" 0.8 > "1" 0.3
+    assert metrics.vote_value([cand(0.4, True, None)], answer_of, correct_of) == 0.0
+    assert metrics.oracle_value(p1, correct_of) == 1.0 and metrics.oracle_value([cand(1, False)], correct_of) == 0.0
+    assert metrics.oracle_value([], correct_of) == 0.0
+
+
+def test_subsets_enumerate_when_cheap_and_sample_otherwise() -> None:
+    rng = random.Random(0)
+    every, exact = metrics.subsets(5, 2, 10, rng)
+    assert exact and every == list(itertools.combinations(range(5), 2))  # C(5, 2) = 10 <= 10
+    drawn, exact = metrics.subsets(5, 2, 9, rng)
+    assert not exact and len(drawn) == 9
+    assert all(len(set(s)) == 2 and list(s) == sorted(s) and set(s) <= set(range(5)) for s in drawn)
+    assert metrics.subsets(3, 3, 1, rng) == ([(0, 1, 2)], True)   # the whole group
+    assert metrics.subsets(3, 8, 1, rng) == ([(0, 1, 2)], True)   # fewer candidates than N: all of them
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        metrics.subsets(3, 0, 10, rng)
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        metrics.subsets(3, 1, 0, rng)
+
+
+def test_subset_accuracy_by_hand() -> None:
+    rules = {"prm": lambda s: metrics.pick_value(s, score_of, correct_of),
+             "oracle": lambda s: metrics.oracle_value(s, correct_of)}
+    # n=2, every pair enumerated. p1 pairs: (r.9,w.2) 1, (r.9,w.3) 1, (w.2,w.3) 0 -> 2/3.
+    # p2 (r.1, w.8, r.2, w.3): (0,1) 0, (0,2) 1, (0,3) 0, (1,2) 0, (1,3) 0, (2,3) 0 -> 1/6.
+    result = metrics.subset_accuracy(POOL, 2, rules, samples=100)
+    assert result["prm"].exact and result["prm"].accuracy == pytest.approx((2 / 3 + 1 / 6) / 2)
+    var1, var2 = 2 / 3 * 1 / 3, 1 / 6 * 5 / 6  # a 0/1 credit's variance over the subsets: p(1-p)
+    assert result["prm"].std == pytest.approx(math.sqrt(var1 + var2) / 2)
+    # oracle at n=2: p1 2/3 (the pair of wrong ones misses); p2 every pair but (1,3) has a right one: 5/6
+    assert result["oracle"].accuracy == pytest.approx((2 / 3 + 5 / 6) / 2)
+    # n=1 of any rule that always picks the one shown = mean correctness, p(1-p) variance
+    one = metrics.subset_accuracy(POOL, 1, rules)["oracle"]
+    assert one.accuracy == pytest.approx(metrics.random_pick_accuracy(POOL, correct_of))
+    assert one.std == pytest.approx(math.sqrt(1 / 3 * 2 / 3 + 1 / 2 * 1 / 2) / 2)
+    # n = pool size: one subset, the whole-pool accuracy, no spread
+    full = metrics.subset_accuracy(POOL, 4, rules)
+    assert full["prm"].accuracy == metrics.pick_accuracy(POOL, score_of, correct_of) and full["prm"].std == 0.0
+    assert metrics.subset_accuracy([], 2, rules)["prm"] == metrics.SubsetAccuracy(None, None, True)
+
+
+def test_subset_accuracy_matches_brute_force_and_samples_converge() -> None:
+    rng = random.Random(3)
+    groups = [[cand(rng.choice([0.1, 0.5, 0.9, None]), rng.random() < 0.5, rng.choice("abc")) for _ in range(6)]
+              for _ in range(5)]
+    rules = {"prm": lambda s: metrics.pick_value(s, score_of, correct_of),
+             "vote": lambda s: metrics.vote_value(s, answer_of, correct_of, score_of)}
+    for n in (1, 2, 3, 6):
+        exact = metrics.subset_accuracy(groups, n, rules, samples=10_000)
+        for name, rule in rules.items():
+            per_group = [[rule([g[i] for i in c]) for c in itertools.combinations(range(6), n)] for g in groups]
+            means = [sum(v) / len(v) for v in per_group]
+            assert exact[name].exact
+            assert exact[name].accuracy == pytest.approx(sum(means) / len(groups))
+            var = sum(sum((x - m) ** 2 for x in v) / len(v) for v, m in zip(per_group, means))
+            assert exact[name].std == pytest.approx(math.sqrt(var) / len(groups))
+    every = metrics.subset_accuracy(groups, 3, rules, samples=20)              # C(6, 3) = 20: enumerated
+    estimate = metrics.subset_accuracy(groups, 3, rules, samples=19, seed=1)   # one fewer: 19 drawn at random
+    assert every["prm"].exact and not estimate["prm"].exact
+    assert estimate == metrics.subset_accuracy(groups, 3, rules, samples=19, seed=1)   # seeded: reproducible
+    assert estimate != metrics.subset_accuracy(groups, 3, rules, samples=19, seed=2)
+    for name in rules:   # 19 draws per problem: within about 3 standard errors of the exact value
+        assert abs(estimate[name].accuracy - every[name].accuracy) < 0.15
+
+
 # ---- first-error F1 -----------------------------------------------------------------------------------
 
 def test_first_error_index_boundaries() -> None:

@@ -21,15 +21,18 @@ Conventions:
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 from bisect import bisect_left
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Hashable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 __all__ = [
     "auroc",
     "group", "top_candidates", "pick_best", "vote_winners", "majority_vote", "weighted_vote",
     "pick_accuracy", "vote_accuracy", "random_pick_accuracy", "oracle_accuracy", "best_of_n", "accuracy_at_n",
+    "pick_value", "vote_value", "oracle_value", "subsets", "SubsetAccuracy", "subset_accuracy",
     "FirstErrorF1", "first_error_index", "first_error_f1", "threshold_f1", "best_threshold",
 ]
 
@@ -201,7 +204,7 @@ def pick_accuracy(groups: Iterable[Sequence[T]], score: Score, correct: Correct)
     Ties at the top are credited with the mean correctness of the tied candidates (see the module
     docstring). A problem with no scored candidate counts as missed. ``None`` if there are no problems.
     """
-    return _mean([_fraction_correct(top_candidates(g, score), correct) for g in groups])
+    return _mean([pick_value(g, score, correct) for g in groups])
 
 
 def vote_accuracy(groups: Iterable[Sequence[T]], answer: Answer, correct: Correct, weight: Score | None = None,
@@ -212,18 +215,7 @@ def vote_accuracy(groups: Iterable[Sequence[T]], answer: Answer, correct: Correc
     grader marks them all alike); tied winners are averaged. A problem where no candidate has an
     answer counts as missed. ``None`` if there are no problems.
     """
-    per_problem = []
-    for g in groups:
-        answers = [answer(c) for c in g]
-        weights = [weight(c) for c in g] if weight is not None else None
-        clusters = _clusters(answers, weights, equivalent)
-        if not clusters:
-            per_problem.append(0.0)
-            continue
-        most = max(total for _, total, _ in clusters)
-        won = [_fraction_correct([g[i] for i in members], correct) for _, total, members in clusters if total == most]
-        per_problem.append(sum(won) / len(won))
-    return _mean(per_problem)
+    return _mean([vote_value(g, answer, correct, weight, equivalent) for g in groups])
 
 
 def random_pick_accuracy(groups: Iterable[Sequence[T]], correct: Correct) -> float | None:
@@ -237,7 +229,7 @@ def random_pick_accuracy(groups: Iterable[Sequence[T]], correct: Correct) -> flo
 
 def oracle_accuracy(groups: Iterable[Sequence[T]], correct: Correct) -> float | None:
     """Fraction of problems with at least one correct candidate (pass@N): the ceiling of any selection rule."""
-    return _mean([1.0 if any(correct(c) for c in g) else 0.0 for g in groups])
+    return _mean([oracle_value(g, correct) for g in groups])
 
 
 def best_of_n(groups: Iterable[Sequence[T]], *, score: Score, correct: Correct, answer: Answer | None = None,
@@ -276,6 +268,98 @@ def accuracy_at_n(groups: Iterable[Sequence[T]], ns: Iterable[int], *, score: Sc
             raise ValueError(f"accuracy_at_n: n must be >= 1, got {n}")
     return {n: best_of_n(pools, score=score, correct=correct, answer=answer, equivalent=equivalent, n=n)
             for n in ns}
+
+
+# ---- Best-of-N: one problem's credit, and its expectation over random subsets of N candidates -------------
+
+def pick_value(candidates: Sequence[T], score: Score, correct: Correct) -> float:
+    """One problem's credit for picking the highest-scored candidate: the mean correctness of the tied top
+    candidates (1 or 0 without a tie); 0 when no candidate is scored."""
+    return _fraction_correct(top_candidates(candidates, score), correct)
+
+
+def vote_value(candidates: Sequence[T], answer: Answer, correct: Correct, weight: Score | None = None,
+               equivalent: Equivalent | None = None) -> float:
+    """One problem's credit for a (weighted) majority vote: the winning answer's candidates' mean correctness,
+    averaged over tied winning answers; 0 when no candidate has an answer."""
+    answers = [answer(c) for c in candidates]
+    weights = [weight(c) for c in candidates] if weight is not None else None
+    clusters = _clusters(answers, weights, equivalent)
+    if not clusters:
+        return 0.0
+    most = max(total for _, total, _ in clusters)
+    won = [_fraction_correct([candidates[i] for i in members], correct)
+           for _, total, members in clusters if total == most]
+    return sum(won) / len(won)
+
+
+def oracle_value(candidates: Sequence[T], correct: Correct) -> float:
+    """1.0 when any candidate is correct (pass@N of one problem), else 0.0."""
+    return 1.0 if any(correct(c) for c in candidates) else 0.0
+
+
+def subsets(size: int, n: int, limit: int, rng: random.Random) -> tuple[list[tuple[int, ...]], bool]:
+    """Index subsets of ``n`` of ``range(size)`` to average a Best-of-N rule over, and whether they are all of them.
+
+    Every subset when there are at most ``limit`` (``C(size, n)``; exact), else ``limit`` subsets drawn
+    uniformly at random, each without replacement (an estimate). ``n >= size`` gives the whole group once:
+    a problem with fewer than ``n`` candidates takes part with all it has. Indices are sorted, so a subset
+    keeps the candidates' input order.
+    """
+    if n < 1:
+        raise ValueError(f"subsets: n must be >= 1, got {n}")
+    if limit < 1:
+        raise ValueError(f"subsets: limit must be >= 1, got {limit}")
+    if n >= size:
+        return [tuple(range(size))], True
+    if math.comb(size, n) <= limit:
+        return list(itertools.combinations(range(size), n)), True
+    return [tuple(sorted(rng.sample(range(size), n))) for _ in range(limit)], False
+
+
+@dataclass(frozen=True, slots=True)
+class SubsetAccuracy:
+    """A rule's accuracy at one N: its expectation over random draws of N candidates per problem.
+
+    ``std`` is the standard deviation of the accuracy over such draws (what repeating the experiment with
+    other seeds would show), ``sqrt(Σ Var_problem) / problems``; ``exact`` says every subset of every
+    problem was enumerated (no sampling error in ``accuracy``).
+    """
+
+    accuracy: float | None
+    std: float | None
+    exact: bool
+
+
+def subset_accuracy(groups: Sequence[Sequence[T]], n: int, rules: Mapping[str, Callable[[Sequence[T]], float]],
+                    *, samples: int = 1000, seed: int = 0) -> dict[str, SubsetAccuracy]:
+    """Best-of-N accuracy of each rule at ``n``: sub-sample ``n`` candidates per problem without replacement.
+
+    ``rules[name](subset)`` is one problem's credit in ``[0, 1]`` for the candidates it was shown (e.g.
+    ``lambda s: pick_value(s, score, correct)``). Per problem, every subset of :func:`subsets` is scored
+    (exactly when there are at most ``samples`` of them, else ``samples`` random ones from a generator
+    seeded by ``(seed, n, problem index)``, so results are reproducible); all rules see the same subsets,
+    so differences between rules carry no extra sampling noise. The accuracy is the mean over problems of
+    each problem's mean credit; ``None`` (and ``std`` ``None``) when there are no problems.
+    """
+    sums: dict[str, list[float]] = {name: [] for name in rules}
+    variances: dict[str, list[float]] = {name: [] for name in rules}
+    exact = True
+    for index, candidates in enumerate(groups):
+        rng = random.Random(f"{seed}/{n}/{index}")
+        chosen, complete = subsets(len(candidates), n, samples, rng)
+        exact = exact and complete
+        shown = [[candidates[i] for i in subset] for subset in chosen]
+        for name, rule in rules.items():
+            values = [rule(subset) for subset in shown]
+            mean = math.fsum(values) / len(values)
+            sums[name].append(mean)
+            variances[name].append(math.fsum((v - mean) ** 2 for v in values) / len(values))
+    problems = len(groups)
+    if not problems:
+        return {name: SubsetAccuracy(None, None, True) for name in rules}
+    return {name: SubsetAccuracy(math.fsum(sums[name]) / problems, math.sqrt(math.fsum(variances[name])) / problems,
+                                 exact) for name in rules}
 
 
 # ---- ProcessBench / PRMBench: first-error identification ---------------------------------------------

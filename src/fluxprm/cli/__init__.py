@@ -22,6 +22,7 @@ __all__ = ["app", "main", "COMMANDS"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("fluxprm.cli.score", "Score traces with a PRM, step by step: one record per trace."),
     "select": ("fluxprm.cli.select", "Keep the best-scored traces as distillation data (records, SFT chat, report)."),
+    "bon": ("fluxprm.cli.bon", "Pick the best of N responses per problem with a PRM; accuracy of every rule vs N."),
     "label": ("fluxprm.cli.label", "Compute ReasonFlux-PRM teacher rewards for training."),
     "train": ("fluxprm.cli.train", "Train a PRM on labels (joint step + trajectory objective)."),
     "export": ("fluxprm.cli.export", "Write a trained checkpoint in the qwen-prm layout (vLLM, SGLang)."),
