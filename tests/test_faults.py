@@ -201,10 +201,6 @@ def test_resume_with_a_damaged_checkpoint_is_refused(runs, tmp_path, damage):
     assert _snapshot(out.parent) == before, "a refused resume must leave every file as it was"
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a refused --resume prints a progress bar that never moved "
-                   "('scoring 0/100', 'labelling 0/100') on stderr before its error line: src/fluxprm/cli/score.py and "
-                   "cli/label.py enter the rich progress display before run_score_job/run_label_job open the sink "
-                   "that verifies the checkpoint (a checkpoint that is a directory is refused earlier, in one line)")
 def test_a_refused_resume_prints_only_its_error_line(runs, tmp_path):
     out = _copy_killed(runs, tmp_path / "run")
     _garbage(out.with_name("out.jsonl.progress.json"))

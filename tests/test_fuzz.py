@@ -151,10 +151,6 @@ _prm800k_like = st.fixed_dictionaries({
         "chosen_completion": _json_values}), max_size=3)})})
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a PRM800K record with a non-numeric rating or a completion that is "
-                   "not an object raises TypeError/AttributeError out of fluxprm.traces.parse_record "
-                   "(_parse_prm800k compares ratings with 0 unchecked; _prm800k_completion calls .get on it), "
-                   "which documents raising only TraceError")
 @FAST
 @given(record=st.one_of(_records, _prm800k_like))
 @example(record=_PRM800K_TEXT_RATING)
@@ -181,10 +177,6 @@ def tiny_prms(model_dir) -> dict[int, Any]:
     return sized
 
 
-@pytest.mark.xfail(strict=True, reason="defect: Scorer.score_batch over raw record dicts raises TypeError for a "
-                   "PRM800K record with a non-numeric rating (fluxprm.engine.score.as_traces catches only "
-                   "TraceError from parse_record), though it documents one TraceScore or BadRecord per trace "
-                   "and never raising per record")
 @FAST
 @given(records=st.lists(st.one_of(_records, _prm800k_like), min_size=1, max_size=4))
 @example(records=[{"problem": "What is 1+1?", "response": "It is 2."}, _PRM800K_TEXT_RATING, _PRM800K_BARE_COMPLETION])
@@ -240,11 +232,6 @@ def test_valid_traces_of_any_length_are_scored_consistently(tiny_prms, traces, c
             assert rec["dropped_steps"] > 0 and len(rewards) == rec["num_steps"] - rec["dropped_steps"]
 
 
-@pytest.mark.xfail(strict=True, reason="defect: --long truncate writes a score record with nothing scored "
-                   "(score null, step_rewards [], truncated, dropped_steps = every step) for a trace cut off "
-                   "mid-thought (empty response) whose problem fits but whose first kept thinking step does not: "
-                   "TransformerPRM.encode (src/fluxprm/models/base.py) drops every thinking step and returns an "
-                   "encoding with no read position instead of raising TraceTooLong")
 def test_truncate_never_writes_a_record_with_nothing_scored(tiny_prms):
     """A trace is either scored (one reward or more) or rejected with a message: a record with ``score: null``
     and no step reward looks scored to every consumer (and is counted as scored) but carries nothing."""
@@ -298,11 +285,11 @@ def test_score_cli_on_error_fail_keeps_everything_before_the_bad_record(model_di
 
 # ------------------------------------------------------------------------------------------------ fluxprm label
 
-_LABEL_KINDS = tuple(k for k in RECORD_KINDS if k not in ("surrogate", "long"))
+_LABEL_KINDS = tuple(k for k in RECORD_KINDS if k != "long")
 
 
-# One subprocess: every file kind and every record kind (minus lone surrogates, a known defect tested below, and
-# the slow "long" traces), plus a hypothesis-chosen batch of further files.
+# One subprocess: every file kind and every record kind (minus the slow "long" traces), plus a hypothesis-chosen
+# batch of further files.
 _label_plans = st.lists(st.tuples(st.sampled_from(FILE_KINDS), st.lists(st.sampled_from(_LABEL_KINDS), max_size=6)),
                         min_size=4, max_size=10).map(lambda extra: _every_kind_plan(_LABEL_KINDS) + extra)
 
@@ -311,8 +298,7 @@ _label_plans = st.lists(st.tuples(st.sampled_from(FILE_KINDS), st.lists(st.sampl
 @given(plan=_label_plans, seed=_seeds)
 def test_label_cli_accounts_for_every_record(model_dir, tmp_path, plan, seed):
     """``fluxprm label --no-judge --no-coherence`` (the bundled MiniLM encoder, alignment on) over malformed files:
-    no traceback, exit code as documented, every record in the labels or the errors file, in order.
-    Lone surrogates are left to the next test (a known defect)."""
+    no traceback, exit code as documented, every record in the labels or the errors file, in order."""
     with tempfile.TemporaryDirectory(dir=tmp_path) as folder:
         files = write_batch(Path(folder) / "in", plan, seed)
         out = Path(folder) / "labels.jsonl"
@@ -323,10 +309,6 @@ def test_label_cli_accounts_for_every_record(model_dir, tmp_path, plan, seed):
         assert check.written > 0 and check.in_errors_file > 0
 
 
-@pytest.mark.xfail(strict=True, reason="defect: fluxprm label dies with a TypeError traceback (exit 1, every later "
-                   "record lost) on a trace whose text holds a lone surrogate: Labeler._encode_chunk "
-                   "(src/fluxprm/labels/pipeline.py) encodes the whole chunk in one encoder call, and the "
-                   "tokenizer refuses the text; the record should cost only itself")
 def test_label_cli_lone_surrogate_costs_only_its_record(tmp_path):
     lines = [json.dumps({"id": f"t{i}", "problem": f"What is {i}+1?",
                          "response": f"<think>I add one to {i} and check the sum twice.</think>It is {i + 1}."})

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import orjson
 
-__all__ = ["ResumableWriter", "ResumeMismatch", "StdoutSink", "default_errors_path", "fingerprint", "open_sink",
+__all__ = ["check_resumable", "ResumableWriter", "ResumeMismatch", "StdoutSink", "default_errors_path", "fingerprint", "open_sink",
            "progress_exists"]
 
 _VERSION = 2
@@ -58,7 +58,24 @@ class _State:
     meta: dict[str, Any] | None = None
 
 
-def _read_checkpoint(path: Path, run_id: str) -> _State:
+def check_resumable(out: Path, errors: Path | None) -> None:
+    """Refuse a ``--resume`` that cannot succeed (a damaged checkpoint, outputs changed since) before any work.
+
+    The same checks as opening the writer, except the run's identity, which needs the model and the options;
+    a command calls this first so that a refusal costs no model load and shows no progress bar.
+    """
+    progress = out.with_name(out.name + ".progress.json")
+    if progress.exists() or progress.is_symlink():
+        state = _read_checkpoint(progress, None)
+        _verified_prefix(out, state.out_bytes, state.out_sha, "results")
+        if errors is not None:
+            _verified_prefix(errors, state.err_bytes, state.err_sha, "errors")
+    elif out.is_file() and out.stat().st_size > 0:
+        raise ResumeMismatch(f"--resume: {out} exists but has no checkpoint ({progress.name}), "
+                             "so what it holds cannot be verified; rerun without --resume to overwrite it")
+
+
+def _read_checkpoint(path: Path, run_id: str | None) -> _State:
     """The checkpoint of an interrupted run, validated field by field; any damage is a clear ``ResumeMismatch``."""
     again = "; rerun without --resume to start over"
     if path.is_dir():
@@ -69,7 +86,7 @@ def _read_checkpoint(path: Path, run_id: str) -> _State:
         raise ResumeMismatch(f"{path}: unreadable checkpoint ({exc}){again}") from exc
     if not isinstance(data, dict):
         raise ResumeMismatch(f"{path}: not a checkpoint (expected a JSON object){again}")
-    if data.get("run") != run_id:
+    if run_id is not None and data.get("run") != run_id:
         raise ResumeMismatch(f"{path}: the inputs or options differ from the interrupted run{again}")
     for key in ("done", "out_bytes", "err_bytes"):
         value = data.get(key)
@@ -123,9 +140,8 @@ class ResumableWriter:
         resuming = resume and (self.progress_path.exists() or self.progress_path.is_symlink())
         if resuming:
             self.state = _read_checkpoint(self.progress_path, run_id)
-        elif resume and self.out_path.is_file() and self.out_path.stat().st_size > 0:
-            raise ResumeMismatch(f"--resume: {self.out_path} exists but has no checkpoint ({self.progress_path.name}), "
-                                 "so what it holds cannot be verified; rerun without --resume to overwrite it")
+        elif resume:
+            check_resumable(self.out_path, self.err_path)  # no checkpoint: refuses an output it cannot verify
         if self.state.meta is None:
             self.state.meta = dict(meta or {})
         self._out_hash = _verified_prefix(self.out_path, self.state.out_bytes, self.state.out_sha, "results")

@@ -22,6 +22,7 @@ element, Parquet row), ``candidate`` the 0-based index inside a Best-of-N pool o
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -70,8 +71,16 @@ def combine(step_rewards: Sequence[float], trajectory_reward: float | None, how:
 
 
 def join_key(source: str, line: int, candidate: int | None = None) -> tuple[str, int, int | None]:
-    """The key that matches a score record to its input record (see the module docstring)."""
-    return (os.path.normpath(source) if source else source, int(line), candidate)
+    """The key that matches a score record to its input record (see the module docstring).
+
+    Paths are compared resolved (``../x.jsonl`` and ``/abs/x.jsonl`` name one file) from the current folder.
+    """
+    return (_resolved(source) if source else source, int(line), candidate)
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolved(path: str) -> str:
+    return path if path.startswith("<") else os.path.realpath(path)
 
 
 @dataclass(slots=True)

@@ -612,8 +612,26 @@ def _finish(ctx: _Context, fmt: str, *, problem: str, response: str, response_fi
     meta = ctx.rec.meta()
     meta.update(ctx.meta)
     meta.update(extra.pop("meta", {}))
-    return Trace(id=ctx.id, problem=problem, response=response, thinking=thinking, source=ctx.source,
-                 line=ctx.line, format=fmt, meta=meta, **extra)
+    trace = Trace(id=ctx.id, problem=problem, response=response, thinking=thinking, source=ctx.source,
+                  line=ctx.line, format=fmt, meta=meta, **extra)
+    _check_unicode(trace)
+    return trace
+
+
+def _check_unicode(trace: Trace) -> None:
+    """Every text a trace carries must be valid Unicode: a lone surrogate (``"\\ud800"`` in JSON) cannot be
+    tokenized, embedded or written, and would otherwise fail a whole batch far from its record."""
+    texts = [("id", trace.id), ("problem", trace.problem), ("response", trace.response), ("thinking", trace.thinking)]
+    texts += [(f"steps[{i}]", t) for i, t in enumerate(trace.steps or [])]
+    texts += [(f"thinking_steps[{i}]", t) for i, t in enumerate(trace.thinking_steps or [])]
+    for name, text in texts:
+        if text is None:
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise TraceError(f"field '{name}' is not valid Unicode text: lone surrogate {text[e.start]!r} at "
+                             f"position {e.start}", field=name, id=None if name == "id" else trace.id) from None
 
 
 def _find_problem(ctx: _Context, candidates: Iterable[str] = PROBLEM_FIELDS) -> str:
@@ -1074,6 +1092,9 @@ def _parse(data: Any, source: str, line: int, fields: FieldMap | None) -> list[T
     except TraceError as e:
         e.id = e.id or _peek_id(data, fields)
         raise
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError, RecursionError) as e:
+        # A shape no parser anticipated is a bad record like any other, never an exception out of the parser.
+        raise TraceError(f"unexpected record structure ({type(e).__name__}: {e})", id=_peek_id(data, fields)) from None
 
 
 def parse_record(data: Any, *, source: str = "", line: int = 0, fields: FieldMap | None = None) -> list[Trace]:
@@ -1110,11 +1131,6 @@ def _iter_traces(records: Iterator[RawRecord | BadRecord], fields: FieldMap | No
             results = _parse(rec.data, rec.source, rec.line, fields)
         except TraceError as e:
             yield BadRecord(rec.source, rec.line, str(e), id=e.id, hint=e.hint)
-            continue
-        except (KeyError, TypeError, AttributeError, IndexError, ValueError, RecursionError) as e:
-            # A shape no parser anticipated must not end a long run; report it like any bad record.
-            yield BadRecord(rec.source, rec.line, f"unexpected record structure ({type(e).__name__}: {e})",
-                            id=_peek_id(rec.data, fields))
             continue
         for r in results:
             yield BadRecord(rec.source, rec.line, str(r), id=r.id, hint=r.hint) if isinstance(r, TraceError) else r

@@ -56,14 +56,18 @@ def checked_inputs(inputs: Sequence[Path]) -> list[str]:
     return paths
 
 
-def checked_outputs(paths: Sequence[str], out: Path | None, errors: Path | None) -> None:
-    """Refuse, before any model loads, an output that is an input or a directory (the job checks again)."""
+def checked_outputs(paths: Sequence[str], out: Path | None, errors: Path | None, resume: bool = False) -> None:
+    """Refuse, before any model loads or progress shows, an output that is an input or a directory, and a
+    ``--resume`` whose checkpoint or outputs are damaged (the job checks again, with the run's identity)."""
     from fluxprm.jobs import OutputPathError, check_outputs
-    from fluxprm.outputs import default_errors_path
+    from fluxprm.outputs import ResumeMismatch, check_resumable, default_errors_path
 
+    errors = errors or (default_errors_path(out) if out is not None else None)
     try:
-        check_outputs(paths, out, errors or (default_errors_path(out) if out is not None else None))
-    except OutputPathError as exc:
+        check_outputs(paths, out, errors)
+        if resume and out is not None:
+            check_resumable(out, errors)
+    except (OutputPathError, ResumeMismatch) as exc:
         die(str(exc))
 
 

@@ -38,7 +38,7 @@ def label(
     coherence, fused by a softmax over the components present; per trace a template-guided trajectory
     reward (--policy). One record per trace, in input order; rejected records go to --errors."""
     paths = checked_inputs(inputs)
-    checked_outputs(paths, out, errors)
+    checked_outputs(paths, out, errors, resume)
     if config.expert is not None and config.policy is None:
         die("--expert needs --policy (the template is only used by the policy's rollouts)")
     if no_judge:

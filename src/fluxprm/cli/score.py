@@ -69,7 +69,7 @@ def score(
         if value is not None and value < 1:
             die(f"{flag} must be >= 1, got {value}")
     paths = checked_inputs(inputs)
-    checked_outputs(paths, out, errors)
+    checked_outputs(paths, out, errors, resume)
     if threads:
         import torch
 

@@ -149,6 +149,11 @@ class TransformerPRM:
         drop = 0
         while True:
             kept = thinking[drop:]
+            if not kept and not response:
+                raise TraceTooLong(
+                    f"the problem and response alone leave no room for any thinking step in the model's context of "
+                    f"{self.max_length} tokens, and there is no response to score; use --long windows (or auto) or "
+                    "raise --max-length")
             ids, positions = self.encode_ids(item.problem, kept + response)
             if len(ids) <= self.max_length:
                 return Encoded(ids, positions, num_thinking=len(kept), dropped_thinking=drop)
