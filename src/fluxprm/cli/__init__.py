@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from fluxprm import __version__
 
-__all__ = ["app", "main", "COMMANDS"]
+__all__ = ["app", "COMMANDS"]
 
 # name → (module defining a function of that name, one line for `fluxprm --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -74,7 +74,3 @@ def _print_version(value: bool) -> None:
 def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
                                                 help="Print the version and exit.")] = False) -> None:
     """fluxprm: process reward models for reasoning traces."""
-
-
-def main() -> None:  # console entry for tools that want a function rather than the typer app
-    app()

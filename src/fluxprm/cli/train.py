@@ -64,6 +64,8 @@ def train(
             die(str(exc), code=1)
         except (ConfigError, OutputPathError, ValueError, FileNotFoundError, IsADirectoryError) as exc:
             die(str(exc))
+        except OSError as exc:  # a checkpoint folder that cannot be created or written
+            die(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
     say(f"trained {summary['mode']} on {summary['train']} examples ({summary['val']} held out, "
         f"{summary['rejected']} rejected) in {summary['seconds']} s → {out}")
     print_causes(summary["rejected"], summary.get("errors"), summary.get("rejection_causes") or [])
