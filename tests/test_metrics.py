@@ -371,3 +371,79 @@ def test_import_does_not_load_torch() -> None:
     code = "import sys, fluxprm.metrics; assert 'torch' not in sys.modules, 'torch imported'; " \
            "assert 'numpy' not in sys.modules, 'numpy imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ---- PRMBench PRMScore, AUPRC, calibration (fluxprm eval) ------------------------------------------------
+
+def test_prmbench_step_counts_by_hand() -> None:
+    # errors at 1-based step 3; reward 0.5 is *not* valid (PRMBench: valid iff reward > threshold)
+    counts = metrics.prmbench_step_counts([3], [0.9, 0.6, 0.4, 0.5], 0.5)
+    assert counts == metrics.StepCounts(tp=2, fp=0, tn=1, fn=1)
+    # an erroneous step predicted valid is a false positive (upstream's naming: positive = correct step)
+    assert metrics.prmbench_step_counts([2, 3], [0.7, 0.8, 0.2]) == metrics.StepCounts(tp=1, fp=1, tn=1, fn=0)
+    # steps the model gave no reward are not counted (upstream loops over the predictions)
+    assert metrics.prmbench_step_counts([4], [0.9, 0.9]) == metrics.StepCounts(tp=2)
+
+
+def test_prmscore_by_hand_and_undefined_parts() -> None:
+    total = metrics.StepCounts(2, 0, 1, 1) + metrics.StepCounts(1, 1, 1, 0)
+    score = metrics.prmscore(total, 2)
+    assert score.f1_correct == pytest.approx(0.75)
+    assert score.f1_error == pytest.approx(2 / 3)
+    assert score.prmscore == pytest.approx(0.5 * 0.75 + 0.5 * 2 / 3)
+    only_correct = metrics.prmscore(metrics.StepCounts(tp=3, fn=1))  # the "correct" class: no error step
+    assert only_correct.f1_error is None and only_correct.prmscore is None
+    assert only_correct.f1_correct == pytest.approx(2 * 1 * 0.75 / 1.75)
+
+
+def test_prmscore_equals_sklearn_f1_both_ways() -> None:
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = random.Random(7)
+    total = metrics.StepCounts()
+    truth: list[int] = []
+    pred: list[int] = []
+    for _ in range(60):
+        n = rng.randint(1, 9)
+        rewards = [round(rng.random(), 1) for _ in range(n)]
+        errors = sorted(rng.sample(range(1, n + 1), rng.randint(0, n)))
+        total = total + metrics.prmbench_step_counts(errors, rewards, 0.5)
+        truth += [0 if i + 1 in errors else 1 for i in range(n)]
+        pred += [1 if r > 0.5 else 0 for r in rewards]
+    score = metrics.prmscore(total)
+    assert score.f1_correct == pytest.approx(sklearn_metrics.f1_score(truth, pred, pos_label=1), abs=1e-12)
+    assert score.f1_error == pytest.approx(sklearn_metrics.f1_score(truth, pred, pos_label=0), abs=1e-12)
+
+
+def test_auprc_by_hand_and_against_sklearn() -> None:
+    # ranks: 0.9(+) 0.8(-) 0.7(+) → AP = 1/2·1 + 1/2·2/3
+    assert metrics.auprc([0.9, 0.8, 0.7], [True, False, True]) == pytest.approx(0.5 + 1 / 3)
+    assert metrics.auprc([0.1, 0.2], [False, False]) is None
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = random.Random(3)
+    for _ in range(50):
+        n = rng.randint(2, 80)
+        scores = [round(rng.random(), 1) for _ in range(n)]  # many ties
+        labels = [rng.random() < 0.3 for _ in range(n)]
+        if not any(labels):
+            continue
+        assert metrics.auprc(scores, labels) == pytest.approx(
+            sklearn_metrics.average_precision_score(labels, scores), abs=1e-12)
+
+
+def test_reliability_bins_and_ece_against_sklearn_calibration_curve() -> None:
+    bins = metrics.reliability_bins([0.05, 0.1, 0.15, 0.95], [False, True, False, True], bins=10)
+    assert [b.count for b in bins][:2] == [2, 1]  # 0.1 sits on an inner edge: lower bin, as sklearn
+    assert metrics.ece([0.2, 0.2, 0.8, 0.8], [False, False, True, True], bins=5) == pytest.approx(0.2)
+    calibration = pytest.importorskip("sklearn.calibration")
+    rng = random.Random(5)
+    scores = [round(rng.random(), 2) for _ in range(400)]
+    labels = [rng.random() < s for s in scores]
+    prob_true, prob_pred = calibration.calibration_curve(labels, scores, n_bins=10, strategy="uniform")
+    used = [b for b in metrics.reliability_bins(scores, labels, 10) if b.count]
+    assert [b.accuracy for b in used] == pytest.approx(list(prob_true), abs=1e-12)
+    assert [b.mean_score for b in used] == pytest.approx(list(prob_pred), abs=1e-12)
+    n = len(scores)
+    expected = sum(b.count / n * abs(t - p) for b, t, p in zip(used, prob_true, prob_pred))
+    assert metrics.ece(scores, labels, 10) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        metrics.ece([1.5], [True])

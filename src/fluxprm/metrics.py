@@ -34,6 +34,8 @@ __all__ = [
     "pick_accuracy", "vote_accuracy", "random_pick_accuracy", "oracle_accuracy", "best_of_n", "accuracy_at_n",
     "pick_value", "vote_value", "oracle_value", "subsets", "SubsetAccuracy", "subset_accuracy",
     "FirstErrorF1", "first_error_index", "first_error_f1", "threshold_f1", "best_threshold",
+    "StepCounts", "PRMScore", "prmbench_step_counts", "prmscore", "auprc", "ReliabilityBin", "reliability_bins",
+    "ece",
 ]
 
 T = TypeVar("T")
@@ -494,3 +496,168 @@ def best_threshold(step_rewards: Sequence[Sequence[float]], labels: Sequence[int
         if f1 > best_f1:
             best, best_f1 = t, f1
     return best
+
+
+# ---- PRMBench: step-level PRMScore ---------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class StepCounts:
+    """PRMBench's confusion counts over steps, in *its* naming: the positive class is a **correct** step.
+
+    ``tp``: correct step predicted valid; ``fn``: correct step predicted invalid; ``fp``: erroneous step
+    predicted valid; ``tn``: erroneous step predicted invalid (the error was caught).
+    """
+
+    tp: int = 0
+    fp: int = 0
+    tn: int = 0
+    fn: int = 0
+
+    def __add__(self, other: "StepCounts") -> "StepCounts":
+        return StepCounts(self.tp + other.tp, self.fp + other.fp, self.tn + other.tn, self.fn + other.fn)
+
+
+def prmbench_step_counts(error_steps: Sequence[int], step_rewards: Sequence[float], threshold: float = 0.5
+                         ) -> StepCounts:
+    """One PRMBench sample's step counts, as ``eval_on_hallucination_step`` in ssmisya/PRMBench
+    ``mr_eval/tasks/prmtest_classified/task.py`` computes them.
+
+    ``error_steps`` are PRMBench's 1-based step numbers. A step is predicted *valid* when its reward is
+    strictly above the threshold (``step_level_validity_labels = [s > validity_threshold ...]`` in
+    ``mr_eval/models/qwen_prm.py``, threshold 0.5), so a reward of exactly 0.5 counts as flagged — the
+    opposite tie rule from ProcessBench's. As upstream, the loop runs over the *predicted* steps: steps
+    the model gave no reward (a truncated trace) count nowhere, and an error step past them is not seen.
+    """
+    errors = {e - 1 for e in error_steps}  # upstream: "hallucination_steps are 0-indexed"
+    tp = fp = tn = fn = 0
+    for index, reward in enumerate(step_rewards):
+        valid = reward > threshold
+        if index in errors:
+            fp, tn = (fp + 1, tn) if valid else (fp, tn + 1)
+        else:
+            tp, fn = (tp + 1, fn) if valid else (tp, fn + 1)
+    return StepCounts(tp, fp, tn, fn)
+
+
+def _binary_f1(hits: int, false_alarms: int, misses: int) -> float | None:
+    """F1 from counts; ``None`` where PRMBench's code would print -1 (an empty denominator)."""
+    precision = hits / (hits + false_alarms) if hits + false_alarms else None
+    recall = hits / (hits + misses) if hits + misses else None
+    if precision is None or recall is None:
+        return None
+    return 2 * precision * recall / (precision + recall) if precision + recall else None
+
+
+@dataclass(frozen=True, slots=True)
+class PRMScore:
+    """PRMBench's headline metric over a set of samples.
+
+    ``f1_correct`` is upstream's ``f1`` (correct steps as positives), ``f1_error`` its ``negative_f1``
+    (erroneous steps as positives) and ``prmscore = 0.5·f1_correct + 0.5·f1_error`` (the paper's
+    ``PRMScore = w1·F1_neg + w2·F1`` with ``w1 = w2 = 0.5``). Undefined values are ``None`` where upstream
+    writes -1 (e.g. ``f1_error`` on the all-correct "correct" class); ``prmscore`` is then ``None`` too.
+    """
+
+    prmscore: float | None
+    f1_correct: float | None
+    f1_error: float | None
+    counts: StepCounts
+    samples: int
+
+    def as_dict(self, digits: int | None = 4) -> dict[str, Any]:
+        def r(x: float | None) -> float | None:
+            return round(x, digits) if x is not None and digits is not None else x
+        return {"prmscore": r(self.prmscore), "f1_correct": r(self.f1_correct), "f1_error": r(self.f1_error),
+                "samples": self.samples, **asdict(self.counts)}
+
+
+def prmscore(counts: StepCounts, samples: int = 0) -> PRMScore:
+    """:class:`PRMScore` of summed :func:`prmbench_step_counts` (upstream sums TP/FP/TN/FN over samples, then
+    takes F1 once: a micro average over steps, not a mean of per-sample F1s)."""
+    f1_correct = _binary_f1(counts.tp, counts.fp, counts.fn)
+    f1_error = _binary_f1(counts.tn, counts.fn, counts.fp)
+    score = 0.5 * f1_correct + 0.5 * f1_error if f1_correct is not None and f1_error is not None else None
+    return PRMScore(score, f1_correct, f1_error, counts, samples)
+
+
+# ---- Outcome: AUPRC and calibration --------------------------------------------------------------------
+
+def _check_binary(name: str, scores: Sequence[float], labels: Sequence[bool]) -> None:
+    if len(scores) != len(labels):
+        raise ValueError(f"{name}: {len(scores)} scores but {len(labels)} labels")
+    if any(math.isnan(s) for s in scores):
+        raise ValueError(f"{name}: a score is NaN; drop unscored items first")
+
+
+def auprc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Area under the precision–recall curve as *average precision*: ``Σ (R_k − R_{k−1}) · P_k`` over the
+    distinct score thresholds, highest first — sklearn's ``average_precision_score``, which (unlike a
+    trapezoid over the PR curve) is not optimistic. Tied scores enter together at one threshold.
+
+    Against a base rate of ``positives / n`` (a random scorer's AUPRC), it shows how well a PRM finds the
+    rare class. ``None`` when there is no positive.
+    """
+    _check_binary("auprc", scores, labels)
+    positives = sum(1 for y in labels if y)
+    if positives == 0:
+        return None
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    area, hits, seen, start = 0.0, 0, 0, 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and scores[order[end + 1]] == scores[order[start]]:
+            end += 1
+        new_hits = sum(1 for i in order[start:end + 1] if labels[i])
+        hits += new_hits
+        seen = end + 1
+        if new_hits:
+            area += (new_hits / positives) * (hits / seen)
+        start = end + 1
+    return area
+
+
+@dataclass(frozen=True, slots=True)
+class ReliabilityBin:
+    """One bin of a reliability diagram: scores in ``(low, high]`` (the first bin includes 0)."""
+
+    low: float
+    high: float
+    count: int
+    mean_score: float | None  # mean confidence in the bin
+    accuracy: float | None  # fraction of positives in the bin
+
+
+def reliability_bins(scores: Sequence[float], labels: Sequence[bool], bins: int = 10) -> list[ReliabilityBin]:
+    """Equal-width bins over [0, 1], binned as sklearn's ``calibration_curve(strategy="uniform")`` does (a score
+    on an inner edge goes to the lower bin). Scores must be probabilities: a score outside [0, 1] is an error,
+    since its calibration means nothing."""
+    _check_binary("reliability_bins", scores, labels)
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    bad = [s for s in scores if not 0.0 <= s <= 1.0]
+    if bad:
+        raise ValueError(f"calibration needs scores in [0, 1] (probabilities); got {bad[0]}")
+    edges = [k / bins for k in range(bins + 1)]
+    inner = edges[1:-1]
+    members: list[list[int]] = [[] for _ in range(bins)]
+    for i, s in enumerate(scores):
+        members[bisect_left(inner, s)].append(i)
+    out = []
+    for k, idx in enumerate(members):
+        mean_score = math.fsum(scores[i] for i in idx) / len(idx) if idx else None
+        accuracy = sum(1 for i in idx if labels[i]) / len(idx) if idx else None
+        out.append(ReliabilityBin(edges[k], edges[k + 1], len(idx), mean_score, accuracy))
+    return out
+
+
+def ece(scores: Sequence[float], labels: Sequence[bool], bins: int = 10) -> float | None:
+    """Expected calibration error: ``Σ_b (n_b / n) · |accuracy_b − mean_score_b|`` over :func:`reliability_bins`.
+
+    0 for a perfectly calibrated scorer; it says whether a score of 0.8 really means "right 80% of the time",
+    which a threshold or a weighted vote silently relies on. ``None`` on no scores.
+    """
+    table = reliability_bins(scores, labels, bins)
+    n = sum(b.count for b in table)
+    if not n:
+        return None
+    return math.fsum(b.count / n * abs(b.accuracy - b.mean_score) for b in table if b.count)  # type: ignore[operator]

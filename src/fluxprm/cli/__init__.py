@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "label": ("fluxprm.cli.label", "Compute ReasonFlux-PRM teacher rewards for training."),
     "train": ("fluxprm.cli.train", "Train a PRM on labels (joint step + trajectory objective)."),
     "export": ("fluxprm.cli.export", "Write a trained checkpoint in the qwen-prm layout (vLLM, SGLang)."),
+    "eval": ("fluxprm.cli.eval", "Benchmark PRMs side by side: PRMBench, ProcessBench, outcome, separation, Best-of-N."),
     "view": ("fluxprm.cli.view", "Write a self-contained HTML page of traces, each step coloured by its reward."),
     "models": ("fluxprm.cli.models", "List the PRMs known by name."),
 }

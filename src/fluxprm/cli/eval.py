@@ -1,0 +1,91 @@
+"""``fluxprm eval``: a thin entry over :func:`fluxprm.eval.run_eval`; the task options are ``EvalOptions`` fields.
+
+Declared here are only the task, the files and where the scores come from: ``-m`` and ``--scores`` may be
+repeated, each one a column of the comparison. No torch is imported unless a model scores.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fluxprm.cli.common import FIELD_OVERRIDES, Inputs, checked_inputs, count_inputs
+from fluxprm.cli.options import generated_options
+from fluxprm.cli.report import die, progress_bar, say, warn
+from fluxprm.eval.context import EvalOptions
+from fluxprm.eval.tasks import TASKS
+from fluxprm.traces import FieldMap
+
+__all__ = ["eval"]
+
+
+@generated_options
+def eval(  # noqa: A001 (the command's name)
+    *,
+    task: Annotated[str, typer.Argument(help="One of: " + "; ".join(f"{k}: {v.rstrip('.')}" for k, (_, v) in TASKS.items()),
+                                        metavar="TASK", show_default=False)],
+    inputs: Inputs,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Report folder: metrics.json, summary.md, PNG plots, "
+                                      "errors.jsonl when records are rejected, scores/ (the models' cached "
+                                      "scores: a rerun does not rescore).", show_default=False)],
+    model: Annotated[Optional[list[str]], typer.Option(
+        "-m", "--model", help="PRM to score with now (registry name, checkpoint folder or hub id); repeat to "
+                              "compare models side by side.  [default: fluxprm-mini when no --scores or "
+                              "--score-field]")] = None,
+    scores: Annotated[Optional[list[Path]], typer.Option(
+        "--scores", help="Score file from `fluxprm score` on these inputs; repeat to compare several (one "
+                         "column each).")] = None,
+    score_field: Annotated[Optional[str], typer.Option(
+        "--score-field", help="A number already in each record used as the trace score.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="With a model: auto, bfloat16, float16 or float32.  "
+                                       "[default: auto]", show_default=False)] = "auto",
+    device: Annotated[str, typer.Option("--device", help="With a model: cpu, cuda or auto.  [default: auto]",
+                                        show_default=False)] = "auto",
+    options: EvalOptions,
+    fields: Annotated[FieldMap, FIELD_OVERRIDES],
+) -> None:
+    """Benchmark PRMs as the benchmarks' own code does and compare them side by side: PRMBench PRMScore,
+    ProcessBench F1 (optionally with a threshold calibrated on another file), outcome AUROC/AUPRC/ECE, score
+    separation between groups, Best-of-N. Writes metrics.json, summary.md and plots to -o; prints a table.
+    """
+    from fluxprm.eval.sources import EvalError, sources_from
+    from fluxprm.eval.tasks import run_eval
+
+    if task not in TASKS:
+        die(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    paths = checked_inputs(inputs)
+    if out.exists() and not out.is_dir():
+        die(f"-o {out} is a file; give a folder for the report")
+    if out.resolve() in {Path(p).resolve() for p in paths}:
+        die(f"-o {out} is an input file")
+    for s in scores or []:
+        if not s.is_file():
+            die(f"--scores {s}: no such file")
+    if options.calibrate and not Path(options.calibrate).is_file():
+        die(f"--calibrate {options.calibrate}: no such file")
+    if options.threads:  # read by torch when first imported (only scoring imports it)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(options.threads)
+    sources = sources_from(model, [str(s) for s in scores or []], score_field, {"dtype": dtype, "device": device})
+    scoring = any(src.scored_now for src in sources)
+    progress, advance = progress_bar("scoring", count_inputs(paths) if scoring else None, enabled=scoring)
+    try:
+        with progress:
+            result = run_eval(task, paths, sources, out, options, fields, on_progress=advance, on_status=say)
+    except EvalError as exc:
+        die(str(exc), code=1)
+    except (FileNotFoundError, ValueError) as exc:
+        die(str(exc))
+    except OSError as exc:
+        die(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
+    typer.echo(f"fluxprm eval {task} · {', '.join(src.name for src in sources)}")
+    typer.echo(result.output.table)
+    for note in result.output.notes:
+        warn(note)
+    if result.rejected:
+        say(f"{result.output.metrics['rejected']} records rejected → {result.files.get('errors')} (file, line, why)")
+    for name, path in result.files.items():
+        if name != "errors":
+            say(f"{name} → {path}")

@@ -1,0 +1,135 @@
+"""What every task receives: the inputs, the sources to compare, options, the report folder, and a place for
+rejected records and notes — so a task module is only its metric and its plots."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from fluxprm.records import BadRecord, RawRecord, iter_records
+from fluxprm.eval.sources import EvalSource, Scored, load_scored
+from fluxprm.traces import FieldMap, Trace
+
+__all__ = ["EvalOptions", "TaskContext", "TaskOutput", "label_problem", "prmbench_original_file", "sample_file"]
+
+
+@dataclass
+class EvalOptions:
+    """Every option of ``fluxprm eval`` that is not a file or a model (the command line is generated from these)."""
+
+    threshold: float = field(default=0.5, metadata={
+        "help": "Step-reward threshold: prmbench calls a step valid when its reward is above it (PRMBench's rule); "
+                "processbench predicts the first step below it as the first error."})
+    calibrate: str | None = field(default=None, metadata={
+        "help": "processbench: choose the threshold maximising F1 on this labelled file (scored by the same "
+                "model) instead of --threshold."})
+    calibrate_limit: int | None = field(default=None, metadata={
+        "help": "Use a seeded random sample of this many records of --calibrate (a big file is slow to score).",
+        "min": 1})
+    seed: int = field(default=0, metadata={"help": "Seed of --calibrate-limit's sample."})
+    group_field: str = field(default="model", metadata={
+        "help": "separation: the record field whose values are the groups compared (e.g. the source model)."})
+    bins: int = field(default=10, metadata={"help": "outcome: bins of the reliability diagram and ECE.", "min": 1})
+    threads: int | None = field(default=None, metadata={
+        "help": "CPU threads for torch when a model scores (1 on a shared machine).  [default: all cores]",
+        "min": 1})
+
+    def __post_init__(self) -> None:
+        if self.bins < 1:
+            raise ValueError(f"bins must be >= 1, got {self.bins}")
+        if self.calibrate_limit is not None and self.calibrate_limit < 1:
+            raise ValueError(f"calibrate_limit must be >= 1, got {self.calibrate_limit}")
+        if self.calibrate_limit is not None and not self.calibrate:
+            raise ValueError("--calibrate-limit needs --calibrate FILE")
+
+
+@dataclass
+class TaskOutput:
+    """A task's result: ``metrics`` (written to metrics.json), the printed table, files written, notes."""
+
+    metrics: dict[str, Any]
+    table: str
+    files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TaskContext:
+    inputs: list[str]
+    sources: list[EvalSource]
+    options: EvalOptions
+    out_dir: Path
+    fields: FieldMap = field(default_factory=FieldMap)
+    on_progress: Callable[[int], None] | None = None
+    on_status: Callable[[str], None] | None = None
+    rejected: list[BadRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def scored(self, src: EvalSource, inputs: Sequence[str] | None = None, fields: FieldMap | None = None,
+               tag: str = "") -> Scored:
+        """One source's scores on ``inputs`` (default: the task's); rejected records join :attr:`rejected`."""
+        result = load_scored(list(inputs or self.inputs), src, fields or self.fields, self.out_dir, tag=tag,
+                             on_progress=self.on_progress, on_status=self.on_status)
+        self.rejected.extend(result.rejected)
+        return result
+
+
+def label_problem(trace: Trace) -> str | None:
+    """Why a trace's step labels cannot be trusted (PRMBench ``error_steps`` past the steps), else None.
+
+    ``fluxprm.traces`` keeps such rows for training and notes ``meta["label_warning"]``; a benchmark must not
+    score a sample whose gold is wrong, so eval sends it to the errors file instead.
+    """
+    return trace.meta.get("label_warning")
+
+
+def reject(trace: Trace, why: str) -> BadRecord:
+    return BadRecord(trace.source, trace.line, why, id=trace.id)
+
+
+def _raw_records(paths: Sequence[str]) -> list[RawRecord]:
+    return [r for r in iter_records(paths) if isinstance(r, RawRecord)]
+
+
+def prmbench_original_file(inputs: Sequence[str], out_dir: Path) -> tuple[Path | None, dict[str, str]]:
+    """The PRMBench rows whose ``original_process`` is scored as an all-correct sample: the first row of each
+    ``idx`` (one correct sample per problem, as upstream's ``correct_{idx}``), written to
+    ``out_dir/prmbench_original.jsonl``. Returns the file (None when no row has an original process) and
+    ``{idx: classification of every row of that idx joined by ','}``, so PRMBench's "correct" class can keep
+    only the problems that have a ``redundency`` row, as upstream does.
+    """
+    first: dict[str, dict[str, Any]] = {}
+    classes: dict[str, str] = {}
+    for raw in _raw_records(inputs):
+        data = raw.data
+        if not isinstance(data, dict) or not isinstance(data.get("original_process"), list):
+            continue
+        idx = str(data.get("idx"))
+        first.setdefault(idx, data)
+        classes[idx] = ",".join(filter(None, [classes.get(idx), str(data.get("classification"))]))
+    if not first:
+        return None, {}
+    path = out_dir / "prmbench_original.jsonl"
+    body = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in first.values())
+    if not path.exists() or path.read_text(encoding="utf-8") != body:  # keep the mtime (and the score cache)
+        path.write_text(body, encoding="utf-8")
+    return path, classes
+
+
+def sample_file(path: str, limit: int | None, seed: int, out_dir: Path) -> str:
+    """``path`` itself, or a seeded random sample of ``limit`` of its records (in file order) written to
+    ``out_dir/calibration_sample.jsonl``: reproducible, and small enough to score on a CPU."""
+    if limit is None:
+        return path
+    records = _raw_records([path])
+    if limit >= len(records):
+        return path
+    chosen = sorted(random.Random(seed).sample(range(len(records)), limit))
+    out = out_dir / "calibration_sample.jsonl"
+    body = "".join(json.dumps(records[i].data, ensure_ascii=False) + "\n" for i in chosen)
+    if not out.exists() or out.read_text(encoding="utf-8") != body:
+        out.write_text(body, encoding="utf-8")
+    return str(out)

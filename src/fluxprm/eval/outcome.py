@@ -1,0 +1,71 @@
+"""``fluxprm eval outcome``: how well a trace's score predicts its correctness — AUROC, AUPRC, ECE and a
+reliability diagram. Records need a correctness flag (``correct``/``is_correct``, or a pool's list)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fluxprm.eval.context import TaskContext, TaskOutput, reject
+from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
+from fluxprm.metrics import auprc, auroc, ece, reliability_bins
+
+__all__ = ["run_outcome"]
+
+
+def run_outcome(ctx: TaskContext) -> TaskOutput:
+    models: dict[str, dict[str, Any]] = {}
+    bins_by_model: dict[str, list] = {}
+    for src in ctx.sources:
+        scores: list[float] = []
+        labels: list[bool] = []
+        for trace, score in ctx.scored(src).pairs:
+            if trace.correct is None:
+                ctx.rejected.append(reject(trace, "no correctness flag (correct / is_correct) for the outcome task"))
+            elif score.score is None:
+                ctx.rejected.append(reject(trace, "scored with no trace score"))
+            else:
+                scores.append(float(score.score))
+                labels.append(bool(trace.correct))
+        in_unit = bool(scores) and all(0.0 <= s <= 1.0 for s in scores)
+        bins = reliability_bins(scores, labels, ctx.options.bins) if in_unit else []
+        models[src.name] = {"auroc": auroc(scores, labels), "auprc": auprc(scores, labels),
+                            "ece": ece(scores, labels, ctx.options.bins) if in_unit else None,
+                            "base_rate": sum(labels) / len(labels) if labels else None,
+                            "n": len(labels), "bins": [{
+                                "low": b.low, "high": b.high, "count": b.count, "mean_score": b.mean_score,
+                                "accuracy": b.accuracy} for b in bins]}
+        bins_by_model[src.name] = bins
+        if scores and not in_unit:
+            ctx.notes.append(f"{src.name}: scores outside [0, 1]; no calibration (ECE) for a non-probability")
+    first = next(iter(models))
+    metrics = {**models[first], "model": first, "models": models}
+    header = ["model", "AUROC", "AUPRC", "base rate", "ECE", "traces"]
+    rows = [[n, m["auroc"], m["auprc"], m["base_rate"], m["ece"], m["n"]] for n, m in models.items()]
+    md = ctx.out_dir / "summary.md"
+    write_markdown(md, "Outcome", [("Score vs correctness", markdown_table(header, rows)),
+                                   ("Method", "AUROC (Mann–Whitney), AUPRC as average precision (sklearn's), "
+                                    f"ECE over {ctx.options.bins} equal-width bins; the base rate is a random "
+                                    "scorer's AUPRC.")])
+    return TaskOutput(metrics, text_table(header, rows), {"summary": md, "plot": _plot(ctx, bins_by_model)})
+
+
+def _plot(ctx: TaskContext, bins_by_model: dict[str, list]):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 5.0))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="perfectly calibrated")
+    for k, (name, bins) in enumerate(bins_by_model.items()):
+        used = [b for b in bins if b.count]
+        if used:
+            ax.plot([b.mean_score for b in used], [b.accuracy for b in used], "o-", color=f"C{k}", label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean score in bin")
+    ax.set_ylabel("fraction correct in bin")
+    ax.set_title("Reliability diagram", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    fig.tight_layout()
+    path = ctx.out_dir / "reliability.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

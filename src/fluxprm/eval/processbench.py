@@ -1,0 +1,144 @@
+"""``fluxprm eval processbench``: ProcessBench's first-error F1, as QwenLM/ProcessBench computes it.
+
+A sample's label is the index of its earliest wrong step (-1: none); the prediction is the first step whose
+reward is below the threshold (:func:`fluxprm.metrics.first_error_index`); ``acc_error`` and ``acc_correct``
+are the exact-match rates on erroneous and on correct samples and F1 is their harmonic mean
+(:func:`fluxprm.metrics.first_error_f1`, matched to ``code/run_eval_prm_trl.py``).
+
+Inputs: ProcessBench records (``steps``, ``label``) or any record with step labels; PRMBench rows convert by
+their earliest ``error_steps`` entry, and with ``-m`` each problem's ``original_process`` joins as a correct
+sample (label -1) — without it a PRMBench file has almost no correct samples and F1 means little.
+``--calibrate FILE`` picks, per model, the threshold maximising F1 on another labelled file
+(:func:`fluxprm.metrics.best_threshold`, an exact search) and applies it unchanged here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Sequence
+
+from fluxprm.eval.context import TaskContext, TaskOutput, label_problem, prmbench_original_file, reject, sample_file
+from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
+from fluxprm.eval.sources import EvalError, EvalSource
+from fluxprm.metrics import best_threshold, threshold_f1
+from fluxprm.traces import Trace
+
+__all__ = ["run_processbench", "first_error_label", "samples_for"]
+
+
+def first_error_label(trace: Trace) -> int | None:
+    """The index of the first step labelled bad (0.0), -1 when every step is labelled good; None if unknown."""
+    labels = trace.step_labels
+    if not labels:
+        return None
+    for i, label in enumerate(labels):
+        if label is None:
+            return None  # unknown before any known error: the first error cannot be placed
+        if label < 0.5:
+            return i
+    return -1
+
+
+def samples_for(ctx: TaskContext, src: EvalSource, inputs: Sequence[str], tag: str,
+                record_errors: bool = True) -> tuple[list[list[float]], list[int]]:
+    """``(step rewards, first-error label)`` per usable sample of ``inputs`` (plus PRMBench originals with -m)."""
+    rewards: list[list[float]] = []
+    labels: list[int] = []
+    scored = ctx.scored(src, inputs, tag=tag)
+    for trace, score in scored.pairs:
+        why = label_problem(trace)
+        label = first_error_label(trace) if why is None else None
+        if why is None and label is None:
+            why = "no step labels to place a first error (ProcessBench 'label', PRMBench 'error_steps', or per-step labels)"
+        if why is not None:
+            if record_errors:
+                ctx.rejected.append(reject(trace, why))
+            continue
+        rewards.append(list(score.step_rewards))
+        labels.append(label)
+    if src.scored_now:
+        path, _ = prmbench_original_file(inputs, ctx.out_dir if tag == "" else ctx.out_dir / "calibration")
+        if path is not None:
+            originals = ctx.scored(src, [str(path)], replace(ctx.fields, steps="original_process"),
+                                   tag=tag + ".original")
+            for _, score in originals.pairs:
+                rewards.append(list(score.step_rewards))
+                labels.append(-1)
+    return rewards, labels
+
+
+def run_processbench(ctx: TaskContext) -> TaskOutput:
+    opts = ctx.options
+    calibration = None
+    if opts.calibrate:
+        (ctx.out_dir / "calibration").mkdir(parents=True, exist_ok=True)
+        calibration = sample_file(opts.calibrate, opts.calibrate_limit, opts.seed, ctx.out_dir / "calibration")
+    models: dict[str, dict[str, Any]] = {}
+    curves: dict[str, tuple[list[list[float]], list[int]]] = {}
+    for src in ctx.sources:
+        threshold = opts.threshold
+        calibrated: dict[str, Any] | None = None
+        if calibration is not None:
+            cal_rewards, cal_labels = samples_for(ctx, src, [calibration], ".calibrate", record_errors=False)
+            try:
+                threshold = best_threshold(cal_rewards, cal_labels)
+            except ValueError as exc:
+                raise EvalError(f"--calibrate {opts.calibrate}: {exc}") from None
+            fit = threshold_f1(cal_rewards, cal_labels, threshold)
+            calibrated = {"file": opts.calibrate, "samples": len(cal_labels), "f1": fit.f1,
+                          "limit": opts.calibrate_limit, "seed": opts.seed if opts.calibrate_limit else None}
+        rewards, labels = samples_for(ctx, src, ctx.inputs, "")
+        result = threshold_f1(rewards, labels, threshold)
+        models[src.name] = {"f1": result.f1, "acc_error": result.acc_erroneous, "acc_correct": result.acc_correct,
+                            "threshold": threshold, "n_error": result.n_erroneous, "n_correct": result.n_correct,
+                            "calibrated_on": calibrated}
+        curves[src.name] = (rewards, labels)
+        if result.f1 is None:
+            ctx.notes.append(f"{src.name}: F1 undefined — the inputs need both erroneous and correct samples "
+                             f"({result.n_erroneous} erroneous, {result.n_correct} correct)")
+    first = next(iter(models))
+    metrics = {**models[first], "model": first, "models": models}
+
+    header = ["model", "F1", "acc error", "acc correct", "threshold", "erroneous", "correct"]
+    rows = [[n, m["f1"], m["acc_error"], m["acc_correct"], m["threshold"], m["n_error"], m["n_correct"]]
+            for n, m in models.items()]
+    how = (f"threshold calibrated per model on {opts.calibrate}"
+           + (f" (seeded sample of {opts.calibrate_limit}, seed {opts.seed})" if opts.calibrate_limit else "")
+           if opts.calibrate else f"threshold {opts.threshold}")
+    table = text_table(header, rows) + f"\n({how}; first error = first step with reward < threshold)"
+    md = ctx.out_dir / "summary.md"
+    write_markdown(md, "ProcessBench", [("First-error identification", markdown_table(header, rows)),
+                                        ("Method", how + ". Accuracies are exact-match rates on erroneous and on "
+                                         "correct samples; F1 is their harmonic mean (QwenLM/ProcessBench).")])
+    return TaskOutput(metrics, table, {"summary": md, "plot": _plot(ctx, models, curves)})
+
+
+def _plot(ctx: TaskContext, models: dict[str, dict[str, Any]], curves: dict[str, tuple[list, list]]):
+    """F1 (solid), acc error (dashed), acc correct (dotted) against the threshold; the chosen threshold marked."""
+    plt = pyplot()
+    grid = [k / 100 for k in range(101)]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for k, (name, (rewards, labels)) in enumerate(curves.items()):
+        color = f"C{k}"
+        results = [threshold_f1(rewards, labels, t) for t in grid]
+        ax.plot(grid, [r.f1 or 0 for r in results], color=color, label=f"{name} F1")
+        ax.plot(grid, [r.acc_erroneous or 0 for r in results], color=color, linestyle="--", linewidth=0.9,
+                label=f"{name} acc error")
+        ax.plot(grid, [r.acc_correct or 0 for r in results], color=color, linestyle=":", linewidth=0.9,
+                label=f"{name} acc correct")
+        chosen = models[name]
+        ax.axvline(chosen["threshold"], color=color, linewidth=0.6, alpha=0.6)
+        if chosen["f1"] is not None:
+            ax.plot([chosen["threshold"]], [chosen["f1"]], "o", color=color)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("threshold (first step with reward < threshold = predicted first error)")
+    ax.set_ylabel("ProcessBench metric")
+    ax.set_title("ProcessBench F1 vs threshold (dot: the threshold used)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    path = ctx.out_dir / "f1_vs_threshold.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

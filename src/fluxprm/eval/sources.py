@@ -1,0 +1,174 @@
+"""Where an evaluation's scores come from — one :class:`EvalSource` per model compared — and the score cache.
+
+Several models side by side is how a user chooses a PRM, so every task takes a list of sources: each
+``-m MODEL`` (scored now, cached in ``REPORT_DIR/scores/``), each ``--scores`` file, or one ``--score-field``.
+A model's scores are written to the report folder with a marker of what was scored, so a re-run with another
+threshold (or another task on the same inputs) reads them instead of rescoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from fluxprm.records import BadRecord
+from fluxprm.scored import ScoreSource, scored_traces
+from fluxprm.scores import TraceScore
+from fluxprm.traces import FieldMap, Trace
+
+# fluxprm.models.resolve.DEFAULT_MODEL, repeated: importing fluxprm.models pulls in torch, and eval on a scores
+# file must start instantly.
+DEFAULT_MODEL = "fluxprm-mini"
+
+__all__ = ["EvalError", "EvalSource", "Scored", "sources_from", "load_scored", "write_errors"]
+
+
+class EvalError(ValueError):
+    """Input that cannot be evaluated honestly (e.g. a scores file missing traces); the message says which."""
+
+
+@dataclass
+class EvalSource:
+    """One model in the comparison: a display ``name`` and where its scores come from."""
+
+    name: str
+    source: ScoreSource
+
+    @property
+    def scored_now(self) -> bool:
+        return bool(self.source.model)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+
+
+def _model_name_of(path: str) -> str:
+    """A scores file's model name (its first record's ``model``), else the file's stem."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = json.loads(fh.readline() or "{}")
+        if isinstance(first, dict) and isinstance(first.get("model"), str) and first["model"]:
+            return first["model"]
+    except (OSError, ValueError):
+        pass
+    return Path(path).stem
+
+
+def sources_from(models: Sequence[str] | None, scores: Sequence[str] | None, score_field: str | None,
+                 model_options: dict[str, Any] | None = None, score_options: Any = None) -> list[EvalSource]:
+    """The sources of one run, in the order given; the default model when nothing is given.
+
+    Names are made unique (``name``, ``name#2``) so two score files of one model stay two columns.
+    """
+    out: list[EvalSource] = []
+    for m in models or []:
+        out.append(EvalSource(m, ScoreSource(model=m, model_options=dict(model_options or {}),
+                                             score_options=score_options)))
+    for s in scores or []:
+        out.append(EvalSource(_model_name_of(str(s)), ScoreSource(scores=[str(s)])))
+    if score_field:
+        out.append(EvalSource(f"field:{score_field}", ScoreSource(score_field=score_field)))
+    if not out:
+        out.append(EvalSource(DEFAULT_MODEL, ScoreSource(model=DEFAULT_MODEL, model_options=dict(model_options or {}),
+                                                         score_options=score_options)))
+    seen: dict[str, int] = {}
+    for src in out:
+        seen[src.name] = seen.get(src.name, 0) + 1
+        if seen[src.name] > 1:
+            src.name = f"{src.name}#{seen[src.name]}"
+    return out
+
+
+@dataclass
+class Scored:
+    """One source's traces with their scores; what could not be read or scored is kept, not lost."""
+
+    name: str
+    pairs: list[tuple[Trace, TraceScore]] = field(default_factory=list)
+    rejected: list[BadRecord] = field(default_factory=list)
+    unscored: list[Trace] = field(default_factory=list)
+    scores_file: str | None = None
+
+
+def _identity(inputs: Sequence[str], src: EvalSource, fields: FieldMap | None) -> str:
+    """What a cached scores file was made from: resolved inputs with size and mtime, model, fields."""
+    files = []
+    for p in inputs:
+        st = os.stat(p)
+        files.append([str(Path(p).resolve()), st.st_size, int(st.st_mtime)])
+    blob = json.dumps({"inputs": files, "model": src.source.model, "model_options": src.source.model_options,
+                       "fields": asdict(fields) if fields else None}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def load_scored(inputs: Sequence[str], src: EvalSource, fields: FieldMap | None, out_dir: Path, *,
+                tag: str = "", on_progress: Callable[[int], None] | None = None,
+                on_status: Callable[[str], None] | None = None) -> Scored:
+    """Read (or score, then read) one source's scores for ``inputs``.
+
+    A model's scores go to ``out_dir/scores/<model><tag>.jsonl``; a ``.done`` marker beside it records what
+    was scored, and a later run with the same inputs, model and fields reuses the file. A ``--scores`` file
+    must cover every readable trace: otherwise :class:`EvalError` names the missing ids (an evaluation on
+    the subset that happens to be scored would be a different benchmark).
+    """
+    status = on_status or (lambda message: None)
+    source = src.source
+    scores_out: Path | None = None
+    resume = False
+    if source.model:
+        cache = out_dir / "scores"
+        cache.mkdir(parents=True, exist_ok=True)
+        scores_out = cache / f"{_slug(src.name)}{tag}.jsonl"
+        marker = scores_out.with_name(scores_out.name + ".done")
+        ident = _identity(inputs, src, fields)
+        if scores_out.exists() and marker.exists() and marker.read_text().strip() == ident:
+            status(f"{src.name}: reusing cached scores {scores_out}")
+            source = ScoreSource(scores=[str(scores_out)])
+        else:
+            marker.unlink(missing_ok=True)
+            resume = scores_out.exists()
+    result = Scored(src.name, scores_file=str(scores_out) if scores_out else (source.scores or [None])[0])
+    try:
+        stream = scored_traces(inputs, source, fields, scores_out=scores_out, resume=resume, on_progress=on_progress)
+        for trace, score in stream:
+            if isinstance(trace, BadRecord):
+                result.rejected.append(trace)
+            elif score is None or score.score is None and not score.step_rewards:
+                result.unscored.append(trace)
+            else:
+                result.pairs.append((trace, score))
+    except Exception as exc:
+        if resume and type(exc).__name__ == "ResumeMismatch" and scores_out is not None:
+            scores_out.unlink(missing_ok=True)  # a damaged or foreign cache: score afresh
+            return load_scored(inputs, src, fields, out_dir, tag=tag, on_progress=on_progress, on_status=on_status)
+        raise
+    if source.model and scores_out is not None:
+        scores_out.with_name(scores_out.name + ".done").write_text(_identity(inputs, src, fields) + "\n")
+    if source.scores and result.unscored:
+        ids = [t.id for t in result.unscored]
+        shown = ", ".join(ids[:10]) + (f", … ({len(ids) - 10} more)" if len(ids) > 10 else "")
+        raise EvalError(f"scores {', '.join(source.scores)} do not match the traces: no score for {len(ids)} of "
+                        f"{len(ids) + len(result.pairs)} traces (ids {shown}); score these inputs with "
+                        "`fluxprm score` or pass -m")
+    return result
+
+
+def write_errors(path: Path, rejected: Sequence[BadRecord]) -> Path | None:
+    """Rejected records, one JSON line each with file and line; nothing written (and None) when there are none."""
+    if not rejected:
+        return None
+    seen: set[tuple[str, int, str]] = set()
+    with open(path, "w", encoding="utf-8") as fh:
+        for bad in rejected:
+            key = (bad.source, bad.line, bad.error)
+            if key in seen:  # the same bad line met by each of several models
+                continue
+            seen.add(key)
+            fh.write(json.dumps(bad.to_json(), ensure_ascii=False) + "\n")
+    return path

@@ -1,0 +1,71 @@
+"""The registry of ``fluxprm eval`` tasks and :func:`run_eval`, which runs one and writes its report.
+
+Adding a task is one function ``run_x(ctx: TaskContext) -> TaskOutput`` and one line in :data:`TASKS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from fluxprm.eval.bontask import run_bon_task
+from fluxprm.eval.context import EvalOptions, TaskContext, TaskOutput
+from fluxprm.eval.outcome import run_outcome
+from fluxprm.eval.prmbench import run_prmbench
+from fluxprm.eval.processbench import run_processbench
+from fluxprm.eval.report import write_json
+from fluxprm.eval.separation import run_separation
+from fluxprm.eval.sources import EvalError, EvalSource, write_errors
+from fluxprm.records import BadRecord
+from fluxprm.traces import FieldMap
+
+__all__ = ["TASKS", "EvalOptions", "EvalResult", "run_eval"]
+
+# name → (function, one line for --help)
+TASKS: dict[str, tuple[Callable[[TaskContext], TaskOutput], str]] = {
+    "prmbench": (run_prmbench, "PRMBench PRMScore, overall and per error class (ssmisya/PRMBench's code)."),
+    "processbench": (run_processbench, "ProcessBench first-error F1 (QwenLM/ProcessBench's code); --calibrate."),
+    "outcome": (run_outcome, "AUROC, AUPRC, ECE and reliability diagram of trace scores vs correctness."),
+    "separation": (run_separation, "Score distributions per group (e.g. source model), pairwise AUROC, overlap."),
+    "bon": (run_bon_task, "Best-of-N accuracy of every rule, by fluxprm bon's evaluator."),
+}
+
+
+@dataclass
+class EvalResult:
+    task: str
+    output: TaskOutput
+    rejected: list[BadRecord] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def run_eval(task: str, inputs: Sequence[str], sources: Sequence[EvalSource], out_dir: str | Path,
+             options: EvalOptions | None = None, fields: FieldMap | None = None, *,
+             on_progress: Callable[[int], None] | None = None,
+             on_status: Callable[[str], None] | None = None) -> EvalResult:
+    """Run ``task`` on ``inputs`` for every source; write metrics.json, summary.md, PNGs and errors.jsonl.
+
+    ``metrics.json`` holds the first source's metrics at the top level (the keys the task documents) and every
+    source's under ``"models"``.
+    """
+    if task not in TASKS:
+        raise EvalError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if not sources:
+        raise EvalError("no source of scores")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = TaskContext(list(map(str, inputs)), list(sources), options or EvalOptions(), out, fields or FieldMap(),
+                      on_progress, on_status)
+    output = TASKS[task][0](ctx)
+    output.notes = ctx.notes + output.notes
+    metrics: dict[str, Any] = {"task": task, **output.metrics, "inputs": ctx.inputs,
+                               "rejected": len({(b.source, b.line) for b in ctx.rejected}), "notes": output.notes}
+    files = {"metrics": write_json(out / "metrics.json", metrics), **output.files}
+    errors = write_errors(out / "errors.jsonl", ctx.rejected)
+    if errors is not None:
+        files["errors"] = errors
+    elif (out / "errors.jsonl").exists():
+        (out / "errors.jsonl").unlink()  # a stale file from an earlier run would misreport this one
+    output.metrics = metrics
+    return EvalResult(task, output, ctx.rejected, files)

@@ -1,0 +1,203 @@
+"""``fluxprm eval``: tasks on hand-computed fixtures (scores files, no model), bad input, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fluxprm.eval import EvalError, EvalOptions, run_eval
+from fluxprm.eval.sources import sources_from
+
+RED = "redundency"
+
+
+def prm_row(idx: str, cls: str, steps: int, errors: list[int], original: int = 3) -> dict:
+    return {"idx": idx, "classification": cls, "modified_question": f"q {idx}", "original_question": f"q {idx}",
+            "modified_process": [f"{cls} step {k}" for k in range(1, steps + 1)], "error_steps": errors,
+            "original_process": [f"ok step {k}" for k in range(1, original + 1)]}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def score_rec(source: str, line: int, rewards: list[float], model: str = "toy", id: str = "") -> dict:
+    return {"id": id or f"{source}:{line}", "score": min(rewards) if rewards else None, "step_rewards": rewards,
+            "thinking_step_rewards": [], "response_step_rewards": rewards, "trajectory_reward": None,
+            "num_steps": len(rewards), "truncated": False, "model": model, "source": source, "line": line}
+
+
+@pytest.fixture()
+def prmbench(tmp_path: Path) -> tuple[str, str]:
+    """Rows: 1 redundency p1; 2 confidence p1; 3 confidence p2 with an error step past its 2 steps (rejected);
+    4 a duplicate of row 2 (upstream keeps the first of each (classification, idx))."""
+    data = write_jsonl(tmp_path / "prmbench.jsonl", [prm_row("p1", RED, 4, [3]), prm_row("p1", "confidence", 3, [2, 3]),
+                                                     prm_row("p2", "confidence", 2, [5]),
+                                                     prm_row("p1", "confidence", 3, [2, 3])])
+    src = str(data)
+    scores = write_jsonl(tmp_path / "scores.jsonl", [
+        score_rec(src, 1, [0.9, 0.6, 0.4, 0.5]), score_rec(src, 2, [0.7, 0.8, 0.2]),
+        score_rec(src, 3, [0.9, 0.9]), score_rec(src, 4, [0.1, 0.1, 0.1])])
+    return src, str(scores)
+
+
+def test_prmbench_matches_hand_computed_prmscore(prmbench, tmp_path: Path) -> None:
+    data, scores = prmbench
+    result = run_eval("prmbench", [data], sources_from(None, [scores], None), tmp_path / "rep")
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    # TP 3, FP 1, TN 2, FN 1 over rows 1 and 2 (see tests/test_metrics.py for each row's counts)
+    assert m["f1_correct"] == pytest.approx(0.75, abs=1e-4)
+    assert m["f1_error"] == pytest.approx(2 / 3, abs=1e-4)
+    assert m["prmscore"] == pytest.approx(0.5 * 0.75 + 0.5 * 2 / 3, abs=1e-4)
+    assert m["threshold"] == 0.5 and m["samples"] == 2
+    assert m["per_class"][RED]["prmscore"] == pytest.approx(0.5 * 0.8 + 0.5 * 2 / 3, abs=1e-4)
+    assert m["per_class"]["confidence"]["prmscore"] == pytest.approx(2 / 3, abs=1e-4)
+    assert m["per_class"]["confidence"]["samples"] == 1  # the duplicate row is not counted twice
+    assert "PRMScore" in result.output.table
+    assert (tmp_path / "rep" / "prmscore.png").stat().st_size > 1000
+    assert (tmp_path / "rep" / "summary.md").read_text().startswith("# PRMBench")
+
+
+def test_prmbench_error_steps_past_the_steps_go_to_the_errors_file(prmbench, tmp_path: Path) -> None:
+    data, scores = prmbench
+    run_eval("prmbench", [data], sources_from(None, [scores], None), tmp_path / "rep")
+    errors = [json.loads(line) for line in (tmp_path / "rep" / "errors.jsonl").read_text().splitlines()]
+    assert [(e["source"], e["line"]) for e in errors] == [(data, 3)]
+    assert "error_steps [5] outside 1..2" in errors[0]["error"]
+
+
+def test_threshold_changes_the_counts(prmbench, tmp_path: Path) -> None:
+    data, scores = prmbench
+    run_eval("prmbench", [data], sources_from(None, [scores], None), tmp_path / "rep", EvalOptions(threshold=0.45))
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    # at 0.45 the 0.5 step of row 1 becomes valid: TP 4, FP 1, TN 2, FN 0
+    assert m["f1_correct"] == pytest.approx(2 * 0.8 * 1 / 1.8, abs=1e-4)
+    assert m["f1_error"] == pytest.approx(2 * 1 * (2 / 3) / (5 / 3), abs=1e-4)
+
+
+def test_a_scores_file_that_does_not_match_names_the_missing_ids(prmbench, tmp_path: Path) -> None:
+    data, _ = prmbench
+    partial = write_jsonl(tmp_path / "partial.jsonl", [score_rec(data, 1, [0.9, 0.6, 0.4, 0.5])])
+    with pytest.raises(EvalError, match=r"no score for 3 of 4 traces \(ids p1, p2, p1\)"):
+        run_eval("prmbench", [data], sources_from(None, [str(partial)], None), tmp_path / "rep")
+
+
+def test_two_score_files_side_by_side(prmbench, tmp_path: Path) -> None:
+    data, scores = prmbench
+    src = data
+    other = write_jsonl(tmp_path / "other.jsonl", [score_rec(src, k, [0.9] * n, model="always-valid")
+                                                   for k, n in ((1, 4), (2, 3), (3, 2), (4, 3))])
+    result = run_eval("prmbench", [data], sources_from(None, [scores, str(other)], None), tmp_path / "rep")
+    m = result.output.metrics
+    assert list(m["models"]) == ["toy", "always-valid"]
+    assert m["models"]["always-valid"]["f1_error"] is None  # never flags a step: F1 on errors undefined
+    assert "always-valid" in result.output.table and "toy" in result.output.table
+
+
+# ---- processbench ----------------------------------------------------------------------------------------
+
+def pb_row(k: int, label: int, n: int = 3) -> dict:
+    return {"id": f"pb{k}", "problem": f"problem {k}", "steps": [f"s{k}.{j}" for j in range(n)], "label": label}
+
+
+@pytest.fixture()
+def processbench(tmp_path: Path) -> tuple[str, str]:
+    data = write_jsonl(tmp_path / "pb.jsonl", [pb_row(1, 1), pb_row(2, -1), pb_row(3, 0), pb_row(4, -1)])
+    src = str(data)
+    scores = write_jsonl(tmp_path / "pb_scores.jsonl", [
+        score_rec(src, 1, [0.9, 0.3, 0.8]),   # first < 0.5 at 1 = label 1: hit
+        score_rec(src, 2, [0.9, 0.6, 0.7]),   # no error predicted, label -1: hit
+        score_rec(src, 3, [0.6, 0.2, 0.1]),   # predicted 1, label 0: miss
+        score_rec(src, 4, [0.9, 0.45, 0.9])])  # predicted 1, label -1: miss
+    return src, str(scores)
+
+
+def test_processbench_by_hand(processbench, tmp_path: Path) -> None:
+    data, scores = processbench
+    run_eval("processbench", [data], sources_from(None, [scores], None), tmp_path / "rep")
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert (m["acc_error"], m["acc_correct"], m["f1"], m["threshold"]) == (0.5, 0.5, 0.5, 0.5)
+    assert (tmp_path / "rep" / "f1_vs_threshold.png").exists()
+
+
+def test_processbench_calibrate_picks_the_best_threshold_on_another_file(processbench, tmp_path: Path) -> None:
+    data, scores = processbench
+    # pb1 is hit for 0.3 < t <= 0.9, pb2 for t <= 0.6, pb4 for t <= 0.45, pb3 only for t > 0.6: the best is
+    # t in (0.3, 0.45] (acc error 1/2, acc correct 1, F1 2/3), searched exactly: the midpoint 0.375
+    result = run_eval("processbench", [data], sources_from(None, [scores], None), tmp_path / "rep",
+                      EvalOptions(calibrate=data))
+    m = result.output.metrics
+    assert m["threshold"] == pytest.approx(0.375) and m["f1"] == pytest.approx(2 / 3)
+    assert m["calibrated_on"]["samples"] == 4
+
+
+def test_prmbench_records_convert_to_processbench_by_earliest_error(prmbench, tmp_path: Path) -> None:
+    data, scores = prmbench
+    result = run_eval("processbench", [data], sources_from(None, [scores], None), tmp_path / "rep")
+    m = result.output.metrics
+    assert m["n_error"] == 3 and m["n_correct"] == 0 and m["f1"] is None  # rows 1, 2, 4; row 3 rejected
+    # row 1 label 2 (first reward < 0.5 at 2: hit), row 2 label 1 (first < 0.5 at 2: miss), row 4 label 1 (0: miss)
+    assert m["acc_error"] == pytest.approx(1 / 3, abs=1e-4)
+    assert any("F1 undefined" in n for n in m["notes"])
+
+
+# ---- outcome and separation ------------------------------------------------------------------------------
+
+def test_outcome_and_separation(tmp_path: Path) -> None:
+    rows = [{"id": f"t{k}", "problem": "p", "response": f"answer {k}", "correct": k % 2 == 0,
+             "model": "strong" if k < 4 else "weak"} for k in range(8)]
+    data = str(write_jsonl(tmp_path / "out.jsonl", rows))
+    values = [0.9, 0.2, 0.8, 0.3, 0.6, 0.1, 0.4, 0.35]
+    scores = write_jsonl(tmp_path / "s.jsonl", [score_rec(data, k + 1, [v]) for k, v in enumerate(values)])
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    labels = [k % 2 == 0 for k in range(8)]
+    m = run_eval("outcome", [data], sources_from(None, [str(scores)], None), tmp_path / "o").output.metrics
+    assert m["auroc"] == pytest.approx(sklearn_metrics.roc_auc_score(labels, values))
+    assert m["auprc"] == pytest.approx(sklearn_metrics.average_precision_score(labels, values))
+    assert m["ece"] is not None and (tmp_path / "o" / "reliability.png").exists()
+    s = run_eval("separation", [data], sources_from(None, [str(scores)], None), tmp_path / "s").output.metrics
+    (pair,) = s["pairs"]
+    assert (pair["a"], pair["b"]) == ("strong", "weak")
+    strong, weak = values[:4], values[4:]
+    expected = sum((a > b) + 0.5 * (a == b) for a in strong for b in weak) / 16
+    assert pair["auroc"] == pytest.approx(expected)
+    assert 0 <= pair["overlap"] <= 1 and (tmp_path / "s" / "separation.png").exists()
+
+
+# ---- command line ----------------------------------------------------------------------------------------
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fluxprm", "eval", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_prints_a_table_and_writes_the_report(prmbench, tmp_path: Path) -> None:
+    data, scores = prmbench
+    res = run_cli("prmbench", data, "--scores", scores, "-o", str(tmp_path / "rep"), "--threshold", "0.5")
+    assert res.returncode == 0, res.stderr
+    assert "PRMScore" in res.stdout and "0.708" in res.stdout
+    assert "1 records rejected" in res.stderr
+    assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["task"] == "prmbench"
+
+
+def test_cli_mismatched_scores_exit_1_naming_ids(prmbench, tmp_path: Path) -> None:
+    data, _ = prmbench
+    partial = write_jsonl(tmp_path / "partial.jsonl", [score_rec(data, 1, [0.9, 0.6, 0.4, 0.5])])
+    res = run_cli("prmbench", data, "--scores", str(partial), "-o", str(tmp_path / "rep"))
+    assert res.returncode == 1 and "ids p1, p2, p1" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("nosuchtask", data, "--scores", str(partial), "-o", str(tmp_path / "rep"))
+    assert res.returncode == 2 and "unknown task" in res.stderr
+
+
+def test_eval_on_scores_imports_no_torch(prmbench, tmp_path: Path) -> None:
+    data, scores = prmbench
+    code = ("import sys; from fluxprm.eval import run_eval; from fluxprm.eval.sources import sources_from; "
+            f"run_eval('prmbench', [{data!r}], sources_from(None, [{scores!r}], None), {str(tmp_path / 'r')!r}); "
+            "print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.split()[-1] == "False", res.stdout + res.stderr
