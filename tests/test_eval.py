@@ -201,3 +201,43 @@ def test_eval_on_scores_imports_no_torch(prmbench, tmp_path: Path) -> None:
             "print('torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.split()[-1] == "False", res.stdout + res.stderr
+
+
+def test_bon_task_runs_fluxprm_bon_per_model(tmp_path: Path) -> None:
+    rows = [{"id": f"c{p}{k}", "problem": f"problem {p}", "response": f"the answer is \\boxed{{{k}}}",
+             "correct": k == p} for p in range(2) for k in range(2)]
+    data = str(write_jsonl(tmp_path / "pool.jsonl", rows))
+    good = write_jsonl(tmp_path / "good.jsonl", [score_rec(data, i + 1, [0.9 if r["correct"] else 0.1], model="good")
+                                                 for i, r in enumerate(rows)])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [score_rec(data, i + 1, [0.1 if r["correct"] else 0.9], model="bad")
+                                               for i, r in enumerate(rows)])
+    result = run_eval("bon", [data], sources_from(None, [str(good), str(bad)], None), tmp_path / "rep")
+    models = result.output.metrics["models"]
+    assert models["good"]["n"] == 2 and models["good"]["accuracy"]["argmax"] == 1.0
+    assert models["bad"]["accuracy"]["argmax"] == 0.0
+    assert (tmp_path / "rep" / "bon" / "good" / "metrics.json").exists()
+
+
+def test_model_scores_are_cached_in_the_report_folder(prmbench, tmp_path: Path, monkeypatch) -> None:
+    """A second run (another threshold) reads REPORT_DIR/scores/<model>.jsonl instead of scoring again."""
+    import fluxprm.eval.sources as sources
+
+    data, scores = prmbench
+    runs: list[str] = []
+    real = sources.scored_traces
+
+    def fake(inputs, source, fields=None, *, scores_out=None, resume=False, on_progress=None):
+        if source.model:  # "score" by copying the fixture's scores into the cache file
+            runs.append(str(scores_out))
+            Path(scores_out).write_text(Path(scores).read_text())
+            source = sources.ScoreSource(scores=[str(scores_out)])
+        return real(inputs, source, fields)
+
+    monkeypatch.setattr(sources, "scored_traces", fake)
+    src = [sources.EvalSource("toy", sources.ScoreSource(model="toy"))]
+    # with -m the originals are scored too; this fixture has no separate scores for them
+    monkeypatch.setattr("fluxprm.eval.prmbench.prmbench_original_file", lambda inputs, out: (None, {}))
+    first = run_eval("prmbench", [data], src, tmp_path / "rep").output.metrics
+    second = run_eval("prmbench", [data], src, tmp_path / "rep", EvalOptions(threshold=0.45)).output.metrics
+    assert runs == [str(tmp_path / "rep" / "scores" / "toy.jsonl")]  # scored once
+    assert first["prmscore"] != second["prmscore"] and second["threshold"] == 0.45

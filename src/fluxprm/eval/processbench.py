@@ -131,7 +131,7 @@ def _plot(ctx: TaskContext, models: dict[str, dict[str, Any]], curves: dict[str,
         if chosen["f1"] is not None:
             ax.plot([chosen["threshold"]], [chosen["f1"]], "o", color=color)
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(-0.02, 1.04)  # a curve at 0 or 1 stays visible
     ax.set_xlabel("threshold (first step with reward < threshold = predicted first error)")
     ax.set_ylabel("ProcessBench metric")
     ax.set_title("ProcessBench F1 vs threshold (dot: the threshold used)", fontsize=10)

@@ -57,9 +57,9 @@ def run_separation(ctx: TaskContext) -> TaskOutput:
         groups_by_model[src.name] = groups
     first = next(iter(models))
     metrics = {**models[first], "model": first, "models": models}
-    header = ["model", f"{name} A", f"{name} B", "AUROC(A>B)", "overlap"]
+    header = ["PRM", f"{name} A", f"{name} B", "AUROC(A>B)", "overlap"]
     rows = [[m, p["a"], p["b"], p["auroc"], p["overlap"]] for m, d in models.items() for p in d["pairs"]]
-    g_header = ["model", name, "traces", "mean score"]
+    g_header = ["PRM", name, "traces", "mean score"]
     g_rows = [[m, g, v["n"], v["mean"]] for m, d in models.items() for g, v in d["groups"].items()]
     md = ctx.out_dir / "summary.md"
     write_markdown(md, f"Separation by {name}", [("Groups", markdown_table(g_header, g_rows)),
@@ -73,7 +73,7 @@ def _plot(ctx: TaskContext, groups_by_model: dict[str, dict[str, list[float]]]):
     n = len(groups_by_model)
     fig, axes = plt.subplots(1, n, figsize=(max(6.0, 5.0 * n), 4.2), squeeze=False)
     for ax, (model, groups) in zip(axes[0], groups_by_model.items()):
-        names = sorted(groups, key=lambda g: -sum(groups[g]) / len(groups[g]))
+        names = sorted(groups, key=lambda g: sum(groups[g]) / len(groups[g]))  # highest mean on top
         if names:
             ax.boxplot([groups[g] for g in names], orientation="horizontal", showfliers=False)
             for k, g in enumerate(names, start=1):
