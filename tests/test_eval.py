@@ -68,7 +68,7 @@ def test_prmbench_error_steps_past_the_steps_go_to_the_errors_file(prmbench, tmp
     run_eval("prmbench", [data], sources_from(None, [scores], None), tmp_path / "rep")
     errors = [json.loads(line) for line in (tmp_path / "rep" / "errors.jsonl").read_text().splitlines()]
     assert [(e["source"], e["line"]) for e in errors] == [(data, 3)]
-    assert "error_steps [5] outside 1..2" in errors[0]["error"]
+    assert "error_steps [5] outside 1..2: the sample's gold labels cannot be trusted" in errors[0]["error"]
 
 
 def test_threshold_changes_the_counts(prmbench, tmp_path: Path) -> None:

@@ -70,7 +70,9 @@ def eval(  # noqa: A001 (the command's name)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(options.threads)
     sources = sources_from(model, [str(s) for s in scores or []], score_field, {"dtype": dtype, "device": device})
     scoring = any(src.scored_now for src in sources)
-    progress, advance = progress_bar("scoring", count_inputs(paths) if scoring else None, enabled=scoring)
+    # prmbench/processbench with a model also score each problem's original process, bon may generate: no total
+    fixed = task in ("outcome", "separation") and not options.calibrate
+    progress, advance = progress_bar("scoring", count_inputs(paths) if scoring and fixed else None, enabled=scoring)
     try:
         with progress:
             result = run_eval(task, paths, sources, out, options, fields, on_progress=advance, on_status=say)

@@ -83,7 +83,10 @@ def label_problem(trace: Trace) -> str | None:
     ``fluxprm.traces`` keeps such rows for training and notes ``meta["label_warning"]``; a benchmark must not
     score a sample whose gold is wrong, so eval sends it to the errors file instead.
     """
-    return trace.meta.get("label_warning")
+    warning = trace.meta.get("label_warning")
+    if warning is None:
+        return None
+    return warning.removesuffix("; ignored") + ": the sample's gold labels cannot be trusted; not evaluated"
 
 
 def reject(trace: Trace, why: str) -> BadRecord:
