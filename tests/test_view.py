@@ -201,7 +201,8 @@ def test_scores_only_page_lists_every_trace_without_text(tmp_path):
 
 
 def test_json_in_the_page_cannot_close_its_script_tag(tmp_path):
-    nasty = 'a </script><script>alert(1)</script> <!-- <script> \u2028 \x00 {{details}} {{index}} \ud800 end'
+    # (no lone surrogate here: a trace carrying one is rejected when read, before any page sees it)
+    nasty = 'a </script><script>alert(1)</script> <!-- <script> \u2028 \x00 {{details}} {{index}} end'
     trace = {"id": "x</script>", "problem": nasty, "response": "<think>" + nasty + "\n\nsecond step is long enough "
              "to stand alone</think>" + nasty}
     (tmp_path / "t.jsonl").write_text(json.dumps(trace) + "\n")
