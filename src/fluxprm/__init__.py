@@ -41,6 +41,16 @@ _EXPORTS = {
     "FORMATS": "fluxprm.models.formats",
     "REGISTRY": "fluxprm.models.registry",
     "load_prm": "fluxprm.models.loading",
+    "ScoreSource": "fluxprm.scored",
+    "SelectOptions": "fluxprm.select",
+    "run_select": "fluxprm.select",
+    "BonOptions": "fluxprm.bon",
+    "run_bon": "fluxprm.bon",
+    "EvalOptions": "fluxprm.eval",
+    "EvalSource": "fluxprm.eval",
+    "run_eval": "fluxprm.eval",
+    "ViewOptions": "fluxprm.view",
+    "build_page": "fluxprm.view",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
