@@ -137,3 +137,16 @@ def test_score_layer_imports_no_torch():
             "print('ok')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_every_public_name_resolves_and_the_command_libraries_need_no_torch():
+    code = ("import sys, fluxprm\n"
+            "names = [n for n in fluxprm.__all__ if n != '__version__']\n"
+            "light = ['BadRecord', 'TraceScore', 'read_scores', 'join_scores', 'run_select', 'run_bon', 'run_eval',\n"
+            "         'build_page', 'ScoreOptions', 'StepConfig', 'Trace', 'iter_traces']\n"
+            "[getattr(fluxprm, n) for n in light]\n"
+            "assert 'torch' not in sys.modules\n"
+            "[getattr(fluxprm, n) for n in names]\n"
+            "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
