@@ -129,14 +129,19 @@ def test_no_upward_imports_between_core_layers():
     assert upward == []
 
 
+def _run_fresh(code: str, timeout: float) -> None:
+    """Run ``code`` in a fresh interpreter (nothing imported yet) and require that it prints ``ok``."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
 def test_score_layer_imports_no_torch():
     code = ("import sys\n"
             "import fluxprm, fluxprm.scores, fluxprm.steps, fluxprm.traces, fluxprm.records, fluxprm.engine.options\n"
             "from fluxprm.scores import read_scores, join_scores, combine\n"
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n"
             "print('ok')\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    _run_fresh(code, timeout=120)
 
 
 def test_every_public_name_resolves_and_the_command_libraries_need_no_torch():
@@ -148,5 +153,4 @@ def test_every_public_name_resolves_and_the_command_libraries_need_no_torch():
             "assert 'torch' not in sys.modules\n"
             "[getattr(fluxprm, n) for n in names]\n"
             "print('ok')\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    _run_fresh(code, timeout=300)
