@@ -19,6 +19,8 @@ LAYERS = {
     "fluxprm.engine": 4, "fluxprm.outputs": 4,
     "fluxprm.jobs": 5,
     "fluxprm.score_job": 6,
+    "fluxprm.rl": 7,
+    "fluxprm.serve": 8,
     "fluxprm.cli": 9,
 }
 
@@ -139,6 +141,7 @@ def test_score_layer_imports_no_torch():
     code = ("import sys\n"
             "import fluxprm, fluxprm.scores, fluxprm.steps, fluxprm.traces, fluxprm.records, fluxprm.engine.options\n"
             "from fluxprm.scores import read_scores, join_scores, combine\n"
+            "import fluxprm.rl, fluxprm.rl.rewards  # a trainer imports the reward formulas before it loads a model\n"
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n"
             "print('ok')\n")
     _run_fresh(code, timeout=120)
