@@ -191,6 +191,18 @@ def test_long_completion_and_weight_zero_parts():
     assert outcome_only(prompts=["q", "q"], completions=["\\boxed{4}", "\\boxed{3}"], answer=["4", "4"]) == [1.0, 0.0]
 
 
+def test_two_rewards_weighted_like_beta_sum_to_the_mixed_reward():
+    """docs/rl.md's split recipe: reward_weights [β, 1 − β] on PRM-only and outcome-only rewards = the mix."""
+    prompts = ["What is 2 + 2?"] * 3
+    completions = ["Two and two.\n\nThat is four, \\boxed{4}.", "It is \\boxed{5}.", "Hmm.\n\nNo idea."]
+    gold = ["4", "4", "4"]
+    mixed = GRPOReward(beta=BETA)(prompts=prompts, completions=completions, answer=gold)
+    prm = GRPOReward(beta=1.0, name="fluxprm_prm")(prompts=prompts, completions=completions, answer=gold)
+    outcome = GRPOReward(beta=0.0, name="fluxprm_outcome")(prompts=prompts, completions=completions, answer=gold)
+    assert outcome == [1.0, 0.0, 0.0]
+    assert mixed == pytest.approx([BETA * p + (1 - BETA) * o for p, o in zip(prm, outcome)], abs=1e-12)
+
+
 def test_name_signature_pickling_and_bad_arguments():
     from trl.trainer.utils import get_callable_name, is_async_callable
 
