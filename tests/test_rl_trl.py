@@ -140,7 +140,8 @@ def test_conversational_keywords_and_a_bad_completion_give_finite_rewards():
     reward = GRPOReward(history=1)
     metrics: dict[str, list[float]] = {}
     extra: dict[str, list] = {}
-    prompts = [[{"role": "system", "content": "Reason step by step."}, {"role": "user", "content": "What is 2 + 2?"}]] * 4
+    prompts = [[{"role": "system", "content": "Reason step by step."},
+                {"role": "user", "content": "What is 2 + 2?"}]] * 4
     completions = [[{"role": "assistant", "content": "Two plus two is four.\n\nSo the answer is \\boxed{4}."}],
                    [{"role": "assistant", "content": ""}],
                    [{"role": "assistant", "content": "\\boxed{5}"}],

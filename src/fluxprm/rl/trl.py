@@ -89,6 +89,11 @@ class RewardBatch:
     rewards: list[float]
     beta: float
 
+    def __repr__(self) -> str:  # the completions can be long: a summary, not the texts
+        n = len(self.rewards)
+        mean = sum(self.rewards) / n if n else float("nan")
+        return f"RewardBatch(n={n}, beta={self.beta}, mean_reward={mean:.4f}, unscored={sum(self.unscored)})"
+
 
 class GRPOReward:
     """A TRL ``GRPOTrainer`` reward function: ``(1 − β)·outcome + β·prm`` per completion (see the module docstring).
