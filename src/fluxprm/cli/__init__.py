@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("fluxprm.cli.export", "Write a trained checkpoint in the qwen-prm layout (vLLM, SGLang)."),
     "eval": ("fluxprm.cli.eval", "Benchmark PRMs side by side: PRMBench, ProcessBench, outcome, separation, Best-of-N."),
     "view": ("fluxprm.cli.view", "Write a self-contained HTML page of traces, each step coloured by its reward."),
+    "serve": ("fluxprm.cli.serve", "Serve a PRM over HTTP (native, OpenRLHF and vLLM protocols) with dynamic batching."),
     "models": ("fluxprm.cli.models", "List the PRMs known by name."),
 }
 
