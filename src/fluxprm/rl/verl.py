@@ -89,6 +89,8 @@ __all__ = [
     "FluxPRMRewardManager",
     "FluxPRMLegacyRewardManager",
     "FluxPRMAgentLoopManager",
+    "FluxPRMAgentLoopOutput",
+    "FluxPRMDenseAgentLoop",
     "TOKEN_REWARDS_KEY",
     "REGISTERED_NAME",
     "problem_from",
@@ -276,7 +278,7 @@ def decode_placement(value: Any) -> tuple[int, list[tuple[int, float]]] | None:
 
 
 def _write_row(row: torch.Tensor, valid_length: int, placed: tuple[int, list[tuple[int, float]]] | None,
-               scalar: float) -> None:
+               scalar: float, warn: bool = True) -> None:
     """Fill one ``rm_scores`` row: the placement when it was made for this many tokens, else verl's default (the
     scalar on the last valid token)."""
     row.zero_()
@@ -287,7 +289,7 @@ def _write_row(row: torch.Tensor, valid_length: int, placed: tuple[int, list[tup
             if 0 <= token < valid_length:
                 row[token] += value
         return
-    if placed is not None:
+    if placed is not None and warn:
         logger.warning("fluxprm token rewards were placed for %d tokens but the response has %d: scalar on the "
                        "last token instead", placed[0], valid_length)
     row[valid_length - 1] = scalar
@@ -539,38 +541,83 @@ class FluxPRMLegacyRewardManager(AbstractRewardManager):
 
 # ----------------------------------------------------------------------------------------- streaming (agent loop)
 
-_AGENT_LOOP_MANAGER: type | None = None
+_LAZY: dict[str, type] = {}
 
 
-def _agent_loop_manager() -> type:
+def _agent_loop_classes() -> dict[str, type]:
     """Built on first use: verl's agent loop imports its rollout stack (and ``cachetools``), which the reward
     managers do not need."""
-    global _AGENT_LOOP_MANAGER
-    if _AGENT_LOOP_MANAGER is None:
-        from verl.experimental.agent_loop import AgentLoopManager
-        from verl.utils.ray_utils import auto_await
+    if _LAZY:
+        return _LAZY
+    import hydra
+    from verl.experimental.agent_loop import AgentLoopManager, AgentLoopOutput
+    from verl.experimental.agent_loop.agent_loop import AgentLoopBase, _agent_loop_registry
+    from verl.utils.ray_utils import auto_await
 
-        class FluxPRMAgentLoopManager(AgentLoopManager):
-            """verl's agent loop manager, then each sample's ``rm_scores`` rewritten from its fluxprm placement.
+    class FluxPRMAgentLoopManager(AgentLoopManager):
+        """verl's agent loop manager, then each sample's ``rm_scores`` rewritten from its fluxprm placement.
 
-            Rewards stream with the rollout and the agent loop puts each scalar on the last token; the placement
-            travelled beside it in ``reward_extra_info``. Set ``actor_rollout_ref.rollout.agent.
-            agent_loop_manager_class=fluxprm.rl.verl.FluxPRMAgentLoopManager`` (V0 trainer, ``trainer.use_v1=false``).
-            """
+        For the V0 trainer (``trainer.use_v1=false``): rewards stream with the rollout and ``_postprocess`` puts each
+        scalar on the last token; the placement travelled beside it in ``reward_extra_info``. Set
+        ``actor_rollout_ref.rollout.agent.agent_loop_manager_class=fluxprm.rl.verl.FluxPRMAgentLoopManager``.
+        """
 
-            @auto_await
-            async def generate_sequences(self, prompts: DataProto) -> DataProto:
-                output = await super().generate_sequences(prompts)
-                return apply_token_rewards(output)
+        @auto_await
+        async def generate_sequences(self, prompts: DataProto) -> DataProto:
+            output = await super().generate_sequences(prompts)
+            return apply_token_rewards(output)
 
-        FluxPRMAgentLoopManager.__module__ = __name__
-        _AGENT_LOOP_MANAGER = FluxPRMAgentLoopManager
-    return _AGENT_LOOP_MANAGER
+    class FluxPRMAgentLoopOutput(AgentLoopOutput):
+        """An agent loop output whose ``as_dict`` (what verl's V1 worker writes to the TransferQueue) carries the
+        dense row: the placement from ``reward_extra_info`` instead of the scalar on the last token."""
+
+        def as_dict(self) -> dict[str, Any]:
+            out = super().as_dict()
+            info = self.extra_fields.get("reward_extra_info") or {}
+            placed = decode_placement(info.get(TOKEN_REWARDS_KEY)) if isinstance(info, Mapping) else None
+            row = out.get("rm_scores")
+            if placed is not None and row is not None:
+                # a multi-output trajectory copies the last output's info to the others: those keep the scalar
+                _write_row(row, int(row.shape[0]), placed, float(row.sum()), warn=False)
+            return out
+
+    def densify(output: Any) -> Any:
+        if isinstance(output, list):
+            return [densify(o) for o in output]
+        if type(output) is not AgentLoopOutput:  # a subclass of its own: keep it (scalar on the last token)
+            return output
+        fields = {name: getattr(output, name) for name in AgentLoopOutput.model_fields}
+        return FluxPRMAgentLoopOutput.model_construct(_fields_set=set(output.model_fields_set), **fields)
+
+    class FluxPRMDenseAgentLoop(AgentLoopBase):
+        """Runs another registered agent loop (``inner``, default ``single_turn_agent``) and returns its output as
+        :class:`FluxPRMAgentLoopOutput`, so verl's V1 trainer (the default) stores the dense row. Register it with
+        ``actor_rollout_ref.rollout.agent.agent_loop_config_path`` (a YAML list entry ``{name: fluxprm_dense,
+        _target_: fluxprm.rl.verl.FluxPRMDenseAgentLoop, inner: single_turn_agent}``) and select it with
+        ``default_agent_loop=fluxprm_dense`` (or a dataset's ``agent_name``)."""
+
+        def __init__(self, inner: str = "single_turn_agent", name: str | None = None, **kwargs: Any) -> None:
+            if inner not in _agent_loop_registry:
+                raise ValueError(f"fluxprm_dense wraps agent loop {inner!r}, which is not registered "
+                                 f"(registered: {sorted(_agent_loop_registry)})")
+            self.inner = hydra.utils.instantiate(_agent_loop_registry[inner], **kwargs)
+
+        async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> Any:
+            return densify(await self.inner.run(sampling_params, **kwargs))
+
+    for cls in (FluxPRMAgentLoopManager, FluxPRMAgentLoopOutput, FluxPRMDenseAgentLoop):
+        cls.__module__, cls.__qualname__ = "fluxprm.rl.verl", cls.__name__  # locatable by hydra, pickle, register
+    _LAZY.update({c.__name__: c for c in (FluxPRMAgentLoopManager, FluxPRMAgentLoopOutput, FluxPRMDenseAgentLoop)})
+    _LAZY["densify"] = densify
+    return _LAZY
+
+
+_LAZY_NAMES = ("FluxPRMAgentLoopManager", "FluxPRMAgentLoopOutput", "FluxPRMDenseAgentLoop")
 
 
 def __getattr__(name: str) -> Any:
-    if name == "FluxPRMAgentLoopManager":
-        return _agent_loop_manager()
+    if name in _LAZY_NAMES:
+        return _agent_loop_classes()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -580,7 +627,7 @@ if __name__ == "fluxprm.rl.verl":
     _register_reward_loop(REGISTERED_NAME)(FluxPRMRewardManager)
     _register_legacy(REGISTERED_NAME)(FluxPRMLegacyRewardManager)
 else:  # executed from its file path by verl's load_extern_object: hand out the package module's objects
-    globals().update({_name: getattr(_CANONICAL, _name) for _name in __all__ if _name != "FluxPRMAgentLoopManager"})
+    globals().update({_name: getattr(_CANONICAL, _name) for _name in __all__ if _name not in _LAZY_NAMES})
     __getattr__ = _CANONICAL.__getattr__  # noqa: F811
     if sys.modules.get(__name__) is _CANONICAL:
         del sys.modules[__name__]
