@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import os
+import signal
 import socket
 from dataclasses import replace
 from typing import Annotated, Any, Optional
@@ -102,7 +103,16 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     say(f"fluxprm serve: listening on http://{shown}:{port} (loading {model or 'fluxprm-mini'}; GET /health says "
         "when it is ready)")
-    holder["server"].run(sockets=[sock])
+    # uvicorn re-raises the stop signal once it has shut down; the graceful stop is done by then, so it must
+    # not kill the process with that signal: a finished shutdown exits 0.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        holder["server"].run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if holder["server"].force_exit:
+        die("forced exit: requests still in progress were dropped", code=1)
     if fatal:
         from fluxprm.models import ModelNotFound
 
