@@ -370,6 +370,10 @@ def test_dense_manager_is_registered_and_resolved_by_verl(tokenizer_dir):
     assert get_reward_manager_cls("fluxprm") is fv.FluxPRMRewardManager
     assert legacy_cls("fluxprm") is fv.FluxPRMLegacyRewardManager
     assert resolve_reward_manager_cls(_dense_config(tokenizer_dir)) is fv.FluxPRMRewardManager
+    pkg = verl_config(tokenizer_dir, "reward.reward_manager.source=importlib",
+                      "reward.reward_manager.module.path=pkg://fluxprm.rl.verl",
+                      "reward.reward_manager.name=FluxPRMRewardManager")
+    assert resolve_reward_manager_cls(pkg) is fv.FluxPRMRewardManager
     cfg = verl_config(tokenizer_dir, "reward.reward_manager.name=fluxprm")  # source: register
     assert resolve_reward_manager_cls(cfg) is fv.FluxPRMRewardManager
 
