@@ -21,8 +21,11 @@ Where verl places what a manager returns (verl 0.9.1 source):
   (``reward.reward_model.enable=true``, ``enable_resource_pool=false``), which launches a vLLM/SGLang server.
 * Otherwise rewards stream with the rollout: the agent loop puts ``reward_score`` (a float) on the last token
   itself. The dense placement still travels, as the JSON string ``fluxprm_token_rewards`` in
-  ``reward_extra_info``; :class:`FluxPRMAgentLoopManager` (``actor_rollout_ref.rollout.agent.
-  agent_loop_manager_class``, the V0 trainer) rewrites ``rm_scores`` from it after generation.
+  ``reward_extra_info``: ``FluxPRMDenseAgentLoop`` (an agent loop wrapping the one you use; the V1 trainer, verl
+  0.9.1's default) makes ``AgentLoopOutput.as_dict`` write the dense row, and ``FluxPRMAgentLoopManager``
+  (``actor_rollout_ref.rollout.agent.agent_loop_manager_class``, the V0 trainer) rewrites ``rm_scores`` from it
+  after generation. Both are built on first access: verl's agent loop imports a rollout stack (and ``cachetools``)
+  that the reward managers do not need.
 
 Why the less obvious choices:
 
@@ -33,7 +36,9 @@ Why the less obvious choices:
   ``fluxprm.rl.verl`` instead of defining its own, so the registries see one class (verl's ``register`` refuses a
   second class under the same name) and a pickled :class:`DenseScore` unpickles in any process.
 * Concurrent ``run_single`` calls (the Reward Loop worker starts one task per sample of its chunk) are gathered
-  and scored as one PRM batch: the padded batches are several times faster than one trace at a time.
+  and scored in one call: the engine then batches them as it measured fastest (padded batches on a GPU; on a
+  2-core CPU with fluxprm-mini, 16 samples took the same 2 s either way), and the worker's event loop waits on one
+  thread instead of one per sample.
 * Nothing raises on a completion: a sample the PRM cannot score gets PRM part 0 (and is counted in
   ``fluxprm_unscored``); a batch that fails is retried sample by sample. A model that cannot be loaded raises when
   the manager is built: training on a silently missing reward is worse.
