@@ -18,17 +18,15 @@ import math
 import pickle
 from pathlib import Path
 
+import datasets  # dev dependencies: a missing one fails the suite, it does not skip it
+import pandas as pd
 import pytest
+import torch
+import trl
+from builders import build_qwen25_tokenizer
 
-torch = pytest.importorskip("torch")
-trl = pytest.importorskip("trl")
-datasets = pytest.importorskip("datasets")
-pd = pytest.importorskip("pandas")
-
-from builders import build_qwen25_tokenizer  # noqa: E402
-
-from fluxprm.rl import GRPOReward, RewardModel  # noqa: E402
-from fluxprm.rl.rewards import shared_model  # noqa: E402
+from fluxprm.rl import GRPOReward, RewardModel
+from fluxprm.rl.rewards import shared_model
 
 BETA = 0.75
 MAX_STEPS = 2
