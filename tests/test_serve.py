@@ -421,6 +421,7 @@ def test_full_queue_is_503_and_a_client_that_leaves_poisons_nothing(mini):
         refused = post([quick[0]])
         err = assert_error(refused, 503, "queue is full")
         assert int(refused.headers["retry-after"]) >= 1 and err["type"] == "ServiceUnavailable"
+        assert_error(post(quick), 413, "more than this server's queue holds")  # could never be admitted
         answers = [f.result(300) for f in (first, second, third)]
         health = httpx.get(f"{url}/health").json()
     assert [a.status_code for a in answers] == [200, 200, 200]

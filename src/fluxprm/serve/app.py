@@ -225,6 +225,9 @@ def create_app(options: ServeOptions, load: Callable[[], Any], *,
         """The results for ``items``, or :class:`_ClientGone` if the client leaves first (its job is withdrawn)."""
         if not items:
             return []
+        if len(items) > options.max_queue:
+            raise RequestError(f"the request holds {len(items)} traces, more than this server's queue holds "
+                               f"({options.max_queue}, --max-queue); split it", status=413)
         future = batcher.submit(items, sum(trace_tokens(t) for t in items))
         waiter = asyncio.wrap_future(future)
         watcher = asyncio.ensure_future(_disconnected(request))

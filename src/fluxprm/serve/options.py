@@ -39,12 +39,13 @@ class ServeOptions:
     max_wait_ms: float = field(default=5.0, metadata={
         "help": "How long an idle model waits for more requests before scoring a batch that is not full.",
         "min": 0})
-    max_queue: int = field(default=1024, metadata={
+    max_queue: int = field(default=16384, metadata={
         "help": "Traces waiting to be scored; a request that would exceed it gets 503 with Retry-After.",
         "min": 1})
-    max_request_traces: int = field(default=512, metadata={
-        "help": "Traces (or /pooling inputs, or /get_reward queries) in one request; more is 413.", "min": 1})
-    max_body_mb: float = field(default=32.0, metadata={
+    max_request_traces: int = field(default=4096, metadata={
+        "help": "Traces (or /pooling inputs, or /get_reward queries) in one request; more is 413 (an RL trainer "
+                "sends a whole rollout batch at once: 128 prompts × 8 samples = 1,024).", "min": 1})
+    max_body_mb: float = field(default=256.0, metadata={
         "help": "Request body limit in MiB; a larger body is 413.", "min": 0.001})
     beta: float = field(default=0.75, metadata={
         "help": "/get_reward mix: reward = (1 - beta) * outcome + beta * prm, outcome graded against 'labels' "
