@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 
 from fluxprm.steps import StepConfig
 
-__all__ = ["ScoreOptions", "LONG_POLICIES", "BATCHING_MODES", "ON_ERROR"]
+__all__ = ["ScoreOptions", "LONG_POLICIES", "BATCHING_MODES", "ON_ERROR", "DEFAULT_CONTEXT_TOKENS"]
 
 LONG_POLICIES = ("auto", "truncate", "windows")
 BATCHING_MODES = ("auto", "single", "padded")
 ON_ERROR = ("raise", "skip", "fail")
+# Preceding text each long-trace window shows before the steps it scores (docs/LONG_TRACES.md: the figures).
+DEFAULT_CONTEXT_TOKENS = 256
 
 
 @dataclass
@@ -28,6 +30,9 @@ class ScoreOptions:
                 "one or more kept, else score every step in windows; truncate: only drop thinking steps (a trace whose problem "
                 "and response alone do not fit is rejected); windows: always score every step in windows.",
         "choices": LONG_POLICIES})
+    context_tokens: int = field(default=DEFAULT_CONTEXT_TOKENS, metadata={
+        "help": "In windows, tokens of the preceding text each window shows (not scores) before its own steps.",
+        "min": 0})
     batch_tokens: int = field(default=16384, metadata={"help": "Padded tokens per forward batch.", "min": 1})
     batching: str = field(default="auto", metadata={
         "help": "One trace per forward or padded batches; auto measures both once per set-up and keeps the faster.",
@@ -45,6 +50,8 @@ class ScoreOptions:
         for name, allowed in (("long", LONG_POLICIES), ("batching", BATCHING_MODES), ("on_error", ON_ERROR)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.context_tokens < 0:
+            raise ValueError(f"context_tokens must be >= 0, got {self.context_tokens}")
         for name in ("batch_tokens", "chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
