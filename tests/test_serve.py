@@ -56,10 +56,12 @@ def qwen_folder() -> Path:
 
 @pytest.fixture(scope="module")
 def qwen(qwen_folder):
+    """The tiny Qwen PRM in float32 with padded batches, so the server coalesces (as it does on a GPU)."""
+    from fluxprm.engine.options import ScoreOptions
     from fluxprm.engine.score import Scorer
     from fluxprm.models import load_prm
 
-    return Scorer(load_prm(str(qwen_folder), dtype="float32", device="cpu"))
+    return Scorer(load_prm(str(qwen_folder), dtype="float32", device="cpu"), ScoreOptions(batching="padded"))
 
 
 @contextlib.contextmanager
@@ -244,6 +246,16 @@ def test_bad_requests_get_one_json_error_each(mini):
             results = r.json()["results"]
             assert [("error" in x) for x in results] == [True, False, True]
             assert "response" in results[0]["error"] and results[2]["line"] == 3
+            # a client that hangs up halfway through its body costs nothing and breaks nothing
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as half:
+                half.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sekret\r\n"
+                             b"Content-Length: 5000\r\n\r\n{\"records\": [")
+                time.sleep(0.2)
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{url}/health").json()["client_gone"] != 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert c.post("/v1/score", json=ok).status_code == 200
         health = httpx.get(f"{url}/health").json()
         assert health["answered"]["401"] == 4 and "500" not in health["answered"]
 
@@ -375,7 +387,8 @@ def test_64_concurrent_requests_each_answered_once_equal_to_offline_score(qwen, 
     src.write_text("".join(json.dumps(r) + "\n" for r in recs))
     out = tmp_path / "scores.jsonl"
     offline = subprocess.Popen([sys.executable, "-m", "fluxprm", "score", str(src), "-m", str(qwen_folder),
-                                "--dtype", "float32", "--device", "cpu", "--threads", "1", "-o", str(out)],
+                                "--dtype", "float32", "--device", "cpu", "--threads", "1", "--batching", "padded",
+                                "-o", str(out)],
                                env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     async def drive(url: str) -> list[httpx.Response]:
@@ -396,6 +409,22 @@ def test_64_concurrent_requests_each_answered_once_equal_to_offline_score(qwen, 
     q = health["queue"]
     assert q["requests"] == 64 and q["traces"] == 64 and health["answered"] == {"200": 64}
     assert q["max_batch_requests"] > 1 and q["batches"] < 64  # requests were coalesced
+    assert health["dynamic_batching"].startswith("on: requests coalesced")
+
+
+def test_no_coalescing_where_the_engine_runs_one_trace_per_forward(mini):
+    """A coalesced batch of single forwards costs what its requests cost alone: requests go one per call."""
+    from fluxprm.engine.options import ScoreOptions
+    from fluxprm.engine.score import Scorer
+
+    single = Scorer(mini.prm, ScoreOptions(batching="single"))
+    with serving(single, max_wait_ms=200) as url, concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda r: httpx.post(f"{url}/v1/score", json={"records": [r]}, timeout=120),
+                                records(4)))
+        health = httpx.get(f"{url}/health").json()
+    assert [a.status_code for a in answers] == [200] * 4
+    assert health["queue"]["max_batch_requests"] == 1 and health["queue"]["batches"] == 4
+    assert health["dynamic_batching"].startswith("on, not coalescing")
 
 
 def test_full_queue_is_503_and_a_client_that_leaves_poisons_nothing(mini):

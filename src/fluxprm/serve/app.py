@@ -29,13 +29,14 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from fluxprm.serve.batcher import Closed, DynamicBatcher, Overloaded
 from fluxprm.serve.options import DEFAULT_STEP_TAG, ServeOptions
 from fluxprm.serve.protocols import (RequestError, parse_get_reward, parse_pooling, parse_score_request,
                                      pooling_response, reward_response, score_response, trace_tokens)
 
-__all__ = ["create_app", "Engine", "engine_for", "JSONResponse"]
+__all__ = ["create_app", "Engine", "engine_for", "coalescing", "JSONResponse"]
 
 logger = logging.getLogger("fluxprm.serve")
 
@@ -86,6 +87,7 @@ class _State:
     batcher: DynamicBatcher | None = None
     started: int = field(default_factory=lambda: int(time.time()))
     load_seconds: float | None = None
+    batching: str = ""               # what dynamic batching does with this model (see ``coalescing``)
     answered: dict[int, int] = field(default_factory=dict)  # status code → count
     client_gone: int = 0
 
@@ -117,7 +119,8 @@ def create_app(options: ServeOptions, load: Callable[[], Any], *,
         start = time.monotonic()
         try:
             engine = engine_for(load(), options)
-            batcher = DynamicBatcher(engine.scorer.score_batch, dynamic=options.dynamic_batching,
+            coalesce, state.batching = coalescing(options, engine.scorer)
+            batcher = DynamicBatcher(engine.scorer.score_batch, dynamic=coalesce,
                                      max_batch_tokens=options.max_batch_tokens, max_wait_ms=options.max_wait_ms,
                                      max_queue=options.max_queue)
         except BaseException as exc:  # noqa: BLE001 - reported on /health and to the CLI, never raised into uvicorn
@@ -129,10 +132,7 @@ def create_app(options: ServeOptions, load: Callable[[], Any], *,
         state.engine, state.batcher, state.load_seconds = engine, batcher, time.monotonic() - start
         if state.status == "loading":
             state.status = "ready"
-        stats = getattr(engine.scorer, "stats", None)
-        logger.info("model %s ready in %.1f s (engine batching: %s; dynamic batching %s)", engine.name,
-                    state.load_seconds, getattr(stats, "batching", "?"),
-                    "on" if options.dynamic_batching else "off")
+        logger.info("model %s ready in %.1f s; dynamic batching %s", engine.name, state.load_seconds, state.batching)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -207,12 +207,15 @@ def create_app(options: ServeOptions, load: Callable[[], Any], *,
             raise RequestError(f"the body is {int(declared):,} bytes, more than this server's limit of {limit:,} "
                                "(--max-body-mb); split the request", status=413)
         size, chunks = 0, []
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(f"the body is over this server's limit of {limit:,} bytes (--max-body-mb); "
-                                   "split the request", status=413)
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(f"the body is over this server's limit of {limit:,} bytes (--max-body-mb); "
+                                       "split the request", status=413)
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise _ClientGone() from None
         body = b"".join(chunks)
         if not body.strip():
             raise RequestError("the request body is empty: send a JSON object")
@@ -256,6 +259,7 @@ def create_app(options: ServeOptions, load: Callable[[], Any], *,
         body: dict[str, Any] = {"status": state.status}
         if state.engine is not None:
             body["model"] = state.engine.name
+            body["dynamic_batching"] = state.batching
         if state.error:
             body["error"] = state.error
         if state.batcher is not None:
@@ -320,6 +324,24 @@ def create_app(options: ServeOptions, load: Callable[[], Any], *,
             exc.status_code, "HTTPError"), headers=getattr(exc, "headers", None))
 
     return app
+
+
+def coalescing(options: ServeOptions, scorer: Any) -> tuple[bool, str]:
+    """Whether to coalesce requests, and why: only where the engine pads.
+
+    A coalesced batch pays when the engine runs it as padded forwards (always on a GPU; on a CPU where the
+    engine measured padding to be faster). Where it measured one trace per forward to be faster (a CPU, for most
+    models), a coalesced batch costs exactly what its requests cost one by one and only makes the first of them
+    wait for the last, so requests are then scored one per call, in arrival order.
+    """
+    if not options.dynamic_batching:
+        return False, "off (--no-dynamic-batching): one request per scoring call"
+    engine_batcher = getattr(scorer, "batcher", None)
+    mode, how = getattr(engine_batcher, "mode", "padded"), getattr(engine_batcher, "how", "")
+    if mode == "padded":
+        return True, f"on: requests coalesced into padded batches (engine: padded, {how})"
+    return False, (f"on, not coalescing: the engine runs one trace per forward with this model and device ({how}), "
+                   "where a coalesced batch costs what its requests cost one by one and only delays answers")
 
 
 def _rewards(results: list[Any], completions: list[str], golds: list[Any], beta: float, alpha: float | None,

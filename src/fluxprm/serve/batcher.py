@@ -2,12 +2,11 @@
 
 Every request becomes a *job* (its traces, an estimate of their tokens, a future). One worker thread owns the
 model: whenever it is free it takes the queued jobs, oldest first, up to ``max_batch_tokens`` (at least one
-job, so a large request runs alone), and hands all their traces to ONE ``score_batch`` call. There the engine
-sorts them by length and runs them one per forward or in padded batches, by its measured verdict for this
-model and device (``engine.batching``) — so coalescing never makes long inputs slower than the engine's best
-way of running them. When the model is idle and the queue holds less than a full batch, the worker waits up
-to ``max_wait_ms`` after the oldest job arrived for more to come. With ``dynamic=False`` every job is scored
-alone: the baseline the load benchmark compares against.
+job, so a large request runs alone), and hands all their traces to ONE ``score_batch`` call, where the engine
+sorts them by length and pads them into forward batches. When the model is idle and the queue holds less than
+a full batch, the worker waits up to ``max_wait_ms`` after the oldest job arrived for more to come. With
+``dynamic=False`` every job is scored alone, in arrival order: the load benchmark's baseline, and what the app
+chooses where the engine measured one trace per forward to be faster (``serve.app.coalescing``).
 
 Why it holds under faults:
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from fluxprm.records import BadRecord
-from fluxprm.rl.rewards import completion_record
+from fluxprm.rl.rewards import completion_record, prompt_text
 from fluxprm.scores import TraceScore
 from fluxprm.traces import Trace, TraceError, _read_chat_template, parse_record, split_thinking
 
@@ -167,8 +167,9 @@ def parse_get_reward(body: Any, max_traces: int) -> RewardBatch:
         if prompt is not None and not isinstance(prompt, (str, list)):
             raise RequestError(f"'prompts'[{i}] must be a string or a message list, got {_type_name(prompt)}",
                                param="prompts")
-        if isinstance(prompt, list):  # a chat message list: the whole query is prompt + completion
-            completion, record = query, completion_record(prompt, query, id=str(i))
+        if isinstance(prompt, list):  # a chat message list: the completion follows its last user turn
+            completion, _ = split_query(query, prompt_text(prompt))
+            record = completion_record(prompt, completion, id=str(i))
         else:
             completion, prompt = split_query(query, prompt)
             record = completion_record(prompt, completion, id=str(i)) if prompt else {"id": str(i),
