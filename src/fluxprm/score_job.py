@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
+from fluxprm.distributed import ChunkPipeline, RemotePRM
 from fluxprm.engine.batching import resolve_batching
 from fluxprm.engine.options import ScoreOptions
 from fluxprm.engine.score import Scorer, Stats
@@ -13,7 +14,7 @@ from fluxprm.jobs import JobResult, checkpoint_meta, run_job
 from fluxprm.models.base import TransformerPRM
 from fluxprm.records import BadRecord
 from fluxprm.steps import step_config_for
-from fluxprm.traces import FieldMap, iter_traces
+from fluxprm.traces import FieldMap, Trace, iter_traces
 
 __all__ = ["ScoreJobResult", "run_score_job"]
 
@@ -25,7 +26,7 @@ class ScoreJobResult(JobResult):
         return self.stats.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def run_score_job(prm: TransformerPRM, inputs: Sequence[str], out: Path | None, errors: Path | None,
+def run_score_job(prm: TransformerPRM | RemotePRM, inputs: Sequence[str], out: Path | None, errors: Path | None,
                   options: ScoreOptions, fields: FieldMap | None = None, resume: bool = False,
                   on_progress: Callable[[int], None] | None = None) -> ScoreJobResult:
     """Score every record of ``inputs``; each ends in ``out`` or in ``errors``, in input order.
@@ -33,6 +34,10 @@ def run_score_job(prm: TransformerPRM, inputs: Sequence[str], out: Path | None, 
     With ``out=None`` records go to stdout and rejected records to stderr (no resume possible).
     ``on_progress(n)`` is called after each chunk with the number of input records just finished.
     A resumed run batches exactly as the interrupted one did, so its bytes are identical.
+
+    Given a :class:`~fluxprm.distributed.RemotePRM` (inside :func:`fluxprm.distributed.ray_session`), the
+    chunks are scored on the Ray cluster by its actor pool; everything else — the files, their bytes, the
+    checkpoint, resume — is this same job, so either kind of run can resume the other.
     """
     inputs = [str(p) for p in inputs]
     if options.steps is None:
@@ -45,15 +50,37 @@ def run_score_job(prm: TransformerPRM, inputs: Sequence[str], out: Path | None, 
     if earlier is not None and earlier.get("batching") in ("single", "padded"):
         batching, how = earlier["batching"], "as the interrupted run"
     elif batching == "auto":
-        batching, how = resolve_batching(prm, "auto")
+        batching, how = (prm.batching, f"{prm.batching_how} on a Ray worker") if isinstance(prm, RemotePRM) \
+            else resolve_batching(prm, "auto")
     stats = Stats()
-    scorer = Scorer(prm, replace(options, batching=batching), stats)
+    options = replace(options, batching=batching)
 
-    def process(chunk: list, start: int) -> list:
-        return [r if isinstance(r, BadRecord) else r.to_json() for r in scorer.score_batch(chunk)]
+    def items() -> Iterator[Trace | BadRecord]:
+        return iter_traces(inputs, fields)
 
-    job = run_job(inputs, out, errors, identity=identity, items=lambda: iter_traces(inputs, fields), process=process,
-                  chunk_size=options.chunk_size, stats=stats, resume=resume, on_error=options.on_error,
-                  meta={"batching": batching}, on_progress=on_progress)
+    pipeline: ChunkPipeline | None = None
+    if isinstance(prm, RemotePRM):
+        def unpack(reply: tuple[list, dict[str, float]]) -> list:
+            results, added = reply
+            for name, value in added.items():
+                setattr(stats, name, getattr(stats, name) + value)
+            return results
+
+        pipeline = ChunkPipeline(prm.pool, items, options.chunk_size, lambda chunk, start: ("score", (options, chunk)),
+                                 unpack)
+        items, process = pipeline.items, pipeline.process  # type: ignore[assignment]
+    else:
+        scorer = Scorer(prm, options, stats)
+
+        def process(chunk: list, start: int) -> list:
+            return [r if isinstance(r, BadRecord) else r.to_json() for r in scorer.score_batch(chunk)]
+
+    try:
+        job = run_job(inputs, out, errors, identity=identity, items=items, process=process,
+                      chunk_size=options.chunk_size, stats=stats, resume=resume, on_error=options.on_error,
+                      meta={"batching": batching}, on_progress=on_progress)
+    finally:
+        if pipeline is not None:
+            pipeline.finish()
     stats.batching = f"{batching} ({how})"
     return ScoreJobResult(**vars(job))

@@ -6,7 +6,8 @@ only the model, file and machine options.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import contextlib
+from dataclasses import fields as dataclass_fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -17,12 +18,15 @@ from fluxprm.cli.common import (FIELD_OVERRIDES, Errors, Inputs, Model, Resume,
 from fluxprm.cli.options import choices, generated_options
 from fluxprm.cli.report import (die, exit_if_nothing_written, print_duplicates, print_rejections, print_table,
                                 progress_bar, say)
+from fluxprm.distributed import DistributedError, ModelSpec, RayOptions, RayUnavailable, RemotePRM, ray_session
 from fluxprm.engine.options import ScoreOptions
 from fluxprm.models.formats import FORMATS  # torch: `fluxprm score` loads a model anyway
 from fluxprm.scores import AGGREGATES
 from fluxprm.traces import FieldMap
 
 __all__ = ["score"]
+
+RAY_FLAGS = [f.name for f in dataclass_fields(RayOptions) if f.name != "ray"]  # the options that need --ray
 
 
 @generated_options
@@ -51,42 +55,58 @@ def score(
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="Weight of the trajectory reward in the score.  "
                                                    "[default: the model's, 1.0]")] = None,
     fields: Annotated[FieldMap, FIELD_OVERRIDES],
-    ray: Annotated[bool, typer.Option("--ray", help="Distributed scoring with Ray Data (not available yet).")] = False,
-    workers: Annotated[int, typer.Option("--workers", help="Ray workers (with --ray).  [default: 1]",
-                                         show_default=False)] = 1,
+    cluster: RayOptions,
     explicit: dict[str, Any],
 ) -> None:
     """Score traces with a PRM: one record per trace, in input order; rejected records go to --errors.
 
     Steps: a checkpoint trained by `fluxprm train` cuts traces into steps the way its training data was cut,
     unless you pass --separator, --min-chars or --max-*-steps; other models use the defaults shown.
+
+    With --ray, an actor pool on a Ray cluster scores the chunks (docs/DISTRIBUTED.md); the files written are
+    byte for byte those of a run without it, and either kind of run resumes the other.
     """
-    if ray:
-        die("--ray is not available yet: distributed scoring with Ray Data is planned; score without --ray")
     if resume and out is None:
         die("--resume needs -o/--out (stdout cannot be resumed)")
-    for flag, value in (("--max-length", max_length), ("--threads", threads), ("--workers", workers)):
+    for flag, value in (("--max-length", max_length), ("--threads", threads)):
         if value is not None and value < 1:
             die(f"{flag} must be >= 1, got {value}")
+    ray_flags = [f"--{name.replace('_', '-')}" for name in RAY_FLAGS if name in explicit]
+    if ray_flags and not cluster.ray:
+        die(f"{', '.join(ray_flags)} only apply with --ray")
     paths = checked_inputs(inputs)
     checked_outputs(paths, out, errors, resume)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     from fluxprm.models import ModelNotFound, load_prm
     from fluxprm.score_job import run_score_job
     from fluxprm.steps import step_config_for
 
-    try:
-        prm = load_prm(model, format=format and format.value, device=device, dtype=dtype, max_length=max_length,
-                       aggregate=aggregate and aggregate.value, alpha=alpha)
-        options = replace(options, steps=step_config_for(prm.trained_steps, explicit))
-    except (ModelNotFound, ValueError) as exc:
-        die(str(exc))
-    progress, advance = progress_bar("scoring", count_inputs(paths), enabled=out is not None)
-    with job_errors(out), progress:
-        result = run_score_job(prm, paths, out, errors, options, fields, resume, on_progress=advance)
+    with contextlib.ExitStack() as session:
+        try:
+            if cluster.ray:
+                try:
+                    session.enter_context(ray_session(cluster))
+                    prm = session.enter_context(RemotePRM.load(
+                        ModelSpec(model, format and format.value, device, dtype, max_length,
+                                  aggregate and aggregate.value, alpha), cluster,
+                        batching=options.batching, threads=threads))
+                except (RayUnavailable, DistributedError) as exc:
+                    die(str(exc))
+            else:
+                if threads:
+                    import torch
+
+                    torch.set_num_threads(threads)
+                prm = load_prm(model, format=format and format.value, device=device, dtype=dtype,
+                               max_length=max_length, aggregate=aggregate and aggregate.value, alpha=alpha)
+            options = replace(options, steps=step_config_for(prm.trained_steps, explicit))
+        except (ModelNotFound, ValueError) as exc:
+            die(str(exc))
+        progress, advance = progress_bar("scoring", count_inputs(paths), enabled=out is not None)
+        with job_errors(out), progress:
+            try:
+                result = run_score_job(prm, paths, out, errors, options, fields, resume, on_progress=advance)
+            except DistributedError as exc:
+                die(str(exc))
     if result.already_complete:
         say(f"{out}: already complete ({result.skipped_done} records); nothing to do")
         return

@@ -1,0 +1,212 @@
+"""``fluxprm score --ray``: Ray Data scoring on a real local Ray cluster of 2 CPUs that this module starts and stops.
+
+The promises checked (docs/DISTRIBUTED.md): a distributed run writes byte for byte the files a single-process
+run writes (scores and errors file), with an actor pool of ``--workers`` model copies; a driver killed with
+SIGKILL mid-run resumes with ``--resume`` to those same bytes (on the cluster, or in one process); and the
+usage errors are one line. Every Ray run is a ``fluxprm`` subprocess joining the cluster with ``--address``,
+bounded by a timeout; the cluster is this test process's own ``ray.init`` and stops with ``ray.shutdown``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from builders import build_qwen_prm
+
+RECORDS = 60
+TIMEOUT = 240  # seconds for one fluxprm run; a hung run fails the test instead of hanging the suite
+
+
+def _env() -> dict[str, str]:
+    """This process's environment as it is now: ``ray.init`` set the cluster's token-auth mode in it."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    return env
+
+
+def fluxprm(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fluxprm", *args], capture_output=True, text=True, env=_env(),
+                          timeout=timeout)
+
+
+def _traces(path: Path) -> Path:
+    """R1 traces of varied length (padded batches mix lengths), a Best-of-N pool record (one trace per
+    candidate), records without ids, and cut-off lines that belong in the errors file."""
+    lines = []
+    for i in range(RECORDS):
+        if i % 11 == 4:
+            lines.append('{"id": "cut%d", "problem": "What is' % i)
+            continue
+        steps = [f"Step {k} of trace {i}: we " + "carefully compute the partial sum again and " * (1 + (i + k) % 6)
+                 + "note it." for k in range(1 + i % 5)]
+        response = "<think>" + "\n\n".join(steps) + f"</think>The answer is {2 * i}."
+        if i == 7:
+            lines.append(json.dumps({"id": "pool7", "problem": "What is 7 + 7?",
+                                     "response": [response, "The answer is 15.", "14, since 7 + 7 = 14."]}))
+        elif i % 13 == 9:
+            lines.append(json.dumps({"problem": f"What is {i} + {i}?", "response": response}))
+        else:
+            lines.append(json.dumps({"id": f"t{i}", "problem": f"What is {i} + {i}?", "response": response}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    """A local Ray cluster with 2 CPUs, owned by this test process; yields its address for ``--address``."""
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> dict[str, object]:
+    """The input, the model and the single-process reference run every Ray run is compared with."""
+    folder = tmp_path_factory.mktemp("distributed")
+    src = _traces(folder / "traces.jsonl")
+    args = ["score", str(src), "-m", str(build_qwen_prm(None)), "--dtype", "float32", "--device", "cpu",
+            "--chunk-size", "4"]
+    reference = folder / "ref" / "out.jsonl"
+    res = fluxprm(*args, "--threads", "1", "-o", str(reference))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return {"args": args, "reference": reference, "folder": folder}
+
+
+def _ray_args(address: str) -> list[str]:
+    return ["--ray", "--address", address, "--workers", "2", "--cpus-per-worker", "1"]
+
+
+def _assert_same_files(out: Path, reference: Path) -> None:
+    assert out.read_bytes() == reference.read_bytes()
+    ref_errors = reference.with_name(reference.stem + ".errors.jsonl")
+    assert (out.with_name(out.stem + ".errors.jsonl")).read_bytes() == ref_errors.read_bytes()
+
+
+def _chunk_actors() -> dict[str, set[int]]:
+    """Process ids of the Ray Data actors that scored chunks, by Ray job (from the cluster's actor table)."""
+    import ray
+
+    found: dict[str, set[int]] = {}
+    for actor in ray._private.state.actors().values():
+        if "_PoolActor" in actor["ActorClassName"]:
+            found.setdefault(actor["JobID"], set()).add(actor["Pid"])
+    return found
+
+
+def test_reference_run_has_scores_errors_and_a_pool(work):
+    """The input exercises what must survive the trip to the workers: source/line, pool candidates, no-id ids."""
+    reference = work["reference"]
+    records = [json.loads(line) for line in reference.read_text().splitlines()]
+    errors = [json.loads(line) for line in reference.with_name("out.errors.jsonl").read_text().splitlines()]
+    assert len(errors) == len(range(4, RECORDS, 11))
+    assert len(records) == RECORDS - len(errors) + 2  # the pool record gives three traces
+    assert [r["candidate"] for r in records if r["id"].startswith("pool7#")] == [0, 1, 2]
+    assert any(r["id"] == "traces.jsonl:10" for r in records)
+    assert all(r["source"].endswith("traces.jsonl") and r["line"] >= 1 for r in records)
+
+
+def test_a_ray_run_writes_the_bytes_of_a_single_process_run(work, cluster):
+    before = _chunk_actors()
+    out = work["folder"] / "ray" / "out.jsonl"
+    res = fluxprm(*work["args"], *_ray_args(cluster), "-o", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    _assert_same_files(out, work["reference"])
+    assert "on a Ray worker" in res.stderr and "Traceback" not in res.stderr
+    new_jobs = {job: pids for job, pids in _chunk_actors().items() if job not in before}
+    assert [len(pids) for pids in new_jobs.values()] == [2], new_jobs  # one pool of two actors scored the run
+    assert json.loads(out.with_name("out.jsonl.progress.json").read_bytes())["complete"] is True
+
+
+def _kill_after_first_checkpoint(args: list[str], out: Path) -> int:
+    """Start a ``--ray`` driver, SIGKILL it as soon as its checkpoint counts a finished chunk; return that count."""
+    progress = out.with_name(out.name + ".progress.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "fluxprm", *args, "-o", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=_env())
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if json.loads(progress.read_bytes())["done"] > 0:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    state = json.loads(progress.read_bytes())
+    assert 0 < state["done"] < RECORDS and not state["complete"], f"the kill must land mid-run: {state}"
+    return state["done"]
+
+
+def test_a_killed_ray_driver_resumes_to_the_same_bytes(work, cluster):
+    """kill -9 of the driver mid-run, then --resume: on the cluster, and (the same files) in one process."""
+    args = [*work["args"], *_ray_args(cluster)]
+    killed = work["folder"] / "killed" / "out.jsonl"
+    done = _kill_after_first_checkpoint(args, killed)
+    local = work["folder"] / "local-resume"
+    shutil.copytree(killed.parent, local)
+
+    res = fluxprm(*args, "-o", str(killed), "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resumed: {done} records were already done" in res.stderr
+    _assert_same_files(killed, work["reference"])
+
+    res = fluxprm(*work["args"], "--threads", "1", "-o", str(local / "out.jsonl"), "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
+    _assert_same_files(local / "out.jsonl", work["reference"])
+
+
+def _cli(*args: str):
+    """``fluxprm ARGS`` in this process (usage errors stop before any model or cluster is touched)."""
+    from typer.testing import CliRunner
+
+    from fluxprm.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_ray_flags_without_ray_are_refused(work, tmp_path):
+    res = _cli(*work["args"], "--workers", "2", "--address", "127.0.0.1:1", "-o", str(tmp_path / "o.jsonl"))
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().splitlines()[-1] == "error: --address, --workers only apply with --ray"
+
+
+def test_an_address_where_nothing_answers_is_one_line(work, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = fluxprm(*work["args"], "--ray", "--address", f"127.0.0.1:{port}", "-o", str(tmp_path / "o.jsonl"),
+                  timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot reach the Ray cluster at 127.0.0.1:{port}") and "ray start --head" in last
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_without_ray_installed_the_error_names_the_extra(work, tmp_path, monkeypatch):
+    """``import ray`` failing (Ray not installed) ends in one line naming ``pip install 'fluxprm[ray]'``."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like to `import ray`
+    res = _cli(*work["args"], "--ray", "-o", str(tmp_path / "o.jsonl"))
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.exception
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --ray needs Ray Data") and "pip install 'fluxprm[ray]'" in last
+    assert not (tmp_path / "o.jsonl").exists()
