@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fluxprm.models.base import TransformerPRM
 
 __all__ = ["ChunkPipeline", "DistributedError", "ModelSpec", "RayOptions", "RayPool", "RayUnavailable", "RemotePRM",
-           "ScoreWorker", "WorkerError", "import_ray", "ray_session"]
+           "ScoreWorker", "WorkerError", "import_ray", "ray_session", "scoring_model"]
 
 INSTALL_HINT = "pip install 'fluxprm[ray]'"
 
@@ -466,12 +466,44 @@ class ModelSpec:
     max_length: int | None = None
     aggregate: str | None = None
     alpha: float | None = None
+    format_options: dict[str, Any] = field(default_factory=dict)  # system_prompt, separator, ... (see load_prm)
+
+    @classmethod
+    def of(cls, model: str | None, load_options: dict[str, Any]) -> ModelSpec:
+        """The spec for ``load_prm(model, **load_options)``."""
+        named = {f.name for f in fields(cls)} - {"model", "format_options"}
+        given = {k: v for k, v in load_options.items() if v is not None}
+        return cls(model, **{k: v for k, v in given.items() if k in named},
+                   format_options={k: v for k, v in given.items() if k not in named})
 
     def load(self) -> TransformerPRM:
         from fluxprm.models import load_prm
 
         return load_prm(self.model, format=self.format, device=self.device, dtype=self.dtype,
-                        max_length=self.max_length, aggregate=self.aggregate, alpha=self.alpha)
+                        max_length=self.max_length, aggregate=self.aggregate, alpha=self.alpha,
+                        **self.format_options)
+
+
+@contextlib.contextmanager
+def scoring_model(model: str | None, load_options: dict[str, Any], cluster: RayOptions | None = None, *,
+                  batching: str = "auto", threads: int | None = None) -> Iterator[TransformerPRM | RemotePRM]:
+    """The model a scoring job runs on: ``load_prm(model, **load_options)`` here, or with ``cluster.ray`` an
+    actor pool on the Ray cluster (joined for the block unless a session is open) — either one goes to
+    :func:`fluxprm.score_job.run_score_job`. This is how a command that scores (``score``, and the scoring
+    stage of ``select``, ``bon`` and ``eval``) takes ``--ray``. ``threads``: torch threads, here or per actor.
+    """
+    if cluster is None or not cluster.ray:
+        from fluxprm.models import load_prm
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        yield load_prm(model, **{k: v for k, v in load_options.items() if v is not None})
+        return
+    with ray_session(cluster), RemotePRM.load(ModelSpec.of(model, load_options), cluster, batching=batching,
+                                              threads=threads) as prm:
+        yield prm
 
 
 @dataclass(frozen=True)

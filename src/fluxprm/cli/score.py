@@ -18,7 +18,7 @@ from fluxprm.cli.common import (FIELD_OVERRIDES, Errors, Inputs, Model, Resume,
 from fluxprm.cli.options import choices, generated_options
 from fluxprm.cli.report import (die, exit_if_nothing_written, print_duplicates, print_rejections, print_table,
                                 progress_bar, say)
-from fluxprm.distributed import DistributedError, ModelSpec, RayOptions, RayUnavailable, RemotePRM, ray_session
+from fluxprm.distributed import DistributedError, RayOptions, RayUnavailable, scoring_model
 from fluxprm.engine.options import ScoreOptions
 from fluxprm.models.formats import FORMATS  # torch: `fluxprm score` loads a model anyway
 from fluxprm.scores import AGGREGATES
@@ -76,30 +76,18 @@ def score(
         die(f"{', '.join(ray_flags)} only apply with --ray")
     paths = checked_inputs(inputs)
     checked_outputs(paths, out, errors, resume)
-    from fluxprm.models import ModelNotFound, load_prm
+    from fluxprm.models import ModelNotFound
     from fluxprm.score_job import run_score_job
     from fluxprm.steps import step_config_for
 
+    load_options = {"format": format and format.value, "device": device, "dtype": dtype, "max_length": max_length,
+                    "aggregate": aggregate and aggregate.value, "alpha": alpha}
     with contextlib.ExitStack() as session:
         try:
-            if cluster.ray:
-                try:
-                    session.enter_context(ray_session(cluster))
-                    prm = session.enter_context(RemotePRM.load(
-                        ModelSpec(model, format and format.value, device, dtype, max_length,
-                                  aggregate and aggregate.value, alpha), cluster,
-                        batching=options.batching, threads=threads))
-                except (RayUnavailable, DistributedError) as exc:
-                    die(str(exc))
-            else:
-                if threads:
-                    import torch
-
-                    torch.set_num_threads(threads)
-                prm = load_prm(model, format=format and format.value, device=device, dtype=dtype,
-                               max_length=max_length, aggregate=aggregate and aggregate.value, alpha=alpha)
+            prm = session.enter_context(scoring_model(model, load_options, cluster, batching=options.batching,
+                                                      threads=threads))
             options = replace(options, steps=step_config_for(prm.trained_steps, explicit))
-        except (ModelNotFound, ValueError) as exc:
+        except (ModelNotFound, ValueError, RayUnavailable, DistributedError) as exc:
             die(str(exc))
         progress, advance = progress_bar("scoring", count_inputs(paths), enabled=out is not None)
         with job_errors(out), progress:
