@@ -12,7 +12,8 @@ both alike. Prints one JSON object::
     {"setup": {...}, "scenarios": {"short": {"off": {...}, "on": {...}, "ratio_on_off": x}, "long": {...}}}
 
 with, per mode: ``requests_per_s``, ``p50_ms``, ``p99_ms``, ``errors`` (by status code or exception name),
-``requests``, ``seconds``, and the server's own counters (``batches``, ``max_batch_requests``).
+``requests``, ``seconds``, the server's own counters (``batches``, ``max_batch_requests``) and what its
+``/health`` says dynamic batching does with this model and device (``dynamic_batching``).
 
 Usage: ``python benchmarks/serve_load.py [--requests-short 256] [--requests-long 48] [--clients 32]
 [--model NAME_OR_FOLDER] [--threads N] [--endpoint score|get_reward|pooling] [--rounds 1]``.
@@ -149,9 +150,11 @@ def run_mode(args: argparse.Namespace, scenario: str, dynamic: bool) -> dict[str
     server = Server(args, dynamic)
     try:
         asyncio.run(drive(server.url, bodies, path, min(args.clients, count), args.clients))  # warm-up
-        before = server.health()["queue"]
+        health = server.health()
+        before = health["queue"]
         result = asyncio.run(drive(server.url, bodies, path, count, args.clients))
         after = server.health()["queue"]
+        result["dynamic_batching"] = health.get("dynamic_batching")
     finally:
         code = server.stop()
     result["batches"] = after["batches"] - before["batches"]
@@ -184,6 +187,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for mode, dynamic in (("off", False), ("on", True)):
                 result = run_mode(args, scenario, dynamic)
+                print(f"{scenario} {mode}: {result['requests_per_s']} requests/s, p50 {result['p50_ms']} ms, "
+                      f"p99 {result['p99_ms']} ms, errors {result['errors'] or 0}", file=sys.stderr, flush=True)
                 if mode not in best or result["requests_per_s"] > best[mode]["requests_per_s"]:
                     best[mode] = result
         best["ratio_on_off"] = round(best["on"]["requests_per_s"] / best["off"]["requests_per_s"], 3)
