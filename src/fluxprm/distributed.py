@@ -310,8 +310,8 @@ class RayPool:
                                       **_worker_resources(options))
         # prefetch_batches=0: a prefetching iterator holds each block back until the next one exists, and the
         # pool's last reply has no next one until the driver sends more.
-        self._replies: Iterator[dict[str, Any]] | None = _rows(dataset.iter_batches(
-            batch_size=None, batch_format="pyarrow", prefetch_batches=0))
+        self._batches: Any = iter(dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
+        self._replies: Iterator[dict[str, Any]] | None = _rows(self._batches)
 
     @property
     def pending(self) -> int:
@@ -360,8 +360,9 @@ class RayPool:
             return
         with contextlib.suppress(Exception):
             self._queue.put(None)      # ends the read task, so the dataset finishes
-        with contextlib.suppress(Exception):
-            replies.close()            # type: ignore[attr-defined]  # stops the streaming executor and its actors
+        for stream in (replies, self._batches):  # closing Ray's iterator stops the executor and its actors
+            with contextlib.suppress(Exception):
+                stream.close()  # type: ignore[union-attr]
         with contextlib.suppress(Exception):
             self._queue.shutdown(force=True)
         self._context.close()
@@ -537,11 +538,11 @@ class _ScoreWorker:
         prm = self.prm
         return {"name": prm.name, "format": prm.format, "max_length": prm.max_length, "aggregate": prm.aggregate,
                 "alpha": prm.alpha, "dtype": str(prm.dtype), "device": str(prm.device),
-                "trained_steps": prm.trained_steps, "batching": mode, "batching_how": how}
+                "trained_steps": prm.trained_steps, "batching": mode, "batching_how": how, "setup": self.setup()}
 
-    def score(self, options: ScoreOptions, chunk: list) -> tuple[list, dict[str, float]]:
-        """A chunk scored as the single-process job scores it (``score_batch``, records as JSON dicts), and the
-        stats it added."""
+    def score(self, options: ScoreOptions, chunk: list) -> tuple[list, dict[str, float], tuple[str, str]]:
+        """A chunk scored as the single-process job scores it (``score_batch``, records as JSON dicts), the
+        stats it added, and this actor's :meth:`setup`."""
         from fluxprm.engine.score import Scorer
 
         key = pickle.dumps(options)
@@ -550,7 +551,11 @@ class _ScoreWorker:
             scorer = self.scorers[key] = Scorer(self.prm, options)
         before = _counters(scorer.stats)
         results = [r if isinstance(r, BadRecord) else r.to_json() for r in scorer.score_batch(chunk)]
-        return results, {k: v - before[k] for k, v in _counters(scorer.stats).items()}
+        return results, {k: v - before[k] for k, v in _counters(scorer.stats).items()}, self.setup()
+
+    def setup(self) -> tuple[str, str]:
+        """What makes this actor's numbers differ from another's: its dtype and device type."""
+        return str(self.prm.dtype), self.prm.device.type
 
 
 def _counters(stats: Any) -> dict[str, float]:
@@ -580,6 +585,7 @@ class RemotePRM:
     trained_steps: dict[str, Any] | None
     batching: str
     batching_how: str
+    setup: tuple[str, str]   # (dtype, device type) of the actor that described the model; every actor must match
 
     @classmethod
     def load(cls, spec: ModelSpec, options: RayOptions, batching: str = "auto",

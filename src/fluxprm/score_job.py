@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from fluxprm.distributed import ChunkPipeline, RemotePRM
+from fluxprm.distributed import ChunkPipeline, DistributedError, RemotePRM
 from fluxprm.engine.batching import resolve_batching
 from fluxprm.engine.options import ScoreOptions
 from fluxprm.engine.score import Scorer, Stats
@@ -60,8 +60,12 @@ def run_score_job(prm: TransformerPRM | RemotePRM, inputs: Sequence[str], out: P
 
     pipeline: ChunkPipeline | None = None
     if isinstance(prm, RemotePRM):
-        def unpack(reply: tuple[list, dict[str, float]]) -> list:
-            results, added = reply
+        def unpack(reply: tuple[list, dict[str, float], tuple[str, str]]) -> list:
+            results, added, setup = reply
+            if tuple(setup) != tuple(prm.setup):  # e.g. device auto on a cluster mixing GPU and CPU nodes
+                raise DistributedError(f"an actor scores with {setup[0]} on {setup[1]} but the run's model was "
+                                       f"described with {prm.setup[0]} on {prm.setup[1]}: the output would depend "
+                                       "on which actor scored a chunk; pass --device and --dtype")
             for name, value in added.items():
                 setattr(stats, name, getattr(stats, name) + value)
             return results
