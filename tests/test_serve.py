@@ -206,6 +206,34 @@ def test_batcher_off_cancel_overload_and_drain():
     assert not batcher.alive
 
 
+# ------------------------------------------------------------------------------------------------ protocol parsing
+
+def test_pooling_and_get_reward_inputs_are_cut_where_their_clients_put_the_steps():
+    from fluxprm.serve.protocols import RequestError, parse_get_reward, parse_pooling
+
+    def one(body: dict):
+        return parse_pooling(body, "<extra_0>", lambda ids: "", 8)[1]
+
+    r1 = ("<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\nAdd two and two.<extra_0>\nCheck it."
+          "<extra_0>\n</think>\nIt is 4.<extra_0>trailing words<｜end▁of▁sentence｜>")
+    [item] = one({"input": r1})
+    assert (item.problem, item.thinking, item.response) == ("What is 2+2?", ["Add two and two.", "\nCheck it."],
+                                                            ["It is 4."])
+    # an untagged thought stays in the first step's text, as vLLM reads it; text after the last tag is not a step
+    [item] = one({"input": "<think>hmm</think>Step one.<extra_0>Step two.<extra_0> done"})
+    assert item.thinking == [] and item.response == ["<think>hmm</think>Step one.", "Step two."]
+    # steps in the user turn (the Qwen PRM helper's problem-less layout): no problem
+    [item] = one({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "a<extra_0>b<extra_0>"}]})
+    assert (item.problem, item.response) == ("", ["a", "b"])
+    assert [i.tags for i in one({"input": ["x<extra_0>", "no tags", "y<extra_0><extra_0>"]})] == [1, 0, 2]
+    with pytest.raises(RequestError, match="more than this server's limit"):
+        one({"input": ["a<extra_0>"] * 9})
+    # OpenRLHF: the prompt is cut off the query; if decoding changed it, its stripped text is found in the query
+    batch = parse_get_reward({"query": ["Q: 1+1?\nA: 2", " Q: 2+2? A: 4"], "prompts": ["Q: 1+1?\n", "Q: 2+2? "]}, 8)
+    assert batch.completions == ["A: 2", " A: 4"] and batch.golds == [None, None]
+    assert [t.problem for t in batch.traces] == ["Q: 1+1?\n", "Q: 2+2? "]  # the prompt is the problem
+
+
 # ------------------------------------------------------------------------------------------------ HTTP faults
 
 def test_bad_requests_get_one_json_error_each(mini):
