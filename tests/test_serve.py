@@ -387,6 +387,8 @@ def test_get_reward_is_the_openrlhf_remote_rm_contract(mini):
     with serving(mini, beta=0.75) as url, httpx.Client(base_url=url, timeout=120) as c:
         r = c.post("/get_reward", json=body)
         unlabelled = c.post("/get_reward", json={"query": body["query"], "prompts": prompts}).json()
+        empty = c.post("/get_reward", json={"query": [prompts[0], body["query"][0]], "prompts": prompts[:2],
+                                            "labels": ["42", "42"]})
     assert r.status_code == 200
     out = r.json()
     assert set(out) == {"rewards", "scores", "extra_logs"}
@@ -405,6 +407,11 @@ def test_get_reward_is_the_openrlhf_remote_rm_contract(mini):
     assert out["scores"] == out["rewards"] and 0.0 <= min(out["rewards"]) <= max(out["rewards"]) <= 1.0
     assert unlabelled["extra_logs"]["outcome_reward"] == [0.0, 0.0, 0.0]
     assert all(abs(u - 0.75 * p) <= 1e-9 for u, p in zip(unlabelled["rewards"], logs["prm_reward"]))
+    # a sample the PRM cannot score (an empty completion) costs that sample, not the request
+    assert empty.status_code == 200
+    e = empty.json()
+    assert e["extra_logs"]["prm_scored"] == [0.0, 1.0] and e["extra_logs"]["prm_reward"][0] == 0.0
+    assert e["rewards"][0] == 0.0 and abs(e["rewards"][1] - out["rewards"][0]) <= 1e-5
 
 
 # ------------------------------------------------------------------------------------------------ load and exactly-once
