@@ -298,9 +298,12 @@ class RayPool:
         self._context = contextlib.ExitStack()
         self._context.enter_context(_data_context(ray))
         self._queue: Any = Queue(actor_options={"num_cpus": 0})
-        read_args: dict[str, Any] = {"override_num_blocks": 1}
-        if "num_cpus" in inspect.signature(ray.data.read_datasource).parameters:
-            read_args["num_cpus"] = 0   # the read task only waits on the queue: it must not hold a worker's CPU
+        # One output block per request (never split into empty ones), and a read task that holds no CPU: it only
+        # waits on the queue. Older Ray spells both differently.
+        accepted = inspect.signature(ray.data.read_datasource).parameters
+        read_args: dict[str, Any] = {"override_num_blocks" if "override_num_blocks" in accepted else "parallelism": 1}
+        if "num_cpus" in accepted:
+            read_args["num_cpus"] = 0
         else:
             read_args["ray_remote_args"] = {"num_cpus": 0}
         dataset = ray.data.read_datasource(_queue_datasource(self._queue), **read_args)
