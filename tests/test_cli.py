@@ -248,7 +248,7 @@ def test_usage_errors_exit_2_in_one_line(model_dir, tmp_path):
     for args, needle in ((["score", str(tmp_path), "-m", model_dir], "directory"),
                          (["score", str(src), "-m", model_dir, "--chunk-size", "0"], "--chunk-size"),
                          (["score", str(src), "-m", model_dir, "--long", "sideways"], "--long"),
-                         (["score", str(src), "-m", model_dir, "--ray"], "not available yet"),
+                         (["score", str(src), "-m", model_dir, "--workers", "2"], "only apply with --ray"),
                          (["label", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "l.jsonl")], "not found")):
         res = fluxprm(*args)
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)

@@ -17,7 +17,7 @@ LAYERS = {
     "fluxprm.steps": 2, "fluxprm.scores": 2,
     "fluxprm.metrics": 3, "fluxprm.models": 3,
     "fluxprm.engine": 4, "fluxprm.outputs": 4,
-    "fluxprm.jobs": 5,
+    "fluxprm.jobs": 5, "fluxprm.distributed": 5,
     "fluxprm.score_job": 6,
     "fluxprm.rl": 7,
     "fluxprm.serve": 8,
