@@ -106,13 +106,14 @@ def _fit_one(prm: TransformerPRM, problem: str, steps: list[str]) -> tuple[list[
 def encode_windows(prm: TransformerPRM, item: PRMInput, context_tokens: int = DEFAULT_CONTEXT_TOKENS) -> Fitted:
     """Cover every step exactly once with windows (problem + preceding context + a run of steps) that each fit.
 
-    Walking backwards from the end: the last window scores all response steps plus the latest thinking
-    steps that fit; each earlier window scores the run of thinking steps before. A window's own steps are
-    packed into the context less ``context_tokens``, and the room left is filled with the text before them
-    (whole steps, the earliest maybe by its tail), so every window with preceding text shows at least
-    ``context_tokens`` of it — less only where its own steps leave less room (one step, or the response
-    block, as large as the window). Step sizes are estimated from one full encoding (token distance
-    between read positions) and every window is then checked exactly.
+    Walking backwards from the end, each window scores the latest steps not yet scored that fit in the
+    context less a reserve of ``context_tokens`` (at most half the room beside the problem), and the room
+    left is filled with the text before them (whole steps, the earliest maybe by its tail). So the last
+    window scores the response (all of it when it fits beside the reserve) with as much of the thinking
+    before it in view as fits, and every window with preceding text shows at least ``context_tokens`` of
+    it (or half the room beside the problem, if less) — less only where a single step is as large as the
+    window. Step sizes are estimated from one full encoding (token distance between read positions) and
+    every window is then checked exactly.
     """
     steps = item.thinking_steps + item.response_steps
     n_think = len(item.thinking_steps)
@@ -131,21 +132,20 @@ def encode_windows(prm: TransformerPRM, item: PRMInput, context_tokens: int = DE
     sizes = [0] + [b - a for a, b in zip(positions, positions[1:])]  # tokens of each step (estimate)
     sizes[0] = max(1, len(ids) - overhead - sum(sizes))
     budget = prm.max_length - overhead
-    reserve = context_tokens + _JOIN_MARGIN if context_tokens > 0 else 0
+    # room kept for context beside a window's own steps: what was asked, but never more than half the window
+    reserve = min(context_tokens + _JOIN_MARGIN, budget // 2) if context_tokens > 0 else 0
     own_budget = budget - reserve
     parts: list[Encoded] = []
     windows: list[Window] = []
     end = len(steps)
-    keep_together = len(item.response_steps)  # the last window holds all response steps
     while end > 0:
         start, used = end, 0
-        while start > 0 and (used + sizes[start - 1] <= own_budget or end - start < keep_together):
+        while start > 0 and used + sizes[start - 1] <= own_budget:
             used += sizes[start - 1]
             start -= 1
         start = min(start, end - 1)
         fitted = _fit_one(prm, problem, steps[start:end])
-        while start < end - 1 and (fitted is None or (
-                start > 0 and prm.max_length - len(fitted[0]) < reserve and end - start > keep_together)):
+        while start < end - 1 and (fitted is None or (start > 0 and prm.max_length - len(fitted[0]) < reserve)):
             start += 1  # does not fit, or (estimates off) leaves less than the reserve for context: one step fewer
             fitted = _fit_one(prm, problem, steps[start:end])
         if fitted is None:  # one step alone does not fit beside the problem: keep its tail
@@ -159,7 +159,7 @@ def encode_windows(prm: TransformerPRM, item: PRMInput, context_tokens: int = DE
         enc.num_thinking = max(0, min(end, n_think) - start)
         parts.append(enc)
         windows.append(window)
-        end, keep_together = start, 0
+        end = start
     parts.reverse()
     windows.reverse()
     return Fitted(parts, clipped, windows)
