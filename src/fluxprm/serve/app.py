@@ -242,13 +242,17 @@ def create_app(options: ServeOptions, load: Callable[[], Any], *,
         finally:
             watcher.cancel()
         if waiter in done:
+            if waiter.cancelled():  # withdrawn by a forced shutdown
+                raise Closed("the server is shutting down")
             return waiter.result()
         batcher.cancel(future)  # frees its room; if its batch already runs, the results are dropped
         waiter.add_done_callback(_retrieve)
         raise _ClientGone()
 
     def check_model(engine: Engine, model: Any) -> None:
-        if model not in (None, "") and model not in engine.aliases:
+        if model is not None and not isinstance(model, str):
+            raise RequestError("'model' must be a string", param="model")
+        if model and model not in engine.aliases:
             raise RequestError(f"The model `{model}` does not exist. This server serves {engine.name!r} "
                                "(GET /v1/models).", status=404, param="model")
 
