@@ -210,3 +210,59 @@ def test_without_ray_installed_the_error_names_the_extra(work, tmp_path, monkeyp
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --ray needs Ray Data") and "pip install 'fluxprm[ray]'" in last
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def _bon_pool(path: Path) -> Path:
+    """Best-of-N pool records: a problem, its gold answer and four candidates of different lengths each."""
+    lines = []
+    for i in range(6):
+        answers = [2 * i, 2 * i + 1, 2 * i, 3 * i]
+        responses = ["<think>" + "\n\n".join(f"Step {k}: add {i} and {i} " + "once more " * ((i + j + k) % 4)
+                                             for k in range(1 + (i + j) % 3)) + f"</think>The answer is {a}."
+                     for j, a in enumerate(answers)]
+        lines.append(json.dumps({"id": f"p{i}", "problem": f"What is {i} + {i}?", "gold": str(2 * i),
+                                 "response": responses}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_select_and_bon_with_ray_write_the_bytes_of_a_single_process_run(work, cluster):
+    """``select -m`` and ``bon -m`` score through the same pool: every file they write (scores, selection,
+    errors, Best-of-N metrics and picks) is byte for byte the file of the run without ``--ray``."""
+    folder = work["folder"]
+    model = work["args"][work["args"].index("-m") + 1]
+    machine = ["-m", model, "--dtype", "float32", "--device", "cpu"]
+    select = ["select", str(folder / "traces.jsonl"), *machine, "--top-k", "10"]
+    bon = ["bon", str(_bon_pool(folder / "pool.jsonl")), "-m", model, "--samples", "20"]
+    for name, args in (("select", select), ("bon", bon)):
+        before = _chunk_actors()
+        out = folder / name
+        single = [*args, "--threads", "1", "-o", str(out / "single" / ("sel.jsonl" if name == "select" else ""))]
+        on_ray = [*args, *_ray_args(cluster), "-o", str(out / "ray" / ("sel.jsonl" if name == "select" else ""))]
+        for command in (single, on_ray):
+            res = fluxprm(*command)
+            assert res.returncode == 0, res.stderr[-3000:]
+            assert "Traceback" not in res.stderr
+        new_jobs = {job: pids for job, pids in _chunk_actors().items() if job not in before}
+        assert [len(pids) for pids in new_jobs.values()] == [2], (name, new_jobs)  # the Ray run scored on a pool
+        single_files, ray_files = _files(out / "single"), _files(out / "ray")
+        assert any(n.endswith("scores.jsonl") for n in ray_files) and len(ray_files) >= 3, sorted(ray_files)
+        assert sorted(ray_files) == sorted(single_files)
+        for file_name, content in single_files.items():
+            assert ray_files[file_name] == content, f"{name}: {file_name} differs with --ray"
+
+
+def test_ray_flags_without_ray_are_refused_by_select_bon_and_eval(work, tmp_path):
+    src = str(work["folder"] / "traces.jsonl")
+    for args in (["select", src, "--scores", src, "--top-k", "1", "--workers", "2", "-o", str(tmp_path / "s.jsonl")],
+                 ["bon", src, "--score-field", "x", "--address", "127.0.0.1:1", "-o", str(tmp_path / "b")],
+                 ["eval", "outcome", src, "--scores", src, "--workers", "2", "-o", str(tmp_path / "e")]):
+        res = _cli(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert res.stderr.strip().splitlines()[-1].endswith("only apply with --ray"), res.stderr
+    res = _cli("select", src, "--score-field", "x", "--top-k", "1", "--ray", "-o", str(tmp_path / "s.jsonl"))
+    assert res.exit_code == 2 and "apply to scoring with a model" in res.stderr.strip().splitlines()[-1]

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fluxprm.models.base import TransformerPRM
 
 __all__ = ["ChunkPipeline", "DistributedError", "ModelSpec", "RayOptions", "RayPool", "RayUnavailable", "RemotePRM",
-           "ScoreWorker", "WorkerError", "import_ray", "ray_session", "scoring_model"]
+           "ScoreWorker", "WorkerError", "import_ray", "ray_flags_without_ray", "ray_session", "scoring_model"]
 
 INSTALL_HINT = "pip install 'fluxprm[ray]'"
 
@@ -80,6 +80,14 @@ class RayOptions:
     def threads(self) -> int:
         """Torch threads an actor uses by default: the CPUs it reserved (at least one)."""
         return max(1, int(self.cpus_per_worker))
+
+
+def ray_flags_without_ray(cluster: RayOptions, explicit: dict[str, Any]) -> list[str]:
+    """The cluster flags a command line gave (``explicit``: what :func:`fluxprm.cli.options.generated_options`
+    says was typed) although ``--ray`` was not: they would be silently ignored, so commands refuse them."""
+    if cluster.ray:
+        return []
+    return [f"--{f.name.replace('_', '-')}" for f in fields(RayOptions) if f.name != "ray" and f.name in explicit]
 
 
 class RayUnavailable(RuntimeError):

@@ -10,22 +10,52 @@ Three sources, one stream of ``(trace, score)`` pairs in input order:
   for a pool record with one value per candidate, each candidate's own value).
 
 No model is loaded unless ``model`` is given (and only then is torch imported), so selecting from a scores
-file starts instantly. Rejected input records come through as ``BadRecord``s (paired with ``None``) so the
+file starts instantly. With a cluster (``ScoreSource.cluster``, or :func:`scoring_cluster` around the whole
+command) the scoring runs on a Ray actor pool instead of in this process and writes the same bytes
+(docs/DISTRIBUTED.md). Rejected input records come through as ``BadRecord``s (paired with ``None``) so the
 caller can send them to its errors file: nothing is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from fluxprm.distributed import RayOptions, ray_session  # imports neither Ray nor torch
 from fluxprm.records import BadRecord
 from fluxprm.scores import TraceScore, join_scores, read_scores, scores_in_order
 from fluxprm.traces import FieldMap, Trace, iter_traces
 
-__all__ = ["ScoreSource", "scored_traces", "field_score"]
+__all__ = ["ScoreSource", "scored_traces", "field_score", "scoring_cluster"]
+
+# The cluster (and torch threads per actor) that scoring with a model uses when its ScoreSource names none: set
+# for a whole command by scoring_cluster, because some commands build their ScoreSource deep inside the library
+# (``bon`` from BonOptions, ``eval bon`` once per model) where no caller could pass one.
+_CLUSTER: ContextVar[tuple[RayOptions, int | None] | None] = ContextVar("fluxprm_scoring_cluster", default=None)
+
+
+@contextlib.contextmanager
+def scoring_cluster(cluster: RayOptions | None, threads: int | None = None) -> Iterator[None]:
+    """Within the block, every model scoring of :func:`scored_traces` whose source names no cluster runs on
+    ``cluster`` (when ``cluster.ray``; otherwise nothing changes), ``threads`` torch threads per actor.
+
+    The Ray session is opened here, once for the block, so a command that scores several times (``eval`` with
+    several models, ``select``'s passes) joins or starts the cluster once; a cluster that cannot be reached
+    fails here, before any output is written (:class:`~fluxprm.distributed.DistributedError`).
+    """
+    if cluster is None or not cluster.ray:
+        yield
+        return
+    with ray_session(cluster):
+        token = _CLUSTER.set((cluster, threads))
+        try:
+            yield
+        finally:
+            _CLUSTER.reset(token)
 
 
 @dataclass
@@ -37,6 +67,7 @@ class ScoreSource:
     score_field: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)  # load_prm keyword arguments (dtype, device, ...)
     score_options: Any = None  # a fluxprm.engine.options.ScoreOptions, when scoring with ``model``
+    cluster: RayOptions | None = None  # score ``model`` on this Ray cluster  [default: scoring_cluster's, else here]
 
     def __post_init__(self) -> None:
         given = [name for name in ("scores", "model", "score_field") if getattr(self, name)]
@@ -89,11 +120,19 @@ def scored_traces(inputs: Sequence[str], source: ScoreSource, fields: FieldMap |
 
 def _score_now(inputs: list[str], source: ScoreSource, fields: FieldMap | None, scores_out: Path, resume: bool,
                on_progress: Callable[[int], None] | None) -> None:
-    """Run ``fluxprm score`` on the inputs into ``scores_out`` (imports torch: only here)."""
+    """Run ``fluxprm score`` on the inputs into ``scores_out`` (imports torch here, or Ray with a cluster).
+
+    On a cluster the actors load the model and score the chunks; the driver writes ``scores_out`` as it
+    would alone, so the bytes, the checkpoint and ``--resume`` are the same either way.
+    """
+    from fluxprm.distributed import scoring_model
     from fluxprm.engine.options import ScoreOptions
-    from fluxprm.models.loading import load_prm
     from fluxprm.score_job import run_score_job
 
-    prm = load_prm(source.model, **source.model_options)
+    cluster, threads = source.cluster, None
+    if cluster is None and (ambient := _CLUSTER.get()) is not None:
+        cluster, threads = ambient
     options = source.score_options or ScoreOptions(on_error="skip")
-    run_score_job(prm, inputs, scores_out, None, options, fields, resume, on_progress=on_progress)
+    with scoring_model(source.model, source.model_options, cluster, batching=options.batching,
+                       threads=threads if cluster is not None and cluster.ray else None) as prm:
+        run_score_job(prm, inputs, scores_out, None, options, fields, resume, on_progress=on_progress)

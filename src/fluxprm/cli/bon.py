@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,8 +12,10 @@ from fluxprm.bon import BonError, BonOptions, format_table, run_bon
 from fluxprm.cli.common import FIELD_OVERRIDES, Inputs, Model, Resume, checked_inputs, count_inputs, job_errors
 from fluxprm.cli.options import Expand, generated_options
 from fluxprm.cli.report import die, print_causes, progress_bar, say, warn
+from fluxprm.distributed import DistributedError, RayOptions, RayUnavailable, ray_flags_without_ray
 from fluxprm.grading import GradingError
 from fluxprm.jobs import CauseCounter
+from fluxprm.scored import scoring_cluster
 from fluxprm.traces import FieldMap
 
 __all__ = ["bon"]
@@ -31,6 +33,8 @@ def bon(
     resume: Resume = False,
     options: Annotated[BonOptions, Expand(exclude=("model",))],
     fields: Annotated[FieldMap, FIELD_OVERRIDES],
+    cluster: RayOptions,
+    explicit: dict[str, Any],
 ) -> None:
     """Reward-guided Best-of-N: pick a response per problem and measure every rule against the gold answers.
 
@@ -38,6 +42,7 @@ def bon(
     PRM-weighted vote over math-verify answer classes; pass@1 and oracle pass@N as references. Accuracy at
     N = 1, 2, 4, ... up to the pool size, sub-sampling N candidates per problem (exact where all subsets can
     be enumerated). Scores: --scores files, --score-field, or a model run now (-m; default fluxprm-mini).
+    With --ray the model scores on a Ray cluster's actor pool (docs/DISTRIBUTED.md); the files are the same.
     """
     paths = checked_inputs(inputs)
     if out.exists() and not out.is_dir():
@@ -50,13 +55,18 @@ def bon(
     except ValueError as exc:
         die(str(exc))
     scoring = not options.scores and not options.score_field
+    if misplaced := ray_flags_without_ray(cluster, explicit):
+        die(f"{', '.join(misplaced)} only apply with --ray")
+    if cluster.ray and not scoring:
+        die("--ray applies to scoring with a model (-m), not to --scores or --score-field")
     progress, advance = progress_bar("scoring", None if options.generate else count_inputs(paths), enabled=scoring)
     with job_errors(out), progress:
         try:
-            result = run_bon(paths, out, options, fields, resume=resume, on_progress=advance, on_status=say)
+            with scoring_cluster(cluster, options.threads):
+                result = run_bon(paths, out, options, fields, resume=resume, on_progress=advance, on_status=say)
         except BonError as exc:  # records were read, but nothing honest can be reported
             die(str(exc), code=1)
-        except GradingError as exc:
+        except (GradingError, RayUnavailable, DistributedError) as exc:
             die(str(exc))
     if result.rejected:
         causes = CauseCounter()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from fluxprm.cli.common import FIELD_OVERRIDES, Inputs, checked_inputs, count_inputs
 from fluxprm.cli.options import generated_options
 from fluxprm.cli.report import die, progress_bar, say, warn
+from fluxprm.distributed import DistributedError, RayOptions, RayUnavailable, ray_flags_without_ray
 from fluxprm.eval.context import EvalOptions
 from fluxprm.eval.tasks import TASKS
 from fluxprm.traces import FieldMap
@@ -46,12 +47,16 @@ def eval(  # noqa: A001 (the command's name)
                                         show_default=False)] = "auto",
     options: EvalOptions,
     fields: Annotated[FieldMap, FIELD_OVERRIDES],
+    cluster: RayOptions,
+    explicit: dict[str, Any],
 ) -> None:
     """Benchmark PRMs as the benchmarks' own code does and compare them side by side: PRMBench PRMScore,
     ProcessBench F1 (optionally with a threshold calibrated on another file), outcome AUROC/AUPRC/ECE, score
     separation between groups, Best-of-N. Writes metrics.json, summary.md and plots to -o; prints a table.
+    With --ray every -m model scores on a Ray cluster's actor pool (docs/DISTRIBUTED.md), with the same scores.
     """
     from fluxprm.eval.sources import EvalError, sources_from
+    from fluxprm.scored import scoring_cluster
     from fluxprm.eval.tasks import run_eval
 
     if task not in TASKS:
@@ -70,14 +75,20 @@ def eval(  # noqa: A001 (the command's name)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(options.threads)
     sources = sources_from(model, [str(s) for s in scores or []], score_field, {"dtype": dtype, "device": device})
     scoring = any(src.scored_now for src in sources)
+    if misplaced := ray_flags_without_ray(cluster, explicit):
+        die(f"{', '.join(misplaced)} only apply with --ray")
+    if cluster.ray and not scoring:
+        die("--ray applies to scoring with a model (-m), not to --scores or --score-field")
     # prmbench/processbench with a model also score each problem's original process, bon may generate: no total
     fixed = task in ("outcome", "separation") and not options.calibrate
     progress, advance = progress_bar("scoring", count_inputs(paths) if scoring and fixed else None, enabled=scoring)
     try:
-        with progress:
+        with scoring_cluster(cluster, options.threads), progress:
             result = run_eval(task, paths, sources, out, options, fields, on_progress=advance, on_status=say)
     except EvalError as exc:
         die(str(exc), code=1)
+    except (RayUnavailable, DistributedError) as exc:
+        die(str(exc))
     except (FileNotFoundError, ValueError) as exc:
         die(str(exc))
     except OSError as exc:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from fluxprm.cli.common import FIELD_OVERRIDES, Errors, Inputs, Model, checked_inputs, count_inputs
 from fluxprm.cli.options import generated_options
 from fluxprm.cli.report import die, print_causes, print_table, progress_bar, say, warn
-from fluxprm.scored import ScoreSource
+from fluxprm.distributed import DistributedError, RayOptions, RayUnavailable, ray_flags_without_ray
+from fluxprm.scored import ScoreSource, scoring_cluster
 from fluxprm.select import SelectFailure, SelectOptions
 from fluxprm.traces import FieldMap
 
@@ -58,10 +59,15 @@ def select(
                                                    "cores]")] = None,
     options: SelectOptions,
     fields: Annotated[FieldMap, FIELD_OVERRIDES],
+    cluster: RayOptions,
+    explicit: dict[str, Any],
 ) -> None:
     """Keep the best-scored traces (top K or fraction F, overall or per problem, duplicates dropped) as
     distillation data: the selected records with their scores, optionally chat messages for SFT (--sft) and a
     report (--report). Scores come from --scores, --score-field or a model run now (-m; default: fluxprm-mini).
+
+    With --ray the model scores on a Ray cluster's actor pool (docs/DISTRIBUTED.md): the scores file and the
+    selection are byte for byte those of a run without it.
     """
     given = [flag for flag, value in (("-m", model), ("--scores", scores), ("--score-field", score_field)) if value]
     if len(given) > 1:
@@ -72,8 +78,10 @@ def select(
         model = model or "fluxprm-mini"
         if threads:  # read by torch when it is first imported (scoring imports it; nothing before does)
             os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
-    elif resume or scores_out:
-        die("--resume and --scores-out apply to scoring with a model (-m)")
+    elif resume or scores_out or cluster.ray:
+        die("--resume, --scores-out and --ray apply to scoring with a model (-m)")
+    if misplaced := ray_flags_without_ray(cluster, explicit):
+        die(f"{', '.join(misplaced)} only apply with --ray")
     paths = checked_inputs(inputs)
     source = ScoreSource(scores=[str(s) for s in scores] if scores else None, model=model, score_field=score_field,
                          model_options={"dtype": dtype, "device": device})
@@ -84,11 +92,13 @@ def select(
     progress, advance = progress_bar("scoring", count_inputs(paths) if model else None,
                                      enabled=bool(model))
     try:
-        with progress:
+        with scoring_cluster(cluster, threads), progress:
             result = run_select(paths, out, source, options, errors=errors, fields=fields, scores_out=scores_out,
                                 resume=resume, on_progress=advance)
     except (SelectFailure, JobFailure) as exc:
         die(str(exc), code=1)
+    except (RayUnavailable, DistributedError) as exc:
+        die(str(exc))
     except (ResumeMismatch, OutputPathError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
         die(str(exc))
     except OSError as exc:
