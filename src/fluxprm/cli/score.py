@@ -15,13 +15,12 @@ import typer
 
 from fluxprm.cli.common import (FIELD_OVERRIDES, Errors, Inputs, Model, Resume,
                                 checked_inputs, checked_outputs, count_inputs, job_errors)
-from fluxprm.cli.options import choices, generated_options
+from fluxprm.cli.model_options import Aggregate, Alpha, Device, Dtype, Format, MaxLength, Threads
+from fluxprm.cli.options import generated_options
 from fluxprm.cli.report import (die, exit_if_nothing_written, print_duplicates, print_rejections, print_table,
                                 progress_bar, say)
 from fluxprm.distributed import DistributedError, RayOptions, RayUnavailable, scoring_model
 from fluxprm.engine.options import ScoreOptions
-from fluxprm.models.formats import FORMATS  # torch: `fluxprm score` loads a model anyway
-from fluxprm.scores import AGGREGATES
 from fluxprm.traces import FieldMap
 
 __all__ = ["score"]
@@ -39,21 +38,13 @@ def score(
     errors: Errors = None,
     resume: Resume = False,
     options: ScoreOptions,
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16 or float32; auto: bfloat16 on "
-                                       "GPUs and on CPUs with native bf16, else float32.  [default: auto]",
-                                       show_default=False)] = "auto",
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.  [default: auto]",
-                                        show_default=False)] = "auto",
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (use 1 on a machine "
-                                                   "shared with other CPU work).  [default: all cores]")] = None,
-    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Context budget in tokens.  "
-                                                      "[default: the model's]")] = None,
-    format: Annotated[Optional[choices("format", FORMATS)], typer.Option(
-        "--format", help="Checkpoint format, overriding detection.")] = None,
-    aggregate: Annotated[Optional[choices("aggregate", AGGREGATES)], typer.Option(
-        "--aggregate", help="How step rewards combine into the score.  [default: the model card's]")] = None,
-    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Weight of the trajectory reward in the score.  "
-                                                   "[default: the model's, 1.0]")] = None,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    threads: Threads = None,
+    max_length: MaxLength = None,
+    format: Format = None,
+    aggregate: Aggregate = None,
+    alpha: Alpha = None,
     fields: Annotated[FieldMap, FIELD_OVERRIDES],
     cluster: RayOptions,
     explicit: dict[str, Any],

@@ -16,16 +16,15 @@ import os
 import signal
 import socket
 from dataclasses import replace
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from fluxprm.cli.common import Model
-from fluxprm.cli.options import Expand, choices, generated_options
+from fluxprm.cli.model_options import Aggregate, Alpha, Device, Dtype, Format, MaxLength, Threads
+from fluxprm.cli.options import Expand, generated_options
 from fluxprm.cli.report import die, say, warn
 from fluxprm.engine.options import ScoreOptions
-from fluxprm.models.formats import FORMATS  # torch: `fluxprm serve` loads a model anyway
-from fluxprm.scores import AGGREGATES
 from fluxprm.serve.options import ServeOptions
 
 __all__ = ["serve"]
@@ -39,21 +38,13 @@ def serve(
     model: Model = None,
     server: ServeOptions,
     options: Annotated[ScoreOptions, Expand(exclude=("chunk_size", "on_error"))],
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16 or float32; auto: bfloat16 on "
-                                       "GPUs and on CPUs with native bf16, else float32.  [default: auto]",
-                                       show_default=False)] = "auto",
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.  [default: auto]",
-                                        show_default=False)] = "auto",
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (use 1 on a machine "
-                                                   "shared with other CPU work).  [default: all cores]")] = None,
-    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Context budget in tokens.  "
-                                                      "[default: the model's]")] = None,
-    format: Annotated[Optional[choices("format", FORMATS)], typer.Option(
-        "--format", help="Checkpoint format, overriding detection.")] = None,
-    aggregate: Annotated[Optional[choices("aggregate", AGGREGATES)], typer.Option(
-        "--aggregate", help="How step rewards combine into the score.  [default: the model card's]")] = None,
-    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Weight of the trajectory reward in the score.  "
-                                                   "[default: the model's, 1.0]")] = None,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    threads: Threads = None,
+    max_length: MaxLength = None,
+    format: Format = None,
+    aggregate: Aggregate = None,
+    alpha: Alpha = None,
     explicit: dict[str, Any],
 ) -> None:
     """Serve a PRM over HTTP: POST /v1/score (trace records → score records), /get_reward (OpenRLHF remote
