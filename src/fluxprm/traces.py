@@ -315,7 +315,7 @@ class _ChatText:
         return meta
 
 
-def _read_chat_template(text: str, known: str | None = None) -> _ChatText | None:
+def read_chat_template(text: str, known: str | None = None) -> _ChatText | None:
     """The turns of a text holding a chat template's markers; ``None`` when it holds none.
 
     Only the first family found (in :data:`CHAT_TEMPLATES` order) is read; markers of another family
@@ -646,7 +646,7 @@ def _problem_from_template(ctx: _Context, name: str, text: str) -> str:
     turn that opened a thought (DeepSeek-R1's ``<｜Assistant｜><think>\\n``) means the response field
     starts inside that thought: ``ctx.open_thought`` tells the response split so.
     """
-    chat = _read_chat_template(text)
+    chat = read_chat_template(text)
     if chat is None:
         return text
     user = chat.last("user")
@@ -672,9 +672,9 @@ def _read_reply(name: str, text: str, known: str | None) -> tuple[str, dict[str,
     transcript's reply is its last assistant turn, end-of-turn markers removed; ``user_turn`` is the last
     user turn before it (the problem when the record has no problem field, dropped otherwise); ``meta``
     holds the family, system prompt and other turns (see :meth:`_ChatText.meta`). ``known``: the family
-    of the record's problem field, if any (see :func:`_read_chat_template`).
+    of the record's problem field, if any (see :func:`read_chat_template`).
     """
-    chat = _read_chat_template(text, known)
+    chat = read_chat_template(text, known)
     if chat is None:
         return text, {}, None
     reply = chat.last("assistant")

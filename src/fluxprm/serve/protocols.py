@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 from fluxprm.records import BadRecord
 from fluxprm.rl.rewards import completion_record, prompt_text
 from fluxprm.scores import TraceScore
-from fluxprm.traces import Trace, TraceError, _read_chat_template, parse_record, split_thinking
+from fluxprm.traces import Trace, TraceError, parse_record, read_chat_template, split_thinking
 
 __all__ = ["RequestError", "parse_score_request", "score_response", "RewardBatch", "parse_get_reward",
            "reward_response", "PoolingItem", "parse_pooling", "pooling_response", "trace_tokens"]
@@ -300,7 +300,7 @@ def _text_item(problem: str, reply: str, tag: str) -> PoolingItem:
 def _text_input(text: str, tag: str, index: int) -> PoolingItem:
     if tag not in text:
         return PoolingItem("", [], [])
-    chat = _read_chat_template(text)
+    chat = read_chat_template(text)
     if chat is not None:
         return _turns_item([(role, content) for role, content in chat.turns], tag, index)
     return _text_item("", text, tag)
