@@ -159,7 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--no-ray", action="store_true", help="only the single-process runs")
-    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--chunk-size", type=int, default=256)
     cli = parser.parse_args()
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
