@@ -353,10 +353,16 @@ def test_bad_and_unscored_records_go_to_the_errors_file(tmp_path):
     assert res.returncode == 2 and "one source of scores" in res.stderr
 
 
-def test_an_input_spelled_otherwise_than_when_scored_gets_a_hint(tmp_path, monkeypatch):
+def test_an_input_spelled_otherwise_joins_but_another_file_gets_a_hint(tmp_path, monkeypatch):
     inp, sc = pool(tmp_path, rows(2), [0.1, 0.3])  # the scores name the input by its absolute path
     monkeypatch.chdir(tmp_path)
-    result, recs = select(tmp_path, Path("pool.jsonl"), sc, top_k=1)
+    result, recs = select(tmp_path, Path("pool.jsonl"), sc, top_k=1)  # relative: the same file
+    assert len(recs) == 1 and recs[0]["fluxprm"]["score"] == 0.3 and result.counts.unscored == 0
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "pool.jsonl").write_bytes(inp.read_bytes())  # the same records in another file: not what was scored
+    monkeypatch.chdir(copy)  # "pool.jsonl" now names the copy (a relative path must not be resolved from elsewhere)
+    result, recs = select(tmp_path, Path("pool.jsonl"), sc, name="sel2.jsonl", top_k=1)
     assert recs == [] and result.counts.unscored == 2
     assert "pass the input path exactly as it was given to fluxprm score" in result.error_causes[0].hint
 

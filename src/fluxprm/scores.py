@@ -75,12 +75,13 @@ def join_key(source: str, line: int, candidate: int | None = None) -> tuple[str,
 
     Paths are compared resolved (``../x.jsonl`` and ``/abs/x.jsonl`` name one file) from the current folder.
     """
-    return (_resolved(source) if source else source, int(line), candidate)
+    return (_resolved(source, os.getcwd()) if source else source, int(line), candidate)
 
 
 @functools.lru_cache(maxsize=1024)
-def _resolved(path: str) -> str:
-    return path if path.startswith("<") else os.path.realpath(path)
+def _resolved(path: str, cwd: str) -> str:
+    """``path`` resolved from ``cwd`` (part of the cache key: a relative path names another file elsewhere)."""
+    return path if path.startswith("<") else os.path.realpath(os.path.join(cwd, path))
 
 
 @dataclass(slots=True)
