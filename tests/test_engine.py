@@ -101,6 +101,20 @@ def test_windows_score_every_step(prm):
     assert len(windows[-1].read_positions) >= 2
 
 
+def test_context_tokens_option_reaches_the_windows(prm):
+    """`--context-tokens` / ScoreOptions.context_tokens changes the windows the Scorer lays out."""
+    trace = Trace(id="w", problem="Compute.", response="", thinking="", source="x", line=1)
+    trace.thinking_steps = [f"thought {k} " + "words " * 20 for k in range(12)]
+    trace.steps = ["answer one", "answer two"]
+    full = prm.encode(prepare(trace, StepConfig()))
+    small = load_prm(str(build_qwen_prm(None)), dtype="float32", device="cpu", max_length=len(full.input_ids) // 3)
+    no_context = fluxprm.score(small, [trace], long="windows", context_tokens=0)[0]
+    with_context = fluxprm.score(small, [trace], long="windows", context_tokens=64)[0]
+    assert len(no_context.step_rewards) == len(with_context.step_rewards) == 14
+    assert with_context.extra["windows"] > no_context.extra["windows"]  # room for context: fewer steps per window
+    assert with_context.step_rewards != no_context.step_rewards  # steps judged with the text before them
+
+
 def test_padded_batches_equal_single_forwards(prm):
     traces = [_trace(i, n_think=1 + i % 4, words=3 + 5 * i) for i in range(8)]
     single = fluxprm.score(prm, traces, batching="single")

@@ -95,7 +95,7 @@ class Scorer:
                 continue
             try:
                 item = prepare(trace, self.options.steps)
-                fitted = fit_trace(self.prm, item, self.options.long)
+                fitted = fit_trace(self.prm, item, self.options.long, self.options.context_tokens)
             except Exception as exc:  # noqa: BLE001 - one bad trace must not take its batch down
                 results[slot] = BadRecord(trace.source, trace.line, _reason(exc), trace.id)
                 continue
