@@ -74,7 +74,14 @@ def grpo_run(tmp_path_factory):
         save_strategy="no", disable_tqdm=True, dataloader_num_workers=0, seed=7)
     trainer = trl.GRPOTrainer(model=policy, reward_funcs=[mixed, outcome_only], args=args,
                               train_dataset=dataset, processing_class=tokenizer)
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        # TRL's Trainer leaves accelerate's process-wide state set (use_cpu, its mixed precision); a later
+        # Accelerator in this process (fluxprm train's LoRA loop, in the next test files) may not change it
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     return trainer, mixed, outcome_only, Path(args.output_dir)
 
 
