@@ -12,15 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from builders import build_qwen_prm
+from processes import kill_after_first_checkpoint
 
 RECORDS = 60
 TIMEOUT = 240  # seconds for one fluxprm run; a hung run fails the test instead of hanging the suite
@@ -134,25 +133,8 @@ def test_a_ray_run_writes_the_bytes_of_a_single_process_run(work, cluster):
 
 def _kill_after_first_checkpoint(args: list[str], out: Path) -> int:
     """Start a ``--ray`` driver, SIGKILL it as soon as its checkpoint counts a finished chunk; return that count."""
-    progress = out.with_name(out.name + ".progress.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "fluxprm", *args, "-o", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=_env())
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if json.loads(progress.read_bytes())["done"] > 0:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.005)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    state = json.loads(progress.read_bytes())
-    assert 0 < state["done"] < RECORDS and not state["complete"], f"the kill must land mid-run: {state}"
-    return state["done"]
+    return kill_after_first_checkpoint(args, out, env=_env(), records=RECORDS, timeout=TIMEOUT)
 
 
 def test_a_killed_ray_driver_resumes_to_the_same_bytes(work, cluster):

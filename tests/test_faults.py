@@ -17,16 +17,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from builders import build_qwen_prm
+from processes import kill_after_first_checkpoint
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 RECORDS = 100  # enough that a run is still going when its first checkpoint appears
@@ -73,24 +72,7 @@ def _command_args(command: str, src: Path, model_dir: str, work: Path) -> list[s
 
 def _kill_after_first_checkpoint(args: list[str], out: Path) -> int:
     """Start the command, SIGKILL it as soon as its checkpoint counts a finished chunk; return that count."""
-    progress = out.with_name(out.name + ".progress.json")
-    proc = subprocess.Popen([sys.executable, "-m", "fluxprm", *args, "-o", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=ENV)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if json.loads(progress.read_bytes())["done"] > 0:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.005)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    state = json.loads(progress.read_bytes())
-    assert 0 < state["done"] < RECORDS and not state["complete"], f"the kill must land mid-run: {state}"
-    return state["done"]
+    return kill_after_first_checkpoint(args, out, env=ENV, records=RECORDS, timeout=300)
 
 
 @pytest.fixture(scope="module")
