@@ -18,7 +18,8 @@ Record (one JSON line per trace)::
                     "coherence_logp": [r_coh...], "weights": [[w_align, w_qual, w_coh] | null ...]},
      "step_labels": [null per thinking step, then the trace's hard labels of its response steps] | null,
      "trajectory_reward": float | null, "rollouts": {"n", "correct"} | null, "correct", "gold", "source",
-     "line", "label_config": "<12-hex hash of the options that shape the labels>", "notes": [...]}
+     "line", "label_config": "<12-hex hash of the options that shape the labels>",
+     "judge_prompt": "v2" | "v1" | null (no judge), "notes": [...]}
 
 Component lists always have one entry per thinking step (``null`` where the component is switched off or
 missing). Floats are rounded to 6 decimals. ``notes`` (an extension of the schema) says why values are
@@ -42,7 +43,7 @@ import orjson
 from fluxprm.labels.alignment import alignment_rewards
 from fluxprm.labels.coherence import NegativePool, coherence_rewards
 from fluxprm.labels.fuse import fuse_steps
-from fluxprm.labels.quality import JUDGE_PROMPT, build_judge_prompt, load_prompt, make_judge
+from fluxprm.labels.quality import JUDGE_PROMPTS, JudgeTrace, build_judge_prompt, load_prompt, make_judge
 from fluxprm.labels.trajectory import TEMPLATE_EXTRACT, TEMPLATE_SOLVE, TrajectoryItem, TrajectoryRewarder
 from fluxprm.jobs import JobFailure, JobResult, run_job
 from fluxprm.records import BadRecord
@@ -91,8 +92,16 @@ class LabelConfig:
     judge_max_tokens: int = field(default=256, metadata={"help": "Answer budget of an HTTP judge, in tokens."})
     judge_retry_temperature: float = field(default=0.7, metadata={
         "help": "Sampling temperature of judge retries (the first try is greedy)."})
+    judge_prompt: str = field(default="v2", metadata={
+        "help": "Judge prompt. v2: problem and response first, then the thinking steps up to the graded one, "
+                "then a short question, so the queries of one trace share their prefix (a local judge grows one "
+                "KV cache per trace; servers' prefix caches hit). v1: the original per-step prompt (reproduces "
+                "old label files)."})
     judge_context_chars: int = field(default=2000, metadata={
-        "help": "Earlier steps shown to the judge, most recent first, in characters."})
+        "help": "Earlier steps the judge sees at least (most recent first), in characters."})
+    judge_window_chars: int = field(default=8000, metadata={
+        "help": "v2: earlier steps in view grow up to this many characters, then restart from the last "
+                "--judge-context-chars of them (bounds the judge's context on long traces)."})
     judge_text_chars: int = field(default=1500, metadata={
         "help": "Cap on the problem, the step and the response in a judge prompt (head and tail kept)."})
     # trajectory reward
@@ -130,6 +139,11 @@ class LabelConfig:
             raise ValueError(f"rollouts must be >= 1, got {self.rollouts}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.judge_prompt not in JUDGE_PROMPTS:
+            raise ValueError(f"judge_prompt must be one of {', '.join(JUDGE_PROMPTS)}, got {self.judge_prompt!r}")
+        if self.judge_window_chars < self.judge_context_chars:
+            raise ValueError(f"judge_window_chars ({self.judge_window_chars}) must be >= judge_context_chars "
+                             f"({self.judge_context_chars})")
         if self.on_error not in ("raise", "skip", "fail"):
             raise ValueError(f"on_error must be raise, skip or fail, got {self.on_error!r}")
 
@@ -152,13 +166,15 @@ def _output_options(config: LabelConfig) -> dict[str, Any]:
         for k in list(opts):
             if k.startswith("judge_"):
                 opts.pop(k)
+    elif config.judge_prompt == "v1":
+        opts.pop("judge_window_chars")
     if config.policy is None:
         for k in ("expert", "rollouts", "rollout_temperature", "rollout_max_tokens", "template_max_tokens",
                   "template_thinking_chars"):
             opts.pop(k)
     if not config.uses_encoder:
         opts.pop("encoder")
-    prompts = [JUDGE_PROMPT] * (config.judge is not None) + [TEMPLATE_EXTRACT, TEMPLATE_SOLVE] * (config.policy is not None)
+    prompts = [JUDGE_PROMPTS[config.judge_prompt]] * (config.judge is not None) + [TEMPLATE_EXTRACT, TEMPLATE_SOLVE] * (config.policy is not None)
     opts["prompts"] = {name: hashlib.sha256(load_prompt(name).encode()).hexdigest()[:16] for name in prompts}
     opts["schema"] = LABEL_SCHEMA_VERSION
     return opts
@@ -236,7 +252,7 @@ class Labeler:
         self._cache = None
         self.pool: NegativePool | None = None
         self.config_hash = label_config_hash(config)
-        self._judge_template = load_prompt(JUDGE_PROMPT)
+        self._judge_template = load_prompt(JUDGE_PROMPTS[config.judge_prompt])
 
     # -- lazily loaded parts
 
@@ -376,22 +392,31 @@ class Labeler:
 
         if self.judge is not None:
             start = time.perf_counter()
-            prompts, owners = [], []
-            for j, (_, _, _, inp) in enumerate(work):
-                response = "\n\n".join(inp.response_steps)
-                for t in range(len(inp.thinking_steps)):
-                    prompts.append(build_judge_prompt(inp.problem, inp.thinking_steps, t, response,
-                                                      self._judge_template, c.judge_context_chars, c.judge_text_chars))
-                    owners.append((j, t))
-            scores = self.judge.score_prompts(prompts) if prompts else []
-            for (j, t), s in zip(owners, scores):
-                qual[j][t] = s
+            if c.judge_prompt == "v1":
+                prompts, owners = [], []
+                for j, (_, _, _, inp) in enumerate(work):
+                    response = "\n\n".join(inp.response_steps)
+                    for t in range(len(inp.thinking_steps)):
+                        prompts.append(build_judge_prompt(inp.problem, inp.thinking_steps, t, response,
+                                                          self._judge_template, c.judge_context_chars,
+                                                          c.judge_text_chars))
+                        owners.append((j, t))
+                for (j, t), s in zip(owners, self.judge.score_prompts(prompts) if prompts else []):
+                    qual[j][t] = s
+                judged = len(prompts)
+            else:
+                traces = [JudgeTrace.build(inp.problem, inp.thinking_steps, "\n\n".join(inp.response_steps),
+                                           self._judge_template, c.judge_context_chars, c.judge_window_chars,
+                                           c.judge_text_chars) for _, _, _, inp in work]
+                for j, scores in enumerate(self.judge.score_traces(traces)):
+                    qual[j] = list(scores)
+                judged = sum(len(t) for t in traces)
             for j in range(n):
                 missing = [t + 1 for t, s in enumerate(qual[j]) if s is None]
                 if missing:
                     notes[j].append(f"quality: no usable judge score for step(s) {missing}")
                     self.stats.quality_missing += len(missing)
-            self.stats.judged_steps += len(prompts)
+            self.stats.judged_steps += judged
             self.stats.judge_seconds += time.perf_counter() - start
 
         trajectories = [None] * n
@@ -458,6 +483,7 @@ class Labeler:
             "source": trace.source,
             "line": trace.line,
             "label_config": self.config_hash,
+            "judge_prompt": None if self.config.judge is None else self.config.judge_prompt,
             "notes": notes,
         }
 

@@ -26,18 +26,21 @@ Two judge modes, picked from the LLM object:
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-import logging
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-__all__ = ["JUDGE_PROMPT", "load_prompt", "fill", "clip", "build_judge_prompt", "parse_score", "score_from_logprobs",
-           "Judge", "LogprobJudge", "TextJudge", "make_judge", "is_request_error"]
+__all__ = ["JUDGE_PROMPT", "JUDGE_PROMPTS", "load_prompt", "fill", "clip", "build_judge_prompt", "JudgeTrace",
+           "parse_score", "score_from_logprobs", "Judge", "LogprobJudge", "TextJudge", "make_judge",
+           "is_request_error"]
 
 logger = logging.getLogger(__name__)
 
 JUDGE_PROMPT = "judge_step_v1.txt"
+JUDGE_PROMPTS = {"v1": JUDGE_PROMPT, "v2": "judge_step_v2.txt"}  # --judge-prompt → the versioned file
 SCORE_PREFIX = "Score: "
 CHOICES = tuple(str(i) for i in range(11))
 
@@ -91,6 +94,76 @@ def build_judge_prompt(problem: str, thinking_steps: Sequence[str], t: int, resp
                 step=clip(thinking_steps[t], text_chars),
                 response=clip(response.strip(), text_chars) if response.strip() else "(no final response: "
                 "the trace was cut off)")
+
+
+@dataclass(frozen=True)
+class JudgeTrace:
+    """The v2 judge prompts of one trace, kept as pieces so that consecutive steps share a prefix.
+
+    The prompt of thinking step ``t`` is ``head + omitted note + steps[start_t .. t] + questions[t]``: the
+    problem and the final response come first (in ``head``), then the thinking steps up to and including the
+    graded one, then a short question naming it. Consecutive steps thus extend one text, and a judge can run
+    the trace once, growing its KV cache a step at a time, and pay only the question per step
+    (:meth:`LogprobJudge.score_traces`); a server's prefix cache hits the same way.
+
+    The earlier steps in view start at the trace's first step and grow; once they exceed ``window_chars``
+    characters the view restarts from the most recent earlier steps that fit in ``context_chars`` (a note
+    says how many are left out). So every step is judged with at least ``context_chars`` of earlier steps
+    (when the trace has them) and the context stays bounded on 40K-token traces. ``starts[t]`` is the first
+    step in view for step ``t``; steps that share it form one *segment* (one growing cache).
+    """
+
+    head: str
+    steps: tuple[str, ...]       # "\n\nStep k: text" per thinking step (text clipped to text_chars)
+    questions: tuple[str, ...]   # "\n\nGrade step k ..." per thinking step
+    starts: tuple[int, ...]
+
+    @classmethod
+    def build(cls, problem: str, thinking_steps: Sequence[str], response: str, template: str | None = None,
+              context_chars: int = 2000, window_chars: int = 8000, text_chars: int = 1500) -> "JudgeTrace":
+        template = template if template is not None else load_prompt(JUDGE_PROMPTS["v2"])
+        if template.count("{steps}") != 1:
+            raise ValueError("a v2 judge prompt has exactly one {steps} placeholder (where the thinking steps go)")
+        head_template, question_template = template.split("{steps}")
+        head = fill(head_template, problem=clip(problem.strip(), text_chars),
+                    response=clip(response.strip(), text_chars) if response.strip() else "(no final response: "
+                    "the trace was cut off)")
+        steps = tuple(f"\n\nStep {k + 1}: {clip(text, text_chars)}" for k, text in enumerate(thinking_steps))
+        questions = tuple(fill(question_template, number=str(k + 1)) for k in range(len(steps)))
+        starts: list[int] = []
+        start = 0
+        for t in range(len(steps)):
+            if sum(len(x) for x in steps[start:t]) > window_chars:
+                start, kept = t, 0
+                while start > 0 and kept + len(steps[start - 1]) <= context_chars:
+                    start -= 1
+                    kept += len(steps[start])
+            starts.append(start)
+        return cls(head, steps, questions, tuple(starts))
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def opening(self, start: int) -> str:
+        """The text a segment starting at step ``start`` opens with: the head and, if steps are left out, a note."""
+        if start == 0:
+            return self.head
+        return self.head + f"\n\n[{start} earlier step{'s' if start > 1 else ''} omitted]"
+
+    def prompt(self, t: int) -> str:
+        """The whole v2 prompt for step ``t`` (what a text judge is sent)."""
+        start = self.starts[t]
+        return self.opening(start) + "".join(self.steps[start : t + 1]) + self.questions[t]
+
+    def segments(self) -> Iterator[tuple[int, list[int]]]:
+        """``(start, steps judged)`` per run of steps that share the first step in view."""
+        t = 0
+        while t < len(self.starts):
+            start, group = self.starts[t], []
+            while t < len(self.starts) and self.starts[t] == start:
+                group.append(t)
+                t += 1
+            yield start, group
 
 
 _SCORE_PATTERNS = (
@@ -161,6 +234,17 @@ class Judge:
     def score_prompts(self, prompts: list[str]) -> list[float | None]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def score_traces(self, traces: Sequence[JudgeTrace]) -> list[list[float | None]]:
+        """Scores of every step of each trace's v2 prompts. Sent as whole prompts, in trace and step order,
+        so a server with a prefix cache (llama.cpp ``cache_prompt``, vLLM/SGLang automatic prefix caching)
+        reuses each step's prefix for the next one."""
+        flat = self.score_prompts([trace.prompt(t) for trace in traces for t in range(len(trace))])
+        out, at = [], 0
+        for trace in traces:
+            out.append(flat[at : at + len(trace)])
+            at += len(trace)
+        return out
+
 
 class LogprobJudge(Judge):
     """Reads the score distribution of a local transformers model in one forward per prompt."""
@@ -197,43 +281,172 @@ class LogprobJudge(Judge):
             cache.put(key, self.llm.name, {c: (None if v == -math.inf else v) for c, v in result.items()})
         return result
 
-    def _one_forward(self, text: str) -> dict[str, float]:
-        import torch
-
-        tok, model = self.llm.tokenizer, self.llm.model
-        prompt_ids = list(tok(text).input_ids)
+    def _choices(self) -> tuple[dict[str, list[int]], list[int] | None]:
+        """Token ids of each answer "0".."10", and the extra token to append so that one forward reads them
+        all (``None`` when the tokenizer splits the answers in a way one forward cannot cover)."""
+        tok = self.llm.tokenizer
         choice_ids = {c: list(tok(c, add_special_tokens=False).input_ids) for c in CHOICES}
         multi = {c: ids for c, ids in choice_ids.items() if len(ids) > 1}
         # One forward covers every choice when the multi-token ones ("10") are a single-token choice
         # ("1") plus one more token: feed prompt + that first token and read two positions.
         prefixes = {tuple(ids[:-1]) for ids in multi.values()}
-        one_forward = len(prefixes) <= 1 and all(len(p) == 1 for p in prefixes)
-        if not one_forward:  # an unusual tokenizer: let the backend do one forward per extra token
-            return _split_overlap(self.llm.choice_logprobs(text, list(CHOICES)), tok)
-        extra = list(next(iter(prefixes))) if prefixes else []
-        device = getattr(self.llm, "device", "cpu")
+        if not (len(prefixes) <= 1 and all(len(p) == 1 for p in prefixes)):
+            return choice_ids, None
+        return choice_ids, list(next(iter(prefixes))) if prefixes else []
+
+    def _one_forward(self, text: str) -> dict[str, float]:
+        choice_ids, extra = self._choices()
+        if extra is None:  # an unusual tokenizer: let the backend do one forward per extra token
+            return _split_overlap(self.llm.choice_logprobs(text, list(CHOICES)), self.llm.tokenizer)
+        return self._forward(list(self.llm.tokenizer(text).input_ids), choice_ids, extra)
+
+    def _forward(self, prompt_ids: list[int], choice_ids: dict[str, list[int]], extra: list[int],
+                 cache: Any = None) -> dict[str, float]:
+        """Log-probs of the answers after ``prompt_ids`` (appended to ``cache`` when given, which grows)."""
+        import torch
+
         keep = 1 + len(extra)  # only the last positions need the LM head
+        device = getattr(self.llm, "device", "cpu")
+        ids = torch.tensor([prompt_ids + extra], device=device)
+        extra_args: dict[str, Any] = {} if cache is None else {"past_key_values": cache, "use_cache": True}
         with torch.inference_mode():
-            ids = torch.tensor([prompt_ids + extra], device=device)
             try:
-                logits = model(input_ids=ids, logits_to_keep=keep).logits[0, -keep:].float()
+                logits = self.llm.model(input_ids=ids, logits_to_keep=keep, **extra_args).logits[0, -keep:].float()
             except TypeError:  # a model class without logits_to_keep
-                logits = model(input_ids=ids).logits[0, -keep:].float()
-        first = torch.log_softmax(logits[0], dim=-1)
-        second = torch.log_softmax(logits[1], dim=-1) if extra else None
-        out: dict[str, float] = {}
-        for c, cids in choice_ids.items():
-            if len(cids) == 1:
-                out[c] = float(first[cids[0]])
-            else:
-                out[c] = float(first[cids[0]] + second[cids[1]])
-        # "1" followed by "0" is the answer "10", not "1": move that mass out of "1".
-        for c, cids in multi.items():
+                logits = self.llm.model(input_ids=ids, **extra_args).logits[0, -keep:].float()
+        return _answers(logits, choice_ids, extra)
+
+    # -- v2: one growing KV cache per trace
+
+    def _pieces(self, trace: JudgeTrace) -> tuple[str, str]:
+        """What wraps a v2 prompt: the chat template's text before the user message, and after it (with the
+        assistant prefix "Score: ")."""
+        tok = self.llm.tokenizer
+        if getattr(tok, "chat_template", None):
+            marker = "\x00fluxprm-user-message\x00"
+            text = tok.apply_chat_template([{"role": "user", "content": marker}], add_generation_prompt=True,
+                                           tokenize=False)
+            before, after = text.split(marker)
+            return before, after + SCORE_PREFIX
+        return "", "\n" + SCORE_PREFIX
+
+    def trace_ids(self, trace: JudgeTrace, t: int) -> list[int]:
+        """Token ids of step ``t``'s v2 prompt: its pieces tokenized one by one and concatenated, which is
+        exactly what the cached path feeds the model (so the two can be compared)."""
+        before, after = self._pieces(trace)
+        start = trace.starts[t]
+        return (self._encode(before + trace.opening(start), True)
+                + [i for k in range(start, t + 1) for i in self._encode(trace.steps[k])]
+                + self._encode(trace.questions[t] + after))
+
+    def _encode(self, text: str, first: bool = False) -> list[int]:
+        return list(self.llm.tokenizer(text, add_special_tokens=first).input_ids)
+
+    def trace_logprobs_uncached(self, trace: JudgeTrace, t: int) -> dict[str, float]:
+        """Step ``t``'s answer log-probs from one full forward over :meth:`trace_ids` (no KV cache reused):
+        the reference the cached path must equal."""
+        choice_ids, extra = self._choices()
+        if extra is None:
+            raise ValueError("this tokenizer needs several forwards per answer; the cached judge cannot run it")
+        return self._forward(self.trace_ids(trace, t), choice_ids, extra)
+
+    def score_traces(self, traces: Sequence[JudgeTrace]) -> list[list[float | None]]:
+        """Every step of each trace, reading the trace once per segment.
+
+        Per segment: one forward over the opening and the earlier steps in view fills a KV cache; then per
+        step one forward over the step, its question and the answer's first token, after which the cache is
+        cropped back to the end of the step — the next step extends it. Cost ≈ one pass over the trace plus
+        (question + 1) tokens per step, instead of a whole prompt per step. Results are cached per step in
+        the LLM cache (key: the step's prompt, v2 tokenization).
+        """
+        from fluxprm.llm import LLMCache
+
+        choice_ids, extra = self._choices()
+        if extra is None or not _can_crop(self.llm.model):
+            return super().score_traces(traces)
+        cache_db = getattr(self.llm, "cache", None)
+        out: list[list[float | None]] = []
+        for trace in traces:
+            if not len(trace):
+                out.append([])
+                continue
+            before, after = self._pieces(trace)
+            keys = [LLMCache.key(self.llm.name, before + trace.prompt(t) + after,
+                                 {"score_logprobs": list(CHOICES), "version": 2, "tokenized": "pieces"})
+                    if cache_db is not None else None for t in range(len(trace))]
+            found: list[dict[str, float] | None] = [None] * len(trace)
+            for t, key in enumerate(keys):
+                if key is not None and (hit := cache_db.get(key)) is not None:
+                    found[t] = {c: (-math.inf if v is None else v) for c, v in hit.items()}
+            for start, group in trace.segments():
+                if all(found[t] is not None for t in group):
+                    continue
+                kv = self._open_cache(before + trace.opening(start),
+                                      [i for k in range(start, group[0]) for i in self._encode(trace.steps[k])])
+                for t in group:
+                    step_ids = self._encode(trace.steps[t])
+                    length = kv.get_seq_length() + len(step_ids)
+                    result = self._forward(step_ids + self._encode(trace.questions[t] + after), choice_ids, extra, kv)
+                    kv.crop(length)
+                    if found[t] is None:
+                        found[t] = result
+                        if keys[t] is not None:
+                            cache_db.put(keys[t], self.llm.name,
+                                         {c: (None if v == -math.inf else v) for c, v in result.items()})
+            scores: list[float | None] = []
+            for result in found:
+                try:
+                    scores.append(score_from_logprobs(result))  # type: ignore[arg-type]
+                except ValueError as exc:
+                    logger.warning("judge %s: %s; quality recorded as missing", self.name, exc)
+                    scores.append(None)
+            out.append(scores)
+        return out
+
+    def _open_cache(self, opening: str, earlier_ids: list[int]) -> Any:
+        """A KV cache holding the segment's opening and the earlier steps in view."""
+        import torch
+        from transformers import DynamicCache
+
+        kv = DynamicCache(config=self.llm.model.config)
+        ids = torch.tensor([self._encode(opening, True) + earlier_ids], device=getattr(self.llm, "device", "cpu"))
+        with torch.inference_mode():
+            try:
+                self.llm.model(input_ids=ids, past_key_values=kv, use_cache=True, logits_to_keep=1)
+            except TypeError:
+                self.llm.model(input_ids=ids, past_key_values=kv, use_cache=True)
+        return kv
+
+
+def _can_crop(model: Any) -> bool:
+    """Whether the model keeps a plain KV cache that can be cropped back: every layer full attention (no
+    sliding window, no recurrent state)."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layer_types = getattr(text, "layer_types", None)
+    if layer_types:
+        return all(kind == "full_attention" for kind in layer_types)
+    return not (getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", False))
+
+
+def _answers(logits: Any, choice_ids: dict[str, list[int]], extra: list[int]) -> dict[str, float]:
+    """Log-probs of the answers "0".."10" from the logits of the last position (and of the appended first
+    answer token, for answers of two tokens)."""
+    import torch
+
+    first = torch.log_softmax(logits[0], dim=-1)
+    second = torch.log_softmax(logits[1], dim=-1) if extra else None
+    out: dict[str, float] = {}
+    for c, cids in choice_ids.items():
+        out[c] = float(first[cids[0]]) if len(cids) == 1 else float(first[cids[0]] + second[cids[1]])
+    # "1" followed by "0" is the answer "10", not "1": move that mass out of "1".
+    for c, cids in choice_ids.items():
+        if len(cids) > 1:
             for short, sids in choice_ids.items():
                 if len(sids) == 1 and sids[0] == cids[0]:
                     rest = math.exp(out[short]) - math.exp(out[c])
                     out[short] = math.log(rest) if rest > 0 else -math.inf
-        return out
+    return out
 
 
 def _split_overlap(logprobs: dict[str, float], tokenizer: Any) -> dict[str, float]:
