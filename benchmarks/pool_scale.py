@@ -20,7 +20,10 @@ the floors are about (``large`` is the largest size, ``small`` the smallest):
 
 - ``single_records_per_s_large_vs_small``: ≥ 0.9 means cost linear in the number of records;
 - ``single_driver_rss_large_vs_small`` (and the Ray driver's and actors'): ≤ 1.2 means memory flat;
-- ``ray_vs_single_records_per_s_at_large``: ≥ 1.6 for 2 actors against one 1-thread process.
+- ``ray_vs_single_records_per_s_at_large``: ≥ 1.6 for 2 actors against one 1-thread process;
+- ``pair_vs_single_records_per_s_at_large``: what this machine allows two 1-thread workers at all — two
+  independent ``single`` processes run at the same time, each on half of the largest pool, no Ray (their
+  records/s added up) — and ``ray_vs_pair_records_per_s_at_large``, the share of that ceiling Ray reaches.
 
 The load average before and after each run is in the output: on a machine shared with other work the
 ratios mean little. Usage::
@@ -155,6 +158,34 @@ def run_score(args: list[str], out: Path, env: dict[str, str], watch_actors: boo
     return result
 
 
+def run_pair(pool: Path, folder: Path, common: list[str], env: dict[str, str]) -> dict[str, object]:
+    """Two independent 1-thread ``fluxprm score`` processes at once, each on one half of ``pool``: the
+    throughput two workers can have on this machine with no coordination at all (the ceiling for Ray)."""
+    lines = pool.read_bytes().splitlines(keepends=True)
+    halves = [folder / "pair-a.jsonl", folder / "pair-b.jsonl"]
+    halves[0].write_bytes(b"".join(lines[: len(lines) // 2]))
+    halves[1].write_bytes(b"".join(lines[len(lines) // 2 :]))
+    results: list[dict[str, object]] = [{}, {}]
+
+    def one(k: int) -> None:
+        results[k] = run_score([str(halves[k]), *common, "--threads", "1"], folder / f"pair-out-{k}.jsonl", env,
+                               False)
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if not all(results):
+        raise RuntimeError("a pair run failed")
+    return {"records": sum(r["records"] for r in results),
+            # both jobs run over the same span (their start-up is the same), so their rates add up
+            "records_per_s": round(sum(r["records_per_s"] for r in results), 1),
+            "tokens_per_s": sum(r["tokens_per_s"] for r in results),
+            "job_s": [r["job_s"] for r in results], "wall_s": [r["wall_s"] for r in results],
+            "load_before": results[0]["load_before"], "load_after": results[0]["load_after"]}
+
+
 def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
 
@@ -174,7 +205,7 @@ def main() -> None:
               "--chunk-size", str(cli.chunk_size)]
     report: dict[str, object] = {"model": "tiny random-weight Qwen2 PRM (tests/builders.py build_qwen_prm)",
                                  "cpus": os.cpu_count(), "load_at_start": os.getloadavg(), "chunk_size": cli.chunk_size, "runs": {}}
-    runs: dict[str, dict[int, dict[str, object]]] = {"single": {}, "ray": {}}
+    runs: dict[str, dict[int, dict[str, object]]] = {"single": {}, "ray": {}, "pair": {}}
     ray = None
     try:
         pools = {}
@@ -201,6 +232,12 @@ def main() -> None:
                 runs["ray"][n] = on_ray
                 print(f"ray {n}: {json.dumps(on_ray)}", file=sys.stderr, flush=True)
                 (folder / f"ray-{n}.jsonl").unlink()
+        if address:
+            ray.shutdown()  # the pair runs without Ray: nothing else may hold a CPU
+            ray = None
+        large_n = max(cli.sizes)
+        runs["pair"][large_n] = run_pair(pools[large_n], folder, common, env)
+        print(f"pair {large_n}: {json.dumps(runs['pair'][large_n])}", file=sys.stderr, flush=True)
     finally:
         if ray is not None:
             ray.shutdown()
@@ -210,7 +247,7 @@ def main() -> None:
     small, large = min(cli.sizes), max(cli.sizes)
     ratios: dict[str, object] = {"sizes": [small, large]}
     for kind, by_size in runs.items():
-        if small in by_size and large in by_size and small != large:
+        if kind != "pair" and small in by_size and large in by_size and small != large:
             ratios[f"{kind}_records_per_s_large_vs_small"] = _ratio(by_size[large]["records_per_s"],
                                                                     by_size[small]["records_per_s"])
             ratios[f"{kind}_driver_rss_large_vs_small"] = _ratio(by_size[large]["driver_peak_rss_mb"],
@@ -224,6 +261,12 @@ def main() -> None:
         ratios["ray_vs_single_records_per_s_at_large"] = _ratio(runs["ray"][large]["records_per_s"],
                                                                 runs["single"][large]["records_per_s"])
         ratios["ray_vs_single_wall_at_large"] = _ratio(runs["single"][large]["wall_s"], runs["ray"][large]["wall_s"])
+    if large in runs["pair"]:
+        ratios["pair_vs_single_records_per_s_at_large"] = _ratio(runs["pair"][large]["records_per_s"],
+                                                                 runs["single"][large]["records_per_s"])
+        if large in runs["ray"]:
+            ratios["ray_vs_pair_records_per_s_at_large"] = _ratio(runs["ray"][large]["records_per_s"],
+                                                                   runs["pair"][large]["records_per_s"])
     report["ratios"] = ratios
     print(json.dumps(report, indent=2))
 
