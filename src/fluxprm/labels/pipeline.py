@@ -40,6 +40,7 @@ import numpy as np
 import orjson
 
 
+from fluxprm.distributed import RayOptions  # imports neither Ray nor torch
 from fluxprm.labels.alignment import alignment_rewards
 from fluxprm.labels.coherence import NegativePool, coherence_rewards
 from fluxprm.labels.fuse import fuse_steps
@@ -490,33 +491,60 @@ class Labeler:
 
 def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, config: LabelConfig,
                   resume: bool = False, on_progress: Callable[[int], None] | None = None,
-                  fields: FieldMap | None = None, labeler: Labeler | None = None) -> LabelJobResult:
+                  fields: FieldMap | None = None, labeler: Labeler | None = None,
+                  cluster: RayOptions | None = None, threads: int | None = None) -> LabelJobResult:
     """Label every record of ``inputs``; each ends in ``out`` or in ``errors``, in input order.
 
     With ``out=None`` records go to stdout and rejected records to stderr (no resume possible).
     ``on_progress(n)`` is called after each chunk with the number of input records just finished.
     ``labeler`` reuses already loaded models (its config must be ``config``).
+
+    With ``cluster.ray`` the chunks are labelled on a Ray Data actor pool (``cluster.workers`` actors, each with
+    its own ``Labeler(config)`` and ``threads`` torch threads, default ``cluster.cpus_per_worker`` on CPUs; see
+    :mod:`fluxprm.labels.distributed`); everything else — the files, their bytes, the checkpoint, resume — is
+    this same job, so either kind of run resumes the other.
     """
+    import contextlib
+    import functools
+
     inputs = [str(p) for p in inputs]
-    labeler = labeler or Labeler(config)
-    if labeler.config is not config:
+    remote = cluster is not None and cluster.ray
+    if remote and labeler is not None:
+        raise ValueError("a Labeler holds models loaded in this process: with cluster.ray each actor builds its own")
+    labeler = labeler or (None if remote else Labeler(config))
+    if labeler is not None and labeler.config is not config:
         raise ValueError("the labeler was built for a different LabelConfig")
     identity = {"label": {k: v for k, v in asdict(config).items() if k not in ("on_error", "cache")},
                 "fields": asdict(fields) if fields else None}
 
-    checked = False
+    def read() -> Iterator[Trace | BadRecord]:
+        return iter_traces(inputs, fields)
 
-    def process(chunk: list[Trace | BadRecord], start: int) -> list[dict[str, Any] | BadRecord]:
-        nonlocal checked
-        if not checked:
-            labeler.check_backends()
-            checked = True
-        if config.coherence and labeler.pool is None:
-            # Negatives come from a pool over the whole run, built once, so they do not depend on chunking.
-            labeler.build_pool(enumerate(iter_traces(inputs, fields)))
-        return labeler.label_chunk(list(enumerate(chunk, start)))
+    with contextlib.ExitStack() as stack:
+        if remote:
+            from fluxprm.labels.distributed import RemoteLabeling
 
-    job = run_job(inputs, out, errors, identity=identity, items=lambda: iter_traces(inputs, fields), process=process,
-                  chunk_size=config.chunk_size, stats=labeler.stats, resume=resume, on_error=config.on_error,
-                  on_progress=on_progress)
+            assert cluster is not None
+            stats = LabelStats()
+            on_ray = stack.enter_context(RemoteLabeling(functools.partial(Labeler, config), config, cluster, read,
+                                                        stats, threads))
+            items, process = on_ray.items, on_ray.process
+        else:
+            assert labeler is not None
+            local, stats, checked = labeler, labeler.stats, False
+
+            def process(chunk: list[Trace | BadRecord], start: int) -> list[dict[str, Any] | BadRecord]:
+                nonlocal checked
+                if not checked:
+                    local.check_backends()
+                    checked = True
+                if config.coherence and local.pool is None:
+                    # Negatives come from a pool over the whole run, built once, so they do not depend on chunking.
+                    local.build_pool(enumerate(read()))
+                return local.label_chunk(list(enumerate(chunk, start)))
+
+            items = read
+        job = run_job(inputs, out, errors, identity=identity, items=items, process=process,
+                      chunk_size=config.chunk_size, stats=stats, resume=resume, on_error=config.on_error,
+                      on_progress=on_progress)
     return LabelJobResult(**vars(job))
