@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -62,7 +63,7 @@ def _traces(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> str:
+def cluster() -> Iterator[str]:
     """A local Ray cluster with 2 CPUs, owned by this test process; yields its address for ``--address``."""
     import logging
 
@@ -76,15 +77,33 @@ def cluster() -> str:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> dict[str, object]:
-    """The input and the single-process reference run (judge and coherence on) every Ray run is compared with."""
+def work(tmp_path_factory) -> Iterator[dict[str, object]]:
+    """The input, and the single-process reference run (judge and coherence on) every Ray run is compared with.
+
+    The reference runs in the background while the cluster starts and the first Ray run takes it: the file's
+    wall time is what the suite pays. :func:`_reference` waits for it.
+    """
     folder = tmp_path_factory.mktemp("distributed_label")
     src = _traces(folder / "traces.jsonl")
     args = ["label", str(src), "--device", "cpu", "--chunk-size", "2", "--negatives", "4"]
     reference = folder / "ref" / "out.jsonl"
-    res = fluxprm(*args, "--cache", str(folder / "ref.sqlite"), "-o", str(reference))
-    assert res.returncode == 0, res.stderr[-3000:]
-    return {"args": args, "reference": reference, "folder": folder}
+    proc = subprocess.Popen([sys.executable, "-m", "fluxprm", *args, "--cache", str(folder / "ref.sqlite"), "-o",
+                             str(reference)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        yield {"args": args, "reference": reference, "folder": folder, "proc": proc}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _reference(work: dict[str, object]) -> Path:
+    """The reference label file, once its run has finished (it must have succeeded)."""
+    proc: subprocess.Popen = work["proc"]  # type: ignore[assignment]
+    if "stderr" not in work:
+        work["stderr"] = proc.communicate(timeout=TIMEOUT)[1]
+    assert proc.returncode == 0, str(work["stderr"])[-3000:]
+    return work["reference"]  # type: ignore[return-value]
 
 
 def _ray_args(address: str) -> list[str]:
@@ -108,27 +127,28 @@ def _pool_actors() -> dict[str, set[int]]:
     return found
 
 
-def test_reference_labels_have_judge_and_coherence(work):
+def test_a_ray_run_writes_the_bytes_of_a_single_process_run(work, cluster):
+    before = _pool_actors()
+    out = work["folder"] / "ray" / "out.jsonl"
+    res = fluxprm(*work["args"], *_ray_args(cluster), "--cache", str(work["folder"] / "ray.sqlite"), "-o", str(out))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    _assert_same_files(out, _reference(work))
+    new_jobs = {job: pids for job, pids in _pool_actors().items() if job not in before}
+    assert [len(pids) for pids in new_jobs.values()] == [2], new_jobs  # one pool of two actors labelled the run
+    assert json.loads(out.with_name("out.jsonl.progress.json").read_bytes())["complete"] is True
+
+
+def test_the_reference_labels_have_judge_and_coherence(work):
     """What the byte comparison is worth: every trace has judge scores and coherence from other traces' steps."""
-    records = [json.loads(line) for line in work["reference"].read_text().splitlines()]
-    errors = [json.loads(line) for line in work["reference"].with_name("out.errors.jsonl").read_text().splitlines()]
+    reference = _reference(work)
+    records = [json.loads(line) for line in reference.read_text().splitlines()]
+    errors = [json.loads(line) for line in reference.with_name("out.errors.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == [f"t{i}" for i in range(len(PROBLEMS))]
     assert [e["line"] for e in errors] == [4]
     for r in records:
         assert r["judge_prompt"] == "v2" and len(r["thinking_steps"]) == 2
         assert all(q is not None and 0 <= q <= 1 for q in r["components"]["quality"])
         assert all(c is not None and 0 < c < 1 for c in r["components"]["coherence"])
-
-
-def test_a_ray_run_writes_the_bytes_of_a_single_process_run(work, cluster):
-    before = _pool_actors()
-    out = work["folder"] / "ray" / "out.jsonl"
-    res = fluxprm(*work["args"], *_ray_args(cluster), "--cache", str(work["folder"] / "ray.sqlite"), "-o", str(out))
-    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
-    _assert_same_files(out, work["reference"])
-    new_jobs = {job: pids for job, pids in _pool_actors().items() if job not in before}
-    assert [len(pids) for pids in new_jobs.values()] == [2], new_jobs  # one pool of two actors labelled the run
-    assert json.loads(out.with_name("out.jsonl.progress.json").read_bytes())["complete"] is True
 
 
 def test_a_killed_ray_driver_resumes_to_the_same_bytes(work, cluster):
@@ -140,7 +160,7 @@ def test_a_killed_ray_driver_resumes_to_the_same_bytes(work, cluster):
     res = fluxprm(*args, "-o", str(killed), "--resume")
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
     assert f"resumed: {done} records were already done" in res.stderr
-    _assert_same_files(killed, work["reference"])
+    _assert_same_files(killed, _reference(work))
 
 
 def _cli(*args: str):
