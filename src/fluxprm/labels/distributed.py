@@ -9,8 +9,8 @@ collected on the driver (a cheap parse-and-segment pass, as in one process), ONE
 the first chunk is submitted, and the embedded pool (owners and vectors, no texts) goes with every chunk
 request. Shipping it per request rather than caching it on actors by digest keeps actors stateless: Ray Data
 restarts a lost actor and retries its request, and the retried request still carries everything the chunk
-needs. The cost is measured in docs/DISTRIBUTED.md (a few milliseconds per chunk for the default 4,096-step
-pool, next to seconds of judging).
+needs. The cost is measured in docs/DISTRIBUTED.md (about 10 ms per chunk for the default 4,096-step pool,
+next to seconds of judging).
 
 This module does not import :mod:`fluxprm.labels.pipeline` (which imports it): the pipeline hands it a
 picklable ``make_labeler`` (``functools.partial(Labeler, config)``), which the actor calls.
@@ -101,7 +101,7 @@ class _LabelWorker:
 class RemoteLabeling:
     """The ``items`` and ``process`` of a label job whose chunks a Ray actor pool labels.
 
-    Nothing touches the cluster until the job loop asks for ``items()`` (an output that is already complete
+    Nothing touches the cluster until the job loop takes its first item (an output that is already complete
     starts no cluster); then the session opens (or an open one is used) and the pool's actors start. The first
     ``process`` call checks the backends on an actor and, with coherence on, builds the negative pool (texts
     here, vectors on an actor) before any chunk is submitted. ``stats`` (a ``LabelStats``) receives every
