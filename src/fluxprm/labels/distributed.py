@@ -134,7 +134,8 @@ class RemoteLabeling:
         if not self._ready:
             self._prepare(self._pipeline.pool)
             self._ready = True
-        return self._pipeline.process(chunk, start)
+        # An actor's exception (an HTTP judge that keeps failing: LLMError) ends the job as it would in one process.
+        return _original_errors(self._pipeline.process, chunk, start)
 
     def _prepare(self, pool: RayPool) -> None:
         warnings, self._setup = _original_errors(pool.call, "check_backends")
