@@ -37,6 +37,7 @@ def fluxprm(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess
                           timeout=timeout)
 
 
+# (problem, thinking step 1, thinking step 2, gold): each step long enough (>= 30 characters) to stay a step
 PROBLEMS = [("What is 2+3?", "I need to add 2 and 3 together to get the sum.", "Counting up from 2 by three gives 5.",
              "5"),
             ("What is 7*8?", "Seven times eight is seven times four, doubled.", "Seven times four is 28; doubled, 56.",
@@ -46,8 +47,8 @@ PROBLEMS = [("What is 2+3?", "I need to add 2 and 3 together to get the sum.", "
              "81"),
             ("Halve 30.", "Half of thirty is what we get dividing it by two.", "Thirty over two is 15, exactly.",
              "15"),
-            ("What is 12 + 19?", "Twelve plus nineteen: add ten, then nine more.", "That gives 22, then 31, so the sum is 31.",
-             "31")]
+            ("What is 12 + 19?", "Twelve plus nineteen: add ten, then nine more.",
+             "That gives 22, then 31, so the sum is 31.", "31")]
 RECORDS = len(PROBLEMS) + 1  # six traces and one cut-off line
 
 
