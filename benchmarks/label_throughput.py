@@ -113,21 +113,17 @@ def judge_stage(args: argparse.Namespace) -> dict:
     for inp in items:
         response = "\n\n".join(inp.response_steps)
         trace = JudgeTrace.build(inp.problem, inp.thinking_steps, response)
+        before = judge.tokens_fed
         start = time.perf_counter()
         scores = judge.score_traces([trace])[0]
         t2 = time.perf_counter() - start
-        # tokens the cached path feeds: each segment's opening once, then every step + its question + 1
-        fed = sum(len(judge.trace_ids(trace, group[0])) - len(judge._encode(trace.steps[group[0]]))
-                  - len(judge._encode(trace.questions[group[0]] + judge._pieces(trace)[1]))
-                  for _, group in trace.segments())
-        fed += sum(len(judge._encode(trace.steps[t])) + len(judge._encode(trace.questions[t] + judge._pieces(trace)[1])) + 1
-                   for t in range(len(trace)))
+        fed = judge.tokens_fed - before  # the cached path: each segment's opening once, then step + question
         sample = list(range(0, len(trace), args.v1_every))
         prompts = [build_judge_prompt(inp.problem, inp.thinking_steps, t, response, v1_template) for t in sample]
         start = time.perf_counter()
         old = judge.score_prompts(prompts)
         t1 = time.perf_counter() - start
-        v1_fed = sum(len(tok(judge._render(p)).input_ids) + 1 for p in prompts)
+        v1_fed = sum(len(tok(judge._render(p)).input_ids) + 1 for p in prompts)  # + the answer's first token
         per_trace.append({"thinking_steps": len(trace), "segments": len(set(trace.starts)),
                           "thinking_chars": sum(map(len, inp.thinking_steps)),
                           "v2_seconds": round(t2, 2), "v2_steps_per_s": round(len(trace) / t2, 2),

@@ -76,7 +76,13 @@ def smollm2(tmp_path_factory):
     return load_llm("smollm2", cache=LLMCache(tmp_path_factory.mktemp("llm") / "cache.sqlite"), device="cpu")
 
 
-def test_cached_judge_equals_an_uncached_forward_over_the_same_prompt(smollm2):
+@pytest.mark.parametrize("block_tokens", [1024, 1])  # several steps per forward; one step per forward
+def test_cached_judge_equals_an_uncached_forward_over_the_same_prompt(smollm2, block_tokens, monkeypatch):
+    from fluxprm.labels import quality
+
+    monkeypatch.setattr(quality, "BLOCK_TOKENS", block_tokens)
+    if block_tokens == 1:  # this run must compute, not read the first run's results from the LLM cache
+        monkeypatch.setattr(smollm2, "cache", None)
     judge = LogprobJudge(smollm2)
     # a small window forces a restart, so a segment that opens with earlier steps and a note is covered too
     trace = JudgeTrace.build(PROBLEM, STEPS, RESPONSE, context_chars=60, window_chars=120)
@@ -92,9 +98,9 @@ def test_cached_judge_equals_an_uncached_forward_over_the_same_prompt(smollm2):
     ids = judge.trace_ids(trace, 2)
     assert smollm2.tokenizer.decode(ids).endswith(trace.questions[2] + "<|im_end|>\n<|im_start|>assistant\nScore: ")
     assert trace.prompt(2) in smollm2.tokenizer.decode(ids)
-    # answered from the LLM cache the second time, the same numbers
-    hits = smollm2.cache.hits
-    assert judge.score_traces([trace])[0] == cached and smollm2.cache.hits == hits + len(trace)
+    if smollm2.cache is not None:  # answered from the LLM cache the second time, the same numbers
+        hits = smollm2.cache.hits
+        assert judge.score_traces([trace])[0] == cached and smollm2.cache.hits == hits + len(trace)
     # a different trace of the batch does not change this one's scores
     other = JudgeTrace.build("What is 2 + 2?", ["2 + 2 = 4."], "4")
     both = LogprobJudge(smollm2).score_traces([other, JudgeTrace.build(PROBLEM, STEPS[:3], RESPONSE)])

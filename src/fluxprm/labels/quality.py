@@ -26,6 +26,7 @@ Two judge modes, picked from the LLM object:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import re
@@ -144,16 +145,15 @@ class JudgeTrace:
     def __len__(self) -> int:
         return len(self.steps)
 
-    def opening(self, start: int) -> str:
-        """The text a segment starting at step ``start`` opens with: the head and, if steps are left out, a note."""
-        if start == 0:
-            return self.head
-        return self.head + f"\n\n[{start} earlier step{'s' if start > 1 else ''} omitted]"
+    @staticmethod
+    def omitted(start: int) -> str:
+        """The note a segment starting at step ``start`` (0-based) opens with after the head ('' for 0)."""
+        return f"\n\n[{start} earlier step{'s' if start > 1 else ''} omitted]" if start else ""
 
     def prompt(self, t: int) -> str:
         """The whole v2 prompt for step ``t`` (what a text judge is sent)."""
         start = self.starts[t]
-        return self.opening(start) + "".join(self.steps[start : t + 1]) + self.questions[t]
+        return self.head + self.omitted(start) + "".join(self.steps[start : t + 1]) + self.questions[t]
 
     def segments(self) -> Iterator[tuple[int, list[int]]]:
         """``(start, steps judged)`` per run of steps that share the first step in view."""
@@ -226,6 +226,7 @@ class Judge:
 
     def __init__(self, llm: Any):
         self.llm = llm
+        self.tokens_fed = 0  # tokens a local judge ran through its model (what a benchmark compares)
 
     @property
     def name(self) -> str:
@@ -308,6 +309,7 @@ class LogprobJudge(Judge):
         keep = 1 + len(extra)  # only the last positions need the LM head
         device = getattr(self.llm, "device", "cpu")
         ids = torch.tensor([prompt_ids + extra], device=device)
+        self.tokens_fed += ids.shape[1]
         extra_args: dict[str, Any] = {} if cache is None else {"past_key_values": cache, "use_cache": True}
         with torch.inference_mode():
             try:
@@ -331,16 +333,17 @@ class LogprobJudge(Judge):
         return "", "\n" + SCORE_PREFIX
 
     def trace_ids(self, trace: JudgeTrace, t: int) -> list[int]:
-        """Token ids of step ``t``'s v2 prompt: its pieces tokenized one by one and concatenated, which is
-        exactly what the cached path feeds the model (so the two can be compared)."""
+        """Token ids of step ``t``'s v2 prompt: its pieces (chat header + head, omitted note, each step, question
+        + chat footer) tokenized one by one and concatenated — exactly what the cached path feeds the model,
+        so the two can be compared."""
         before, after = self._pieces(trace)
         start = trace.starts[t]
-        return (self._encode(before + trace.opening(start), True)
+        return (self._encode(before + trace.head, True) + self._encode(trace.omitted(start))
                 + [i for k in range(start, t + 1) for i in self._encode(trace.steps[k])]
                 + self._encode(trace.questions[t] + after))
 
     def _encode(self, text: str, first: bool = False) -> list[int]:
-        return list(self.llm.tokenizer(text, add_special_tokens=first).input_ids)
+        return list(self.llm.tokenizer(text, add_special_tokens=first).input_ids) if text else []
 
     def trace_logprobs_uncached(self, trace: JudgeTrace, t: int) -> dict[str, float]:
         """Step ``t``'s answer log-probs from one full forward over :meth:`trace_ids` (no KV cache reused):
@@ -353,11 +356,15 @@ class LogprobJudge(Judge):
     def score_traces(self, traces: Sequence[JudgeTrace]) -> list[list[float | None]]:
         """Every step of each trace, reading the trace once per segment.
 
-        Per segment: one forward over the opening and the earlier steps in view fills a KV cache; then per
-        step one forward over the step, its question and the answer's first token, after which the cache is
-        cropped back to the end of the step — the next step extends it. Cost ≈ one pass over the trace plus
-        (question + 1) tokens per step, instead of a whole prompt per step. Results are cached per step in
-        the LLM cache (key: the step's prompt, v2 tokenization).
+        Per trace, one forward puts the chat header, problem and response in a KV cache. Per segment the cache
+        is cropped back to them and extended with the omitted-steps note and the earlier steps in view. Then
+        the segment's steps go through in blocks of about ``BLOCK_TOKENS`` tokens, one forward per block:
+        each step followed by its question (and the answer's first token), with an attention mask under which
+        a step sees the cache and the earlier steps only, and a question sees those and its own step — the
+        same attention as a forward over that step's whole prompt, with positions to match. The questions'
+        keys are then dropped from the cache, the steps' kept. Cost ≈ one pass over the trace plus the
+        questions, instead of a whole prompt per step. Each step's result is cached in the LLM cache (key:
+        its prompt text, v2 tokenization).
         """
         from fluxprm.llm import LLMCache
 
@@ -367,9 +374,6 @@ class LogprobJudge(Judge):
         cache_db = getattr(self.llm, "cache", None)
         out: list[list[float | None]] = []
         for trace in traces:
-            if not len(trace):
-                out.append([])
-                continue
             before, after = self._pieces(trace)
             keys = [LLMCache.key(self.llm.name, before + trace.prompt(t) + after,
                                  {"score_logprobs": list(CHOICES), "version": 2, "tokenized": "pieces"})
@@ -378,21 +382,30 @@ class LogprobJudge(Judge):
             for t, key in enumerate(keys):
                 if key is not None and (hit := cache_db.get(key)) is not None:
                     found[t] = {c: (-math.inf if v is None else v) for c, v in hit.items()}
+            kv, head_length = None, 0
             for start, group in trace.segments():
                 if all(found[t] is not None for t in group):
                     continue
-                kv = self._open_cache(before + trace.opening(start),
-                                      [i for k in range(start, group[0]) for i in self._encode(trace.steps[k])])
-                for t in group:
-                    step_ids = self._encode(trace.steps[t])
-                    length = kv.get_seq_length() + len(step_ids)
-                    result = self._forward(step_ids + self._encode(trace.questions[t] + after), choice_ids, extra, kv)
-                    kv.crop(length)
-                    if found[t] is None:
-                        found[t] = result
-                        if keys[t] is not None:
-                            cache_db.put(keys[t], self.llm.name,
-                                         {c: (None if v == -math.inf else v) for c, v in result.items()})
+                if kv is None:
+                    kv = self._new_cache()
+                    self._extend(kv, self._encode(before + trace.head, True))
+                    head_length = kv.get_seq_length()
+                kv.crop(head_length)
+                self._extend(kv, self._encode(trace.omitted(start))
+                             + [i for k in range(start, group[0]) for i in self._encode(trace.steps[k])])
+                pending = [(t, self._encode(trace.steps[t]), self._encode(trace.questions[t] + after) + extra)
+                           for t in group]
+                while pending:
+                    block, size = [], 0
+                    while pending and (not block or size + len(pending[0][1]) + len(pending[0][2]) <= BLOCK_TOKENS):
+                        block.append(pending.pop(0))
+                        size += len(block[-1][1]) + len(block[-1][2])
+                    for (t, _, _), logits in zip(block, self._block_forward(kv, block, 1 + len(extra))):
+                        if found[t] is None:
+                            found[t] = _answers(logits, choice_ids, extra)
+                            if keys[t] is not None:
+                                cache_db.put(keys[t], self.llm.name,
+                                             {c: (None if v == -math.inf else v) for c, v in found[t].items()})
             scores: list[float | None] = []
             for result in found:
                 try:
@@ -403,24 +416,75 @@ class LogprobJudge(Judge):
             out.append(scores)
         return out
 
-    def _open_cache(self, opening: str, earlier_ids: list[int]) -> Any:
-        """A KV cache holding the segment's opening and the earlier steps in view."""
-        import torch
+    def _new_cache(self) -> Any:
         from transformers import DynamicCache
 
-        kv = DynamicCache(config=self.llm.model.config)
-        ids = torch.tensor([self._encode(opening, True) + earlier_ids], device=getattr(self.llm, "device", "cpu"))
+        return DynamicCache(config=self.llm.model.config)
+
+    def _extend(self, kv: Any, ids: list[int]) -> None:
+        """Append ``ids`` to the KV cache (no logits needed)."""
+        import torch
+
+        if not ids:
+            return
+        tensor = torch.tensor([ids], device=getattr(self.llm, "device", "cpu"))
+        self.tokens_fed += len(ids)
         with torch.inference_mode():
             try:
-                self.llm.model(input_ids=ids, past_key_values=kv, use_cache=True, logits_to_keep=1)
-            except TypeError:
-                self.llm.model(input_ids=ids, past_key_values=kv, use_cache=True)
-        return kv
+                self.llm.model(input_ids=tensor, past_key_values=kv, use_cache=True, logits_to_keep=1)
+            except TypeError:  # a model class without logits_to_keep
+                self.llm.model(input_ids=tensor, past_key_values=kv, use_cache=True)
+
+    def _block_forward(self, kv: Any, block: list[tuple[int, list[int], list[int]]], keep: int) -> list[Any]:
+        """One forward over ``step, question`` pairs appended to ``kv``; the logits of each question's last
+        ``keep`` positions. Afterwards ``kv`` holds the steps only (the questions' entries are removed)."""
+        import torch
+
+        device = getattr(self.llm, "device", "cpu")
+        past = kv.get_seq_length()
+        ids: list[int] = []
+        positions: list[int] = []
+        owner: list[int] = []       # which pair of the block a token belongs to
+        is_step: list[bool] = []
+        read: list[int] = []        # block indices whose logits are wanted
+        end = past                  # position after the last step token so far
+        for j, (_, step, question) in enumerate(block):
+            for piece, step_piece in ((step, True), (question, False)):
+                ids += piece
+                positions += range(end, end + len(piece))
+                owner += [j] * len(piece)
+                is_step += [step_piece] * len(piece)
+                if step_piece:
+                    end += len(piece)
+            read += range(len(ids) - keep, len(ids))
+        n = len(ids)
+        self.tokens_fed += n
+        owners = torch.tensor(owner, device=device)
+        steps = torch.tensor(is_step, device=device)
+        causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+        # a key of the block is seen if it is earlier (causal) and a step token, or part of the same question
+        seen = causal & (steps[None, :] | ((owners[:, None] == owners[None, :]) & ~steps[:, None] & ~steps[None, :]))
+        mask = torch.cat([torch.ones(n, past, dtype=torch.bool, device=device), seen], dim=1)[None, None]
+        with torch.inference_mode():
+            logits = self.llm.model(input_ids=torch.tensor([ids], device=device),
+                                    position_ids=torch.tensor([positions], device=device), attention_mask=mask,
+                                    past_key_values=kv, use_cache=True,
+                                    logits_to_keep=torch.tensor(read, device=device)).logits[0].float()
+            kept = torch.cat([torch.arange(past, device=device), past + steps.nonzero().flatten()])
+            for layer in kv.layers:
+                layer.keys = layer.keys.index_select(-2, kept)
+                layer.values = layer.values.index_select(-2, kept)
+        return [logits[j * keep : (j + 1) * keep] for j in range(len(block))]
+
+
+BLOCK_TOKENS = 1024  # tokens per forward of the cached judge: amortises the per-forward cost over several steps
 
 
 def _can_crop(model: Any) -> bool:
     """Whether the model keeps a plain KV cache that can be cropped back: every layer full attention (no
     sliding window, no recurrent state)."""
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        return False
     config = getattr(model, "config", None)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     layer_types = getattr(text, "layer_types", None)
