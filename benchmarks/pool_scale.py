@@ -28,7 +28,7 @@ the floors are about (``large`` is the largest size, ``small`` the smallest):
 The load average before and after each run is in the output: on a machine shared with other work the
 ratios mean little. Usage::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pool_scale.py [--sizes 1000 10000 100000] [--chunk-size 256] [--no-ray]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pool_scale.py [--sizes 1000 10000 100000] [--chunk-size 1024] [--no-ray]
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--no-ray", action="store_true", help="only the single-process runs")
-    parser.add_argument("--chunk-size", type=int, default=256)
+    parser.add_argument("--chunk-size", type=int, default=1024)
     cli = parser.parse_args()
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

@@ -26,11 +26,15 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["coherence_logp", "coherence_rewards", "NegativePool"]
+if TYPE_CHECKING:
+    from fluxprm.records import BadRecord
+    from fluxprm.traces import Trace
+
+__all__ = ["coherence_logp", "coherence_rewards", "NegativePool", "collect_negative_pool"]
 
 
 def _cosines(anchor: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -116,3 +120,22 @@ class NegativePool:
         if self.embeddings is None:
             raise RuntimeError("NegativePool.embed(encoder) must be called before drawing embeddings")
         return [self.embeddings[idx] if idx else None for idx in self.draw(item_index, num_steps, k)]
+
+
+def collect_negative_pool(items: Iterator[tuple[int, Trace | BadRecord]], config: Any) -> NegativePool:
+    """The run-wide negative pool's texts, not embedded yet: the thinking steps of every trace of ``items``
+    (``(item_index, trace)``; bad records and unsegmentable traces add none), segmented with ``config.steps``,
+    reservoir-sampled to ``config.negative_pool`` with ``config.seed``. One process embeds it right away; a
+    Ray run collects it on the driver and has one actor embed it."""
+    from fluxprm.steps import prepare
+    from fluxprm.traces import Trace, TraceError
+
+    def thinking_steps() -> Iterator[tuple[int, list[str]]]:
+        for index, item in items:
+            if isinstance(item, Trace):
+                try:
+                    yield index, prepare(item, config.steps).thinking_steps
+                except (TraceError, ValueError):
+                    continue
+
+    return NegativePool.collect(thinking_steps(), config.negative_pool, config.seed)

@@ -26,29 +26,13 @@ from typing import Any, Callable, Iterator
 
 from fluxprm.distributed import (ChunkPipeline, DistributedError, RayOptions, RayPool, WorkerError, _counters,
                                  ray_session)
-from fluxprm.labels.coherence import NegativePool
+from fluxprm.labels.coherence import NegativePool, collect_negative_pool
 from fluxprm.records import BadRecord
-from fluxprm.steps import prepare
-from fluxprm.traces import Trace, TraceError
+from fluxprm.traces import Trace
 
-__all__ = ["LabelWorker", "RemoteLabeling", "collect_negative_pool"]
+__all__ = ["LabelWorker", "RemoteLabeling"]
 
 logger = logging.getLogger("fluxprm.labels.pipeline")  # warnings read as the single-process run's
-
-
-def collect_negative_pool(items: Iterator[tuple[int, Trace | BadRecord]], config: Any) -> NegativePool:
-    """The run-wide negative pool's texts (not embedded): the first half of ``Labeler.build_pool``, on the
-    driver. Same traces, same segmentation, same seeded reservoir, so the pool is the single-process run's."""
-
-    def thinking_steps() -> Iterator[tuple[int, list[str]]]:
-        for index, item in items:
-            if isinstance(item, Trace):
-                try:
-                    yield index, prepare(item, config.steps).thinking_steps
-                except (TraceError, ValueError):
-                    continue
-
-    return NegativePool.collect(thinking_steps(), config.negative_pool, config.seed)
 
 
 @dataclass(frozen=True)

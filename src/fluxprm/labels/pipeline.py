@@ -42,7 +42,7 @@ import orjson
 
 from fluxprm.distributed import RayOptions  # imports neither Ray nor torch
 from fluxprm.labels.alignment import alignment_rewards
-from fluxprm.labels.coherence import NegativePool, coherence_rewards
+from fluxprm.labels.coherence import NegativePool, coherence_rewards, collect_negative_pool
 from fluxprm.labels.fuse import fuse_steps
 from fluxprm.labels.quality import JUDGE_PROMPTS, JudgeTrace, build_judge_prompt, load_prompt, make_judge
 from fluxprm.labels.trajectory import TEMPLATE_EXTRACT, TEMPLATE_SOLVE, TrajectoryItem, TrajectoryRewarder
@@ -336,16 +336,7 @@ class Labeler:
     def build_pool(self, items: Iterable[tuple[int, Trace | BadRecord]]) -> NegativePool:
         """First pass: reservoir-sample thinking steps of every trace, then embed them (one encode call)."""
         start = time.perf_counter()
-
-        def thinking_steps() -> Iterator[tuple[int, list[str]]]:
-            for index, item in items:
-                if isinstance(item, Trace):
-                    try:
-                        yield index, prepare(item, self.config.steps).thinking_steps
-                    except (TraceError, ValueError):
-                        continue
-
-        pool = NegativePool.collect(thinking_steps(), self.config.negative_pool, self.config.seed)
+        pool = collect_negative_pool(items, self.config)
         pool.embed(self.encoder)
         self.pool = pool
         self.stats.pool_steps = len(pool)
