@@ -76,21 +76,25 @@ def best_times(fns: list, repeats: int) -> list[float]:
     return best
 
 
-def long_traces(path: Path, traces: int, min_steps: int) -> list:
-    """The first ``traces`` long thinking traces of ``path`` with at least ``min_steps`` thinking steps, segmented
-    as ``fluxprm label`` segments them (``PRMInput``)."""
+def long_traces(path: Path, traces: int, min_steps: int, seed: int | None) -> list:
+    """``traces`` long thinking traces of ``path`` with at least ``min_steps`` thinking steps, segmented as
+    ``fluxprm label`` segments them (``PRMInput``): the first ones, or with ``seed`` a seeded random sample."""
     with open(path, encoding="utf-8") as fh:  # which lines are long thinking traces (no long_cot field: all)
         long_lines = {n for n, line in enumerate(fh, 1) if json.loads(line).get("long_cot", True)}
-    out = []
+    eligible = []
     for trace in iter_traces([str(path)]):
         if not isinstance(trace, Trace) or trace.line not in long_lines:
             continue
         inp = prepare(trace, StepConfig())
         if len(inp.thinking_steps) >= min_steps:
-            out.append(inp)
-        if len(out) == traces:
+            eligible.append(inp)
+        if seed is None and len(eligible) == traces:
             break
-    return out
+    if seed is None:
+        return eligible
+    import random
+
+    return random.Random(seed).sample(eligible, min(traces, len(eligible)))
 
 
 def judge_stage(args: argparse.Namespace) -> dict:
@@ -98,7 +102,7 @@ def judge_stage(args: argparse.Namespace) -> dict:
     from fluxprm.llm import load_llm
 
     path = args.input if args.input != DEFAULT_INPUT else SHARED_POOL
-    items = long_traces(path, args.traces, args.min_steps)
+    items = long_traces(path, args.traces, args.min_steps, args.seed)
     if not items:
         raise SystemExit(f"{path}: no long_cot trace with >= {args.min_steps} thinking steps")
     llm = load_llm("smollm2", cache=None, device="cpu")
@@ -130,7 +134,8 @@ def judge_stage(args: argparse.Namespace) -> dict:
                           "v2_tokens_per_step": round(fed / len(trace), 1),
                           "v1_sampled_steps": len(sample), "v1_seconds": round(t1, 2),
                           "v1_steps_per_s": round(len(sample) / t1, 3),
-                          "v1_tokens_per_step": round(v1_fed / len(sample), 1)})
+                          "v1_tokens_per_step": round(v1_fed / len(sample), 1),
+                          "ratio_v2_vs_v1": round((len(trace) / t2) / (len(sample) / t1), 2)})
         print(json.dumps(per_trace[-1]), file=sys.stderr, flush=True)
         v2_steps += len(trace)
         v2_seconds += t2
@@ -144,12 +149,14 @@ def judge_stage(args: argparse.Namespace) -> dict:
     v2_rate, v1_rate = v2_steps / v2_seconds, v1_steps / v1_seconds
     return {
         "benchmark": "label_judge_stage", "judge": llm.name, "input": str(path), "traces": len(items),
-        "min_steps": args.min_steps, "v1_every": args.v1_every, "per_trace": per_trace,
+        "min_steps": args.min_steps, "seed": args.seed, "v1_every": args.v1_every, "per_trace": per_trace,
         "v2_steps": v2_steps, "v2_seconds": round(v2_seconds, 2), "v2_steps_per_s": round(v2_rate, 2),
         "v2_tokens_per_step": round(v2_tokens / v2_steps, 1),
         "v1_steps": v1_steps, "v1_seconds": round(v1_seconds, 2), "v1_steps_per_s": round(v1_rate, 3),
         "v1_tokens_per_step": round(v1_tokens / v1_steps, 1),
         "ratio_v2_vs_v1": round(v2_rate / v1_rate, 2),
+        "per_trace_ratios": sorted(t["ratio_v2_vs_v1"] for t in per_trace),
+        "traces_at_10x_or_more": sum(t["ratio_v2_vs_v1"] >= 10 for t in per_trace),
         "pearson_v1_v2_on_sampled_steps": round(float(np.corrcoef(*zip(*pairs))[0, 1]), 3) if len(pairs) > 2 else None,
         "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -200,6 +207,8 @@ def main() -> None:
                          "benchmarks/data/skythought_amc23_sample.jsonl)")
     ap.add_argument("--traces", type=int, default=None, help="traces (default: judge 3, encoder 8)")
     ap.add_argument("--min-steps", type=int, default=30, help="judge: thinking steps a trace needs at least")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="judge: a seeded random sample of the eligible traces (default: the first ones)")
     ap.add_argument("--v1-every", type=int, default=10, help="judge: v1 judges every N-th step of each trace")
     ap.add_argument("--repeats", type=int, default=2, help="encoder: timed runs per mode; the best counts")
     ap.add_argument("--batch-size", type=int, default=64, help="encoder batch size (LabelConfig.encoder_batch_size)")

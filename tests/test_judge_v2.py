@@ -33,7 +33,7 @@ def test_v2_prompts_share_their_prefix_and_put_the_question_last():
         prompt = trace.prompt(t)
         # problem and response first, then the steps up to the graded one, then the question naming it
         assert prompt.index(PROBLEM) < prompt.index(RESPONSE) < prompt.index(STEPS[0]) <= prompt.index(STEPS[t])
-        assert prompt.endswith(f"Grade step {t + 1} from 0 to 10. Reply \"Score: N\".")
+        assert prompt.endswith(f"Grade step {t + 1}.")
         assert all(step not in prompt for step in STEPS[t + 1:] if step not in STEPS[t])
         if t + 1 < len(STEPS):  # the next prompt extends this one, minus the question
             assert trace.prompt(t + 1).startswith(prompt[: -len(trace.questions[t])])
@@ -144,5 +144,9 @@ def test_label_records_say_which_prompt_made_them(tmp_path, smollm2):
     assert "{steps}" in load_prompt("judge_step_v2.txt")
     with pytest.raises(ValueError, match="judge_prompt"):
         LabelConfig(judge_prompt="v3")
+    # v1's identity is what it was before v2 existed: the hash fluxprm 0.x wrote into label files with the
+    # default options (computed by the code of commit bacc1f7), so old label files are recognised
+    assert label_config_hash(LabelConfig(judge_prompt="v1")) == "b10c17cadf24"
+    assert LabelConfig(judge_prompt="v1").judge_context == 2000 and LabelConfig().judge_context == 1000
     none = LabelConfig(judge=None, alignment=True)
     assert label_config_hash(none) == label_config_hash(LabelConfig(judge=None, alignment=True, judge_prompt="v1"))

@@ -98,9 +98,10 @@ class LabelConfig:
                 "then a short question, so the queries of one trace share their prefix (a local judge grows one "
                 "KV cache per trace; servers' prefix caches hit). v1: the original per-step prompt (reproduces "
                 "old label files)."})
-    judge_context_chars: int = field(default=2000, metadata={
-        "help": "Earlier steps the judge sees at least (most recent first), in characters."})
-    judge_window_chars: int = field(default=8000, metadata={
+    judge_context_chars: int | None = field(default=None, metadata={
+        "help": "Earlier steps the judge sees, in characters, most recent first: v1 shows at most this many "
+                "(default 2000); v2 at least this many, when the trace has them (default 1000)."})
+    judge_window_chars: int = field(default=6000, metadata={
         "help": "v2: earlier steps in view grow up to this many characters, then restart from the last "
                 "--judge-context-chars of them (bounds the judge's context on long traces)."})
     judge_text_chars: int = field(default=1500, metadata={
@@ -142,11 +143,19 @@ class LabelConfig:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.judge_prompt not in JUDGE_PROMPTS:
             raise ValueError(f"judge_prompt must be one of {', '.join(JUDGE_PROMPTS)}, got {self.judge_prompt!r}")
-        if self.judge_window_chars < self.judge_context_chars:
+        if self.judge_window_chars < self.judge_context:
             raise ValueError(f"judge_window_chars ({self.judge_window_chars}) must be >= judge_context_chars "
-                             f"({self.judge_context_chars})")
+                             f"({self.judge_context})")
         if self.on_error not in ("raise", "skip", "fail"):
             raise ValueError(f"on_error must be raise, skip or fail, got {self.on_error!r}")
+
+    @property
+    def judge_context(self) -> int:
+        """``judge_context_chars``, or its default for the prompt: 2000 for v1 (its maximum, as it always was),
+        1000 for v2 (a minimum: v2 shows between it and ``judge_window_chars``, 3,500 on average)."""
+        if self.judge_context_chars is not None:
+            return self.judge_context_chars
+        return 2000 if self.judge_prompt == "v1" else 1000
 
     @property
     def uses_encoder(self) -> bool:
@@ -167,8 +176,11 @@ def _output_options(config: LabelConfig) -> dict[str, Any]:
         for k in list(opts):
             if k.startswith("judge_"):
                 opts.pop(k)
-    elif config.judge_prompt == "v1":
-        opts.pop("judge_window_chars")
+    else:
+        opts["judge_context_chars"] = config.judge_context
+        if config.judge_prompt == "v1":  # v1's options, hence its hash, are what they were before v2 existed
+            opts.pop("judge_window_chars")
+            opts.pop("judge_prompt")
     if config.policy is None:
         for k in ("expert", "rollouts", "rollout_temperature", "rollout_max_tokens", "template_max_tokens",
                   "template_thinking_chars"):
@@ -390,7 +402,7 @@ class Labeler:
                     response = "\n\n".join(inp.response_steps)
                     for t in range(len(inp.thinking_steps)):
                         prompts.append(build_judge_prompt(inp.problem, inp.thinking_steps, t, response,
-                                                          self._judge_template, c.judge_context_chars,
+                                                          self._judge_template, c.judge_context,
                                                           c.judge_text_chars))
                         owners.append((j, t))
                 for (j, t), s in zip(owners, self.judge.score_prompts(prompts) if prompts else []):
@@ -398,7 +410,7 @@ class Labeler:
                 judged = len(prompts)
             else:
                 traces = [JudgeTrace.build(inp.problem, inp.thinking_steps, "\n\n".join(inp.response_steps),
-                                           self._judge_template, c.judge_context_chars, c.judge_window_chars,
+                                           self._judge_template, c.judge_context, c.judge_window_chars,
                                            c.judge_text_chars) for _, _, _, inp in work]
                 for j, scores in enumerate(self.judge.score_traces(traces)):
                     qual[j] = list(scores)

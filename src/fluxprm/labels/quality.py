@@ -121,7 +121,7 @@ class JudgeTrace:
 
     @classmethod
     def build(cls, problem: str, thinking_steps: Sequence[str], response: str, template: str | None = None,
-              context_chars: int = 2000, window_chars: int = 8000, text_chars: int = 1500) -> "JudgeTrace":
+              context_chars: int = 1000, window_chars: int = 6000, text_chars: int = 1500) -> "JudgeTrace":
         template = template if template is not None else load_prompt(JUDGE_PROMPTS["v2"])
         if template.count("{steps}") != 1:
             raise ValueError("a v2 judge prompt has exactly one {steps} placeholder (where the thinking steps go)")
