@@ -32,7 +32,7 @@ demo: install
 	$(PY) examples/show_scores.py out/demo_scores.jsonl
 
 test: dev
-	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -p no:cacheprovider --durations=25 tests
 
 bench: install
 	$(PY) benchmarks/score_throughput.py
