@@ -128,17 +128,6 @@ def _pool_actors() -> dict[str, set[int]]:
     return found
 
 
-def test_a_ray_run_writes_the_bytes_of_a_single_process_run(work, cluster):
-    before = _pool_actors()
-    out = work["folder"] / "ray" / "out.jsonl"
-    res = fluxprm(*work["args"], *_ray_args(cluster), "--cache", str(work["folder"] / "ray.sqlite"), "-o", str(out))
-    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
-    _assert_same_files(out, _reference(work))
-    new_jobs = {job: pids for job, pids in _pool_actors().items() if job not in before}
-    assert [len(pids) for pids in new_jobs.values()] == [2], new_jobs  # one pool of two actors labelled the run
-    assert json.loads(out.with_name("out.jsonl.progress.json").read_bytes())["complete"] is True
-
-
 def test_the_reference_labels_have_judge_and_coherence(work):
     """What the byte comparison is worth: every trace has judge scores and coherence from other traces' steps."""
     reference = _reference(work)
@@ -152,16 +141,22 @@ def test_the_reference_labels_have_judge_and_coherence(work):
         assert all(c is not None and 0 < c < 1 for c in r["components"]["coherence"])
 
 
-def test_a_killed_ray_driver_resumes_to_the_same_bytes(work, cluster):
-    """kill -9 of the ``--ray`` driver after its first checkpoint, then ``--ray --resume``: the same files."""
+def test_a_ray_run_killed_and_resumed_writes_the_bytes_of_a_single_process_run(work, cluster):
+    """kill -9 of the ``--ray`` driver after its first checkpoint, then ``--ray --resume``: the files of the
+    single-process run, byte for byte — every chunk labelled on the cluster, before the kill and after it.
+    (One test for both properties: each ``fluxprm label --ray`` run costs ~25 s of actor start-up here.)"""
     killed = work["folder"] / "killed" / "out.jsonl"
     killed.parent.mkdir(parents=True)
     args = [*work["args"], *_ray_args(cluster), "--cache", str(killed.parent / "llm.sqlite")]
     done = kill_after_first_checkpoint(args, killed, env=_env(), records=RECORDS, timeout=TIMEOUT)
+    before = _pool_actors()
     res = fluxprm(*args, "-o", str(killed), "--resume")
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
     assert f"resumed: {done} records were already done" in res.stderr
     _assert_same_files(killed, _reference(work))
+    new_jobs = {job: pids for job, pids in _pool_actors().items() if job not in before}
+    assert [len(pids) for pids in new_jobs.values()] == [2], new_jobs  # one pool of two actors labelled the rest
+    assert json.loads(killed.with_name("out.jsonl.progress.json").read_bytes())["complete"] is True
 
 
 def _cli(*args: str):

@@ -52,7 +52,7 @@ def test_v2_window_restarts_keep_at_least_the_context_and_bound_the_view():
         earlier = sum(len(x) for x in trace.steps[start:t])
         # never more than the window (plus the one step that crossed it) in view ...
         assert earlier <= window + max(len(x) for x in trace.steps)
-        # ... and at least the context, or every earlier step
+        # ... and the steps that fit in the context (at most one step short of it), or every earlier step
         assert earlier >= min(context - max(len(x) for x in trace.steps), sum(len(x) for x in trace.steps[:t]))
         prompt = trace.prompt(t)
         if start:

@@ -99,8 +99,8 @@ class LabelConfig:
                 "KV cache per trace; servers' prefix caches hit). v1: the original per-step prompt (reproduces "
                 "old label files)."})
     judge_context_chars: int | None = field(default=None, metadata={
-        "help": "Earlier steps the judge sees, in characters, most recent first: v1 shows at most this many "
-                "(default 2000); v2 at least this many, when the trace has them (default 1000)."})
+        "help": "Earlier steps the judge sees, in characters, most recent first: v1 shows those that fit in "
+                "this many (default 2000); v2 restarts its view from those that fit in it (default 1000)."})
     judge_window_chars: int = field(default=6000, metadata={
         "help": "v2: earlier steps in view grow up to this many characters, then restart from the last "
                 "--judge-context-chars of them (bounds the judge's context on long traces)."})
@@ -151,8 +151,8 @@ class LabelConfig:
 
     @property
     def judge_context(self) -> int:
-        """``judge_context_chars``, or its default for the prompt: 2000 for v1 (its maximum, as it always was),
-        1000 for v2 (a minimum: v2 shows between it and ``judge_window_chars``, 3,500 on average)."""
+        """``judge_context_chars``, or its default for the prompt: 2000 for v1 (as it always was), 1000 for v2
+        (where a restarted view begins; it then grows up to ``judge_window_chars``)."""
         if self.judge_context_chars is not None:
             return self.judge_context_chars
         return 2000 if self.judge_prompt == "v1" else 1000

@@ -1,12 +1,19 @@
 """Quality reward: a judge LLM scores each thinking step 0-10 given the problem, the earlier steps and the
 response; the score is divided by 10.
 
-The prompt is the versioned package file ``prompts/judge_step_v1.txt`` (placeholders ``{problem}``,
-``{previous_steps}``, ``{step}``, ``{response}``). Long texts are clipped so a judge prompt stays a few
-thousand characters whatever the trace length (documented choice): the problem, the step and the response
-keep at most ``text_chars`` characters each (head and tail, the middle replaced by ``[…]``), and the earlier
-steps are the most recent ones that fit in ``context_chars`` (older ones replaced by a note saying how many
-were left out).
+Two versioned prompts ship in ``fluxprm/prompts`` (docs/LABEL.md):
+
+* ``judge_step_v2.txt`` (the default; placeholders ``{problem}``, ``{response}``, ``{steps}``, ``{number}``):
+  problem and final response first, then the thinking steps up to the graded one, then a short question, so
+  the prompts of one trace share their prefix (:class:`JudgeTrace`). The local judge reads a trace once,
+  growing one KV cache (:meth:`LogprobJudge.score_traces`); servers' prefix caches hit. The earlier steps in
+  view grow up to ``window_chars`` and then restart from the last ``context_chars`` of them.
+* ``judge_step_v1.txt`` (placeholders ``{problem}``, ``{previous_steps}``, ``{step}``, ``{response}``), one
+  prompt rebuilt per step: the earlier steps are the most recent ones that fit in ``context_chars`` (older
+  ones replaced by a note saying how many were left out). Kept to reproduce old label files.
+
+In both the problem, each step and the response keep at most ``text_chars`` characters (head and tail, the
+middle replaced by ``[…]``), so a prompt stays bounded whatever the trace length.
 
 Two judge modes, picked from the LLM object:
 
@@ -109,8 +116,8 @@ class JudgeTrace:
 
     The earlier steps in view start at the trace's first step and grow; once they exceed ``window_chars``
     characters the view restarts from the most recent earlier steps that fit in ``context_chars`` (a note
-    says how many are left out). So every step is judged with at least ``context_chars`` of earlier steps
-    (when the trace has them) and the context stays bounded on 40K-token traces. ``starts[t]`` is the first
+    says how many are left out), and grows again: a step sees between the steps that fit in ``context_chars``
+    and about ``window_chars`` of earlier reasoning, so the context stays bounded on 40K-token traces. ``starts[t]`` is the first
     step in view for step ``t``; steps that share it form one *segment* (one growing cache).
     """
 
@@ -301,21 +308,19 @@ class LogprobJudge(Judge):
             return _split_overlap(self.llm.choice_logprobs(text, list(CHOICES)), self.llm.tokenizer)
         return self._forward(list(self.llm.tokenizer(text).input_ids), choice_ids, extra)
 
-    def _forward(self, prompt_ids: list[int], choice_ids: dict[str, list[int]], extra: list[int],
-                 cache: Any = None) -> dict[str, float]:
-        """Log-probs of the answers after ``prompt_ids`` (appended to ``cache`` when given, which grows)."""
+    def _forward(self, prompt_ids: list[int], choice_ids: dict[str, list[int]], extra: list[int]) -> dict[str, float]:
+        """Log-probs of the answers after ``prompt_ids``: one forward over the prompt and ``extra``."""
         import torch
 
         keep = 1 + len(extra)  # only the last positions need the LM head
         device = getattr(self.llm, "device", "cpu")
         ids = torch.tensor([prompt_ids + extra], device=device)
         self.tokens_fed += ids.shape[1]
-        extra_args: dict[str, Any] = {} if cache is None else {"past_key_values": cache, "use_cache": True}
         with torch.inference_mode():
             try:
-                logits = self.llm.model(input_ids=ids, logits_to_keep=keep, **extra_args).logits[0, -keep:].float()
+                logits = self.llm.model(input_ids=ids, logits_to_keep=keep).logits[0, -keep:].float()
             except TypeError:  # a model class without logits_to_keep
-                logits = self.llm.model(input_ids=ids, **extra_args).logits[0, -keep:].float()
+                logits = self.llm.model(input_ids=ids).logits[0, -keep:].float()
         return _answers(logits, choice_ids, extra)
 
     # -- v2: one growing KV cache per trace
