@@ -10,31 +10,19 @@ bounded by a timeout; the cluster is this test process's own ``ray.init`` and st
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from builders import build_qwen_prm
 from processes import kill_after_first_checkpoint
+from ray_cluster import TIMEOUT, fluxprm, local_cluster, ray_env
 
 RECORDS = 60
-TIMEOUT = 240  # seconds for one fluxprm run; a hung run fails the test instead of hanging the suite
-
-
-def _env() -> dict[str, str]:
-    """This process's environment as it is now: ``ray.init`` set the cluster's token-auth mode in it."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    return env
-
-
-def fluxprm(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fluxprm", *args], capture_output=True, text=True, env=_env(),
-                          timeout=timeout)
 
 
 def _traces(path: Path) -> Path:
@@ -60,17 +48,8 @@ def _traces(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> str:
-    """A local Ray cluster with 2 CPUs, owned by this test process; yields its address for ``--address``."""
-    import logging
-
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
+def cluster() -> Iterator[str]:
+    yield from local_cluster()
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +113,7 @@ def test_a_ray_run_writes_the_bytes_of_a_single_process_run(work, cluster):
 def _kill_after_first_checkpoint(args: list[str], out: Path) -> int:
     """Start a ``--ray`` driver, SIGKILL it as soon as its checkpoint counts a finished chunk; return that count."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    return kill_after_first_checkpoint(args, out, env=_env(), records=RECORDS, timeout=TIMEOUT)
+    return kill_after_first_checkpoint(args, out, env=ray_env(), records=RECORDS, timeout=TIMEOUT)
 
 
 def test_a_killed_ray_driver_resumes_to_the_same_bytes(work, cluster):
@@ -229,7 +208,7 @@ def test_select_and_bon_with_ray_write_the_bytes_of_a_single_process_run(work, c
     # wall time is what the suite pays.
     singles = {name: subprocess.Popen([sys.executable, "-m", "fluxprm", *args, "--threads", "1", "-o",
                                        out_arg(name, "single")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      text=True, env=_env())
+                                      text=True, env=ray_env())
                for name, (args, _) in runs.items()}
     try:
         for name, (args, _) in runs.items():

@@ -12,7 +12,6 @@ with its own LLM cache file so that the actors really judge; the cluster is this
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,20 +20,8 @@ from typing import Iterator
 import pytest
 
 from processes import kill_after_first_checkpoint
+from ray_cluster import TIMEOUT, fluxprm, local_cluster, ray_env
 
-TIMEOUT = 240  # seconds for one fluxprm run; a hung run fails the test instead of hanging the suite
-
-
-def _env() -> dict[str, str]:
-    """This process's environment as it is now: ``ray.init`` set the cluster's token-auth mode in it."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    return env
-
-
-def fluxprm(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fluxprm", *args], capture_output=True, text=True, env=_env(),
-                          timeout=timeout)
 
 
 # (problem, thinking step 1, thinking step 2, gold): each step long enough (>= 30 characters) to stay a step
@@ -65,16 +52,7 @@ def _traces(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
-    """A local Ray cluster with 2 CPUs, owned by this test process; yields its address for ``--address``."""
-    import logging
-
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
+    yield from local_cluster()
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +67,7 @@ def work(tmp_path_factory) -> Iterator[dict[str, object]]:
     args = ["label", str(src), "--device", "cpu", "--chunk-size", "2", "--negatives", "4"]
     reference = folder / "ref" / "out.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "fluxprm", *args, "--cache", str(folder / "ref.sqlite"), "-o",
-                             str(reference)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+                             str(reference)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ray_env())
     try:
         yield {"args": args, "reference": reference, "folder": folder, "proc": proc}
     finally:
@@ -148,7 +126,7 @@ def test_a_ray_run_killed_and_resumed_writes_the_bytes_of_a_single_process_run(w
     killed = work["folder"] / "killed" / "out.jsonl"
     killed.parent.mkdir(parents=True)
     args = [*work["args"], *_ray_args(cluster), "--cache", str(killed.parent / "llm.sqlite")]
-    done = kill_after_first_checkpoint(args, killed, env=_env(), records=RECORDS, timeout=TIMEOUT)
+    done = kill_after_first_checkpoint(args, killed, env=ray_env(), records=RECORDS, timeout=TIMEOUT)
     before = _pool_actors()
     res = fluxprm(*args, "-o", str(killed), "--resume")
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
