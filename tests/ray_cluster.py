@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Iterator
 
 TIMEOUT = 240  # seconds for one fluxprm run; a hung run fails the test instead of hanging the suite
@@ -35,3 +36,26 @@ def local_cluster() -> Iterator[str]:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+def assert_same_files(out: Path, reference: Path) -> None:
+    """``out`` and its errors file are byte for byte ``reference`` and its errors file."""
+    assert out.read_bytes() == reference.read_bytes()
+    ref_errors = reference.with_name(reference.stem + ".errors.jsonl")
+    assert out.with_name(out.stem + ".errors.jsonl").read_bytes() == ref_errors.read_bytes()
+
+
+def pool_actors() -> dict[str, set[int]]:
+    """Process ids of the Ray Data actors that ran requests, by Ray job (from the cluster's actor table)."""
+    import ray
+
+    found: dict[str, set[int]] = {}
+    for actor in ray._private.state.actors().values():
+        if "_PoolActor" in actor["ActorClassName"]:
+            found.setdefault(actor["JobID"], set()).add(actor["Pid"])
+    return found
+
+
+def ray_args(address: str) -> list[str]:
+    """The flags of a run on ``address`` with a pool of two 1-CPU actors."""
+    return ["--ray", "--address", address, "--workers", "2", "--cpus-per-worker", "1"]

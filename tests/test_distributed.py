@@ -20,7 +20,7 @@ import pytest
 
 from builders import build_qwen_prm
 from processes import kill_after_first_checkpoint
-from ray_cluster import TIMEOUT, fluxprm, local_cluster, ray_env
+from ray_cluster import TIMEOUT, assert_same_files, fluxprm, local_cluster, pool_actors, ray_args, ray_env
 
 RECORDS = 60
 
@@ -65,27 +65,6 @@ def work(tmp_path_factory) -> dict[str, object]:
     return {"args": args, "reference": reference, "folder": folder}
 
 
-def _ray_args(address: str) -> list[str]:
-    return ["--ray", "--address", address, "--workers", "2", "--cpus-per-worker", "1"]
-
-
-def _assert_same_files(out: Path, reference: Path) -> None:
-    assert out.read_bytes() == reference.read_bytes()
-    ref_errors = reference.with_name(reference.stem + ".errors.jsonl")
-    assert (out.with_name(out.stem + ".errors.jsonl")).read_bytes() == ref_errors.read_bytes()
-
-
-def _chunk_actors() -> dict[str, set[int]]:
-    """Process ids of the Ray Data actors that scored chunks, by Ray job (from the cluster's actor table)."""
-    import ray
-
-    found: dict[str, set[int]] = {}
-    for actor in ray._private.state.actors().values():
-        if "_PoolActor" in actor["ActorClassName"]:
-            found.setdefault(actor["JobID"], set()).add(actor["Pid"])
-    return found
-
-
 def test_reference_run_has_scores_errors_and_a_pool(work):
     """The input exercises what must survive the trip to the workers: source/line, pool candidates, no-id ids."""
     reference = work["reference"]
@@ -99,13 +78,13 @@ def test_reference_run_has_scores_errors_and_a_pool(work):
 
 
 def test_a_ray_run_writes_the_bytes_of_a_single_process_run(work, cluster):
-    before = _chunk_actors()
+    before = pool_actors()
     out = work["folder"] / "ray" / "out.jsonl"
-    res = fluxprm(*work["args"], *_ray_args(cluster), "-o", str(out))
+    res = fluxprm(*work["args"], *ray_args(cluster), "-o", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
-    _assert_same_files(out, work["reference"])
+    assert_same_files(out, work["reference"])
     assert "on a Ray worker" in res.stderr and "Traceback" not in res.stderr
-    new_jobs = {job: pids for job, pids in _chunk_actors().items() if job not in before}
+    new_jobs = {job: pids for job, pids in pool_actors().items() if job not in before}
     assert [len(pids) for pids in new_jobs.values()] == [2], new_jobs  # one pool of two actors scored the run
     assert json.loads(out.with_name("out.jsonl.progress.json").read_bytes())["complete"] is True
 
@@ -118,7 +97,7 @@ def _kill_after_first_checkpoint(args: list[str], out: Path) -> int:
 
 def test_a_killed_ray_driver_resumes_to_the_same_bytes(work, cluster):
     """kill -9 of the driver mid-run, then --resume: on the cluster, and (the same files) in one process."""
-    args = [*work["args"], *_ray_args(cluster)]
+    args = [*work["args"], *ray_args(cluster)]
     killed = work["folder"] / "killed" / "out.jsonl"
     done = _kill_after_first_checkpoint(args, killed)
     local = work["folder"] / "local-resume"
@@ -127,11 +106,11 @@ def test_a_killed_ray_driver_resumes_to_the_same_bytes(work, cluster):
     res = fluxprm(*args, "-o", str(killed), "--resume")
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resumed: {done} records were already done" in res.stderr
-    _assert_same_files(killed, work["reference"])
+    assert_same_files(killed, work["reference"])
 
     res = fluxprm(*work["args"], "--threads", "1", "-o", str(local / "out.jsonl"), "--resume")
     assert res.returncode == 0, res.stderr[-3000:]
-    _assert_same_files(local / "out.jsonl", work["reference"])
+    assert_same_files(local / "out.jsonl", work["reference"])
 
 
 def _cli(*args: str):
@@ -212,10 +191,10 @@ def test_select_and_bon_with_ray_write_the_bytes_of_a_single_process_run(work, c
                for name, (args, _) in runs.items()}
     try:
         for name, (args, _) in runs.items():
-            before = _chunk_actors()
-            res = fluxprm(*args, *_ray_args(cluster), "-o", out_arg(name, "ray"))
+            before = pool_actors()
+            res = fluxprm(*args, *ray_args(cluster), "-o", out_arg(name, "ray"))
             assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
-            new_jobs = {job: pids for job, pids in _chunk_actors().items() if job not in before}
+            new_jobs = {job: pids for job, pids in pool_actors().items() if job not in before}
             assert [len(pids) for pids in new_jobs.values()] == [2], (name, new_jobs)  # it scored on a pool of 2
         for name, proc in singles.items():
             _, stderr = proc.communicate(timeout=TIMEOUT)

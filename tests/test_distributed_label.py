@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from processes import kill_after_first_checkpoint
-from ray_cluster import TIMEOUT, fluxprm, local_cluster, ray_env
+from ray_cluster import TIMEOUT, assert_same_files, fluxprm, local_cluster, pool_actors, ray_args, ray_env
 
 
 
@@ -85,27 +85,6 @@ def _reference(work: dict[str, object]) -> Path:
     return work["reference"]  # type: ignore[return-value]
 
 
-def _ray_args(address: str) -> list[str]:
-    return ["--ray", "--address", address, "--workers", "2", "--cpus-per-worker", "1"]
-
-
-def _assert_same_files(out: Path, reference: Path) -> None:
-    assert out.read_bytes() == reference.read_bytes()
-    ref_errors = reference.with_name(reference.stem + ".errors.jsonl")
-    assert out.with_name(out.stem + ".errors.jsonl").read_bytes() == ref_errors.read_bytes()
-
-
-def _pool_actors() -> dict[str, set[int]]:
-    """Process ids of the Ray Data actors that ran requests, by Ray job (from the cluster's actor table)."""
-    import ray
-
-    found: dict[str, set[int]] = {}
-    for actor in ray._private.state.actors().values():
-        if "_PoolActor" in actor["ActorClassName"]:
-            found.setdefault(actor["JobID"], set()).add(actor["Pid"])
-    return found
-
-
 def test_the_reference_labels_have_judge_and_coherence(work):
     """What the byte comparison is worth: every trace has judge scores and coherence from other traces' steps."""
     reference = _reference(work)
@@ -125,14 +104,14 @@ def test_a_ray_run_killed_and_resumed_writes_the_bytes_of_a_single_process_run(w
     (One test for both properties: each ``fluxprm label --ray`` run costs ~25 s of actor start-up here.)"""
     killed = work["folder"] / "killed" / "out.jsonl"
     killed.parent.mkdir(parents=True)
-    args = [*work["args"], *_ray_args(cluster), "--cache", str(killed.parent / "llm.sqlite")]
+    args = [*work["args"], *ray_args(cluster), "--cache", str(killed.parent / "llm.sqlite")]
     done = kill_after_first_checkpoint(args, killed, env=ray_env(), records=RECORDS, timeout=TIMEOUT)
-    before = _pool_actors()
+    before = pool_actors()
     res = fluxprm(*args, "-o", str(killed), "--resume")
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
     assert f"resumed: {done} records were already done" in res.stderr
-    _assert_same_files(killed, _reference(work))
-    new_jobs = {job: pids for job, pids in _pool_actors().items() if job not in before}
+    assert_same_files(killed, _reference(work))
+    new_jobs = {job: pids for job, pids in pool_actors().items() if job not in before}
     assert [len(pids) for pids in new_jobs.values()] == [2], new_jobs  # one pool of two actors labelled the rest
     assert json.loads(killed.with_name("out.jsonl.progress.json").read_bytes())["complete"] is True
 
@@ -153,7 +132,7 @@ def test_a_backend_that_cannot_load_fails_at_once_on_the_cluster_as_in_one_proce
     assert single.exit_code == 2, single.output
     expected = single.stderr.strip().splitlines()[-1]
     assert expected.startswith("error: --policy notaurl: cannot load LLM 'notaurl'"), expected
-    res = fluxprm(*args, *_ray_args(cluster), "-o", str(tmp_path / "ray.jsonl"))
+    res = fluxprm(*args, *ray_args(cluster), "-o", str(tmp_path / "ray.jsonl"))
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
     assert res.stderr.strip().splitlines()[-1] == expected
     assert (tmp_path / "ray.jsonl").read_bytes() == b""  # nothing labelled

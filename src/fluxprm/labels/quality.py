@@ -325,7 +325,7 @@ class LogprobJudge(Judge):
 
     # -- v2: one growing KV cache per trace
 
-    def _pieces(self, trace: JudgeTrace) -> tuple[str, str]:
+    def _pieces(self) -> tuple[str, str]:
         """What wraps a v2 prompt: the chat template's text before the user message, and after it (with the
         assistant prefix "Score: ")."""
         tok = self.llm.tokenizer
@@ -341,7 +341,7 @@ class LogprobJudge(Judge):
         """Token ids of step ``t``'s v2 prompt: its pieces (chat header + head, omitted note, each step, question
         + chat footer) tokenized one by one and concatenated — exactly what the cached path feeds the model,
         so the two can be compared."""
-        before, after = self._pieces(trace)
+        before, after = self._pieces()
         start = trace.starts[t]
         return (self._encode(before + trace.head, True) + self._encode(trace.omitted(start))
                 + [i for k in range(start, t + 1) for i in self._encode(trace.steps[k])]
@@ -379,7 +379,7 @@ class LogprobJudge(Judge):
         cache_db = getattr(self.llm, "cache", None)
         out: list[list[float | None]] = []
         for trace in traces:
-            before, after = self._pieces(trace)
+            before, after = self._pieces()
             keys = [LLMCache.key(self.llm.name, before + trace.prompt(t) + after,
                                  {"score_logprobs": list(CHOICES), "version": 2, "tokenized": "pieces"})
                     if cache_db is not None else None for t in range(len(trace))]
