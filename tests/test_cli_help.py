@@ -6,6 +6,7 @@ may run past the terminal, and every knob of the dataclass a command uses must b
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -98,6 +99,38 @@ def test_top_level_does_not_import_torch():
            "print('torch' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.split()[-1] == "False", res.stdout + res.stderr
+
+
+def test_format_choices_are_the_registry_names_in_detection_order():
+    """``--format`` offers a torch-free copy of the registry's names; a format added to the registry must be
+    added there too (else ``--format NEW`` would be refused)."""
+    from fluxprm.cli.model_options import FORMAT_NAMES
+    from fluxprm.models.formats import FORMATS
+
+    assert FORMAT_NAMES == tuple(FORMATS)
+
+
+def test_score_and_serve_help_and_usage_errors_do_not_import_torch(tmp_path):
+    """``score``/``serve`` --help and a usage error answer before torch is imported (~7 s cold): nothing loads."""
+    src = tmp_path / "x.jsonl"
+    src.write_text('{"id": "a", "problem": "p", "response": "r"}\n')
+    code = ("import json, sys\n"
+            "from fluxprm.cli import app\n"
+            "codes = []\n"
+            f"for args in (['score', '--help'], ['serve', '--help'], ['score', {str(src)!r}, '--long', 'sideways'],\n"
+            "             ['score', '--format', 'nope', 'x'], ['serve', '--format', 'nope']):\n"
+            "    try:\n"
+            "        app(args)\n"
+            "    except SystemExit as exc:\n"
+            "        codes.append(exc.code)\n"
+            "print(json.dumps({'codes': codes, 'torch': 'torch' in sys.modules}))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.splitlines()[-1]) == {"codes": [0, 0, 2, 2, 2], "torch": False}, res.stdout[-3000:]
+    assert "--format <fluxprm|scalar-head|qwen-prm|token-classification|math-shepherd>" in res.stdout
+    assert "--long" in res.stderr and "'sideways' is not one of" in res.stderr, res.stderr[-3000:]
+    assert "Invalid value for '--format'" in res.stderr and "'nope' is not one of" in res.stderr, res.stderr[-3000:]
 
 
 # ------------------------------------------------------------------------------- the generator

@@ -1,8 +1,9 @@
 """The model and machine options of the commands that load a PRM themselves (``score``, ``serve``), declared once.
 
-They are CLI-only: the library takes them as ``load_prm`` arguments. Separate from :mod:`fluxprm.cli.common`
-because the format choices come from the format registry, which imports torch, and commands on score files must
-start without it.
+They are CLI-only: the library takes them as ``load_prm`` arguments. The ``--format`` choices are
+:data:`FORMAT_NAMES`, a copy of the names of the format registry (:data:`fluxprm.models.formats.FORMATS`): the
+registry imports torch (~7 s cold), and ``score --help`` or a usage error must not pay for it before anything
+loads. ``tests/test_cli_help.py`` checks that the copy is the registry's names, in its detection order.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from typing import Annotated, Optional
 import typer
 
 from fluxprm.cli.options import choices
-from fluxprm.models.formats import FORMATS  # torch: these commands load a model anyway
 from fluxprm.scores import AGGREGATES
 
-__all__ = ["Dtype", "Device", "Threads", "MaxLength", "Format", "Aggregate", "Alpha"]
+__all__ = ["FORMAT_NAMES", "Dtype", "Device", "Threads", "MaxLength", "Format", "Aggregate", "Alpha"]
+
+# The names of fluxprm.models.formats.FORMATS, in detection order, without importing it (it imports torch).
+FORMAT_NAMES = ("fluxprm", "scalar-head", "qwen-prm", "token-classification", "math-shepherd")
 
 Dtype = Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16 or float32; auto: bfloat16 on GPUs and on "
                                     "CPUs with native bf16, else float32.  [default: auto]", show_default=False)]
@@ -24,7 +27,7 @@ Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads f
                                                 "with other CPU work).  [default: all cores]")]
 MaxLength = Annotated[Optional[int], typer.Option("--max-length", help="Context budget in tokens.  "
                                                   "[default: the model's]")]
-Format = Annotated[Optional[choices("format", FORMATS)], typer.Option(
+Format = Annotated[Optional[choices("format", FORMAT_NAMES)], typer.Option(
     "--format", help="Checkpoint format, overriding detection.")]
 Aggregate = Annotated[Optional[choices("aggregate", AGGREGATES)], typer.Option(
     "--aggregate", help="How step rewards combine into the score.  [default: the model card's]")]
