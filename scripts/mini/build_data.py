@@ -4,8 +4,15 @@ Splits are by *problem*, so no dev problem is ever trained on:
 
 - Best-of-N pools: Sky-T1 AMC23 (problem ``idx % 4 == 3`` → dev) and Qwen2.5-Math MATH
   (``idx % 5 == 4`` → dev); everything else → train.
+- SkyThought MATH500 / OlympiadBench / Minerva pool (5,885 responses of 6 models): a problem is dev when
+  the SHA-256 of its whitespace-normalised text is 0 mod 4 — except the few MATH500 problems that are
+  also in the Qwen2.5-Math pool, which follow that pool's split. Training takes a seeded sample of the
+  training problems' responses (``--pool3-long`` long thinking traces, ``--pool3-short`` others); the dev
+  file keeps every long thinking trace of the dev problems and the other responses of half of them
+  (hash 0 mod 8), to bound feature extraction.
 - PRMBench: ``prmbench_train.jsonl`` → train (modified processes with error steps, plus a share of
-  original, error-free processes); ``prmbench_subset400.jsonl`` is the dev set, never trained on.
+  original, error-free processes; questions of any dev set removed); ``prmbench_subset400.jsonl`` is the
+  dev set, never trained on.
 
 Usage: ``python scripts/mini/build_data.py [--shared ../shared/data] [--out build/mini]``.
 Sizes are capped (see the flags) to keep feature extraction on a 2-core CPU under ~20 minutes.
@@ -14,6 +21,7 @@ Sizes are capped (see the flags) to keep feature extraction on a 2-core CPU unde
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -29,6 +37,15 @@ def write(path: Path, rows: list[dict]) -> None:
     print(f"{path}: {len(rows)} records")
 
 
+def norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def bucket(text: str, mod: int) -> int:
+    """A stable pseudo-random bucket of a problem's text (the same problem lands in the same bucket everywhere)."""
+    return int(hashlib.sha256(norm(text).encode()).hexdigest(), 16) % mod
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
@@ -37,6 +54,10 @@ def main() -> None:
     ap.add_argument("--prmbench-original", type=int, default=500, help="error-free processes to train on")
     ap.add_argument("--sky-per-problem", type=int, default=8, help="Sky-T1 pool responses per training problem")
     ap.add_argument("--qwen-problems", type=int, default=40, help="Qwen2.5-Math pool training problems")
+    ap.add_argument("--pool3-long", type=int, default=300,
+                    help="long thinking traces of the MATH500/Olympiad/Minerva pool's training problems to train on")
+    ap.add_argument("--pool3-short", type=int, default=900,
+                    help="other responses of that pool's training problems to train on")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -59,9 +80,28 @@ def main() -> None:
     write(args.out / "train_qwen_pool.jsonl", [r for r in qwen if r["idx"] % 5 != 4][: args.qwen_problems])
     write(args.out / "dev_qwen_pool.jsonl", [r for r in qwen if r["idx"] % 5 == 4])
 
+    qwen_split = {norm(r["question"]): r["idx"] % 5 == 4 for r in qwen}
+    pool3 = read(args.shared / "bon_pools" / "skythought_math500_olympiad_minerva.jsonl")
+    for i, r in enumerate(pool3):
+        r["id"] = f"{r['dataset']}-{r['idx']}-{r['model']}-{i}"
+        r["group"] = f"{r['dataset']}-{r['idx']}"  # the problem, for Best-of-N grouping
+
+    def pool3_dev(r: dict) -> bool:
+        return qwen_split.get(norm(r["question"]), bucket(r["question"], 4) == 0)
+
+    train3 = [r for r in pool3 if not pool3_dev(r)]
+    long3 = [r for r in train3 if r["long_cot"]]
+    short3 = [r for r in train3 if not r["long_cot"]]
+    write(args.out / "train_pool3.jsonl", rng.sample(long3, min(args.pool3_long, len(long3)))
+          + rng.sample(short3, min(args.pool3_short, len(short3))))
+    write(args.out / "dev_pool3.jsonl", [r for r in pool3 if pool3_dev(r)
+                                         and (r["long_cot"] or bucket(r["question"], 8) == 0)])
+
     prm = read(args.shared / "step_labels" / "prmbench_train.jsonl")
     dev_questions = {r["original_question"] for r in read(args.shared / "step_labels" / "prmbench_subset400.jsonl")}
-    prm = [r for r in prm if r["original_question"] not in dev_questions]
+    dev_questions |= {r["question"] for r in pool3 if pool3_dev(r)}
+    dev_norm = {norm(q) for q in dev_questions}
+    prm = [r for r in prm if norm(r["original_question"]) not in dev_norm]
     rng.shuffle(prm)
     modified = prm[: args.prmbench_train]
     original = [{"id": f"{r['idx']}-original", "problem": r["original_question"], "steps": r["original_process"],

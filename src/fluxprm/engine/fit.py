@@ -72,18 +72,29 @@ class Fitted:
 
 def fit_trace(prm: TransformerPRM, item: PRMInput, policy: str,
               context_tokens: int = DEFAULT_CONTEXT_TOKENS) -> Fitted:
-    """Lay out ``item`` by ``policy`` (auto | truncate | windows); raises :class:`TraceTooLong` only for truncate."""
+    """Lay out ``item`` by ``policy`` (auto | truncate | windows); raises :class:`TraceTooLong` only for truncate.
+
+    Every part carries the whole trace's trajectory signals (the trajectory reward is read from the last
+    window, but it is about the whole trace, not that window)."""
     if policy == "windows":
-        return encode_windows(prm, item, context_tokens)
+        return _with_signals(prm, item, encode_windows(prm, item, context_tokens))
     try:
         enc = prm.encode(item)
     except TraceTooLong:
         if policy == "truncate":
             raise
-        return encode_windows(prm, item, context_tokens)
+        return _with_signals(prm, item, encode_windows(prm, item, context_tokens))
     if policy == "auto" and item.thinking_steps and enc.num_thinking == 0:
-        return encode_windows(prm, item, context_tokens)  # truncating would drop every thinking step
+        # truncating would drop every thinking step
+        return _with_signals(prm, item, encode_windows(prm, item, context_tokens))
     return Fitted([enc])
+
+
+def _with_signals(prm: TransformerPRM, item: PRMInput, fitted: Fitted) -> Fitted:
+    signals = prm.trace_signals(item)
+    for part in fitted.parts:
+        part.signals = signals
+    return fitted
 
 
 def _clip(prm: TransformerPRM, text: str, max_tokens: int, keep: str) -> str:

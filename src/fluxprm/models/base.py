@@ -6,7 +6,8 @@ are read, and what the head is. So a format is a subclass that implements three 
 
 - ``encode_ids(problem, steps)`` → token ids and the positions where step rewards are read;
 - ``head(hidden)`` → step rewards from the hidden states gathered at those positions;
-- ``trajectory(hidden_last)`` → optional trajectory reward from the last token.
+- ``trajectory(hidden_last, signals)`` → optional trajectory reward from the last token (and, for formats
+  that use them, the trace's :mod:`trajectory signals <fluxprm.signals>`, which ``trace_signals`` computes).
 
 Everything else — truncation of long traces, batching, dtype, aggregation — lives here once.
 The backbone is always the *base* model (no LM head): a 151K-vocabulary LM head over every position
@@ -37,6 +38,7 @@ class Encoded:
     read_positions: list[int]   # one per scored step, in reading order
     num_thinking: int           # thinking steps kept (they come first among the scored steps)
     dropped_thinking: int = 0   # earliest thinking steps dropped to fit the context
+    signals: list[float] | None = None  # the whole trace's trajectory signals, for models that read them
 
 
 @dataclass(slots=True)
@@ -111,8 +113,13 @@ class TransformerPRM:
         """Step rewards in [0, 1] from hidden states gathered at the read positions, shape (n, h) → (n,)."""
         raise NotImplementedError
 
-    def trajectory(self, hidden_last: torch.Tensor) -> torch.Tensor | None:
-        """Trajectory rewards from the last token's hidden state, (b, h) → (b,); None if no such head."""
+    def trajectory(self, hidden_last: torch.Tensor, signals: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Trajectory rewards from the last token's hidden state, (b, h) → (b,); None if no such head.
+        ``signals`` (b, k) are the traces' trajectory signals when :meth:`trace_signals` gives any."""
+        return None
+
+    def trace_signals(self, item: PRMInput) -> list[float] | None:
+        """The whole-trace signals this model's trajectory head reads beside the hidden state; None: it reads none."""
         return None
 
     def features(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -156,7 +163,8 @@ class TransformerPRM:
                     "raise --max-length")
             ids, positions = self.encode_ids(item.problem, kept + response)
             if len(ids) <= self.max_length:
-                return Encoded(ids, positions, num_thinking=len(kept), dropped_thinking=drop)
+                return Encoded(ids, positions, num_thinking=len(kept), dropped_thinking=drop,
+                               signals=self.trace_signals(item))
             if drop >= len(thinking):
                 raise TraceTooLong(
                     f"the problem and response alone take {len(ids)} tokens, more than the model's "
@@ -180,7 +188,10 @@ class TransformerPRM:
         hidden = self.features(p.ids, p.mask)
         step = self.head(hidden[p.rows, p.cols].float()).float().cpu().tolist()
         last = hidden[torch.arange(len(batch), device=self.device), p.lengths - 1].float()
-        traj = self.trajectory(last)
+        signals = None
+        if all(e.signals is not None for e in batch):
+            signals = torch.tensor([e.signals for e in batch], dtype=torch.float32, device=self.device)
+        traj = self.trajectory(last, signals)
         traj_list = traj.float().cpu().tolist() if traj is not None else [None] * len(batch)
         outputs, start = [], 0
         for i, e in enumerate(batch):

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fluxprm.models.base import CheckpointFormat, LoadRequest, TransformerPRM
+from fluxprm.steps import PRMInput
 
 CONFIG_NAME = "fluxprm_config.json"
 HEADS_NAME = "heads.safetensors"
@@ -52,6 +53,9 @@ class FluxPRMOptions:
     layout: str = field(default="chat", metadata={
         "help": "chat: steps joined by `joiner`, read at each step's last token; qwen-prm: the Qwen2.5-Math-PRM "
                 "chat with <extra_0> separators, read there (exportable)."})
+    trajectory_signals: list[str] = field(default_factory=list, metadata={
+        "help": "Whole-trace signals the trajectory head reads beside the hidden state (fluxprm.signals: "
+                "answer_stated, unfinished_thinking, hesitation_rate, log_chars); none by default."})
     head_type: str = field(default="mlp", metadata={
         "help": "mlp: LayerNorm-Linear-GELU-Linear(1); qwen-prm: Linear-ReLU-Linear(h, 2) on the last layer "
                 "(exportable)."})
@@ -95,6 +99,32 @@ class RewardHead(nn.Module):
         return self.net(self.dropout(x)).squeeze(-1)
 
 
+class SignalHead(nn.Module):
+    """A linear term on standardised trajectory signals, added to the trajectory head's logit.
+
+    Linear, not inside the MLP: the MLP's LayerNorm would rescale a handful of signals together with
+    1,728 hidden features, and a weight per signal stays readable (the model card quotes them). ``mean`` and
+    ``std`` are the training examples' statistics, saved with the weights so scoring standardises alike.
+    """
+
+    def __init__(self, n_signals: int):
+        super().__init__()
+        self.linear = nn.Linear(n_signals, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.register_buffer("mean", torch.zeros(n_signals))
+        self.register_buffer("std", torch.ones(n_signals))
+
+    def fit_scale(self, signals: torch.Tensor) -> None:
+        """Set ``mean``/``std`` from the training examples' signals (n, k); a constant signal keeps std 1."""
+        self.mean.copy_(signals.mean(0))
+        std = signals.std(0) if signals.size(0) > 1 else torch.ones_like(self.std)
+        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def forward(self, signals: torch.Tensor) -> torch.Tensor:
+        return self.linear((signals.float() - self.mean) / self.std).squeeze(-1)
+
+
 def resolve_base(base: str, checkpoint: Path | None = None) -> Path:
     """The backbone folder of a fluxprm checkpoint: the embedded SmolLM2, a folder (``./x`` is relative
     to the checkpoint, as a full fine-tune saves it), or a cached hub id."""
@@ -117,10 +147,13 @@ class FluxPRM(TransformerPRM):
     default_aggregate = "mean"
 
     def __init__(self, backbone: nn.Module, tokenizer: Any, step_head: nn.Module, traj_head: RewardHead,
-                 config: FluxPRMConfig, **kw: Any):
+                 config: FluxPRMConfig, signal_head: SignalHead | None = None, **kw: Any):
         super().__init__(backbone, tokenizer, **kw)
         self.step_head = step_head.eval()
         self.traj_head = traj_head.eval()
+        if bool(config.trajectory_signals) != (signal_head is not None):
+            raise ValueError("a signal head is needed exactly when the config names trajectory_signals")
+        self.signal_head = signal_head.eval() if signal_head is not None else None
         self.config = config
         self.trained_steps: dict[str, Any] | None = config.steps  # segmentation it was trained with
         self.separator_id = None
@@ -164,18 +197,42 @@ class FluxPRM(TransformerPRM):
     def step_logits(self, feats: torch.Tensor) -> torch.Tensor:
         return self.step_head(feats.to(next(self.step_head.parameters()).dtype)).float()
 
-    def traj_logits(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.traj_head(feats.to(next(self.traj_head.parameters()).dtype)).float()
+    def traj_logits(self, feats: torch.Tensor, signals: torch.Tensor | None = None) -> torch.Tensor:
+        """The trajectory logit: the MLP on the last token's features plus, if trained with them, the signal term."""
+        logits = self.traj_head(feats.to(next(self.traj_head.parameters()).dtype)).float()
+        if self.signal_head is not None:
+            if signals is None:
+                raise ValueError(f"this checkpoint's trajectory head reads signals "
+                                 f"({', '.join(self.config.trajectory_signals)}); none were given")
+            logits = logits + self.signal_head(signals.to(logits.device))
+        return logits
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.step_logits(hidden))
 
-    def trajectory(self, hidden_last: torch.Tensor) -> torch.Tensor | None:
-        return torch.sigmoid(self.traj_logits(hidden_last))
+    def trajectory(self, hidden_last: torch.Tensor, signals: torch.Tensor | None = None) -> torch.Tensor | None:
+        return torch.sigmoid(self.traj_logits(hidden_last, signals))
+
+    def trace_signals(self, item: PRMInput) -> list[float] | None:
+        if not self.config.trajectory_signals:
+            return None
+        from fluxprm.signals import trace_signals
+
+        return trace_signals(item, self.config.trajectory_signals)
 
 
 def feature_size(backbone: nn.Module, layers: list[int]) -> int:
     return backbone.config.hidden_size * len(layers)
+
+
+def make_signal_head(config: FluxPRMConfig) -> SignalHead | None:
+    """A fresh signal head for the config's ``trajectory_signals`` (None when it names none)."""
+    if not config.trajectory_signals:
+        return None
+    from fluxprm.signals import check_signals
+
+    check_signals(config.trajectory_signals)
+    return SignalHead(len(config.trajectory_signals))
 
 
 def make_heads(config: FluxPRMConfig, in_features: int, dropout: float = 0.0) -> tuple[nn.Module, RewardHead]:
@@ -193,10 +250,13 @@ def make_heads(config: FluxPRMConfig, in_features: int, dropout: float = 0.0) ->
     return step, RewardHead(in_features, config.head_hidden, dropout)
 
 
-def save_heads(folder: Path, step_head: nn.Module, traj_head: RewardHead) -> None:
-    tensors = {f"step_head.{k}": v.detach().float().contiguous().cpu() for k, v in step_head.state_dict().items()}
-    tensors.update({f"traj_head.{k}": v.detach().float().contiguous().cpu()
-                    for k, v in traj_head.state_dict().items()})
+def save_heads(folder: Path, step_head: nn.Module, traj_head: RewardHead, signal_head: SignalHead | None = None
+               ) -> None:
+    heads = {"step_head": step_head, "traj_head": traj_head}
+    if signal_head is not None:
+        heads["signal_head"] = signal_head
+    tensors = {f"{name}.{k}": v.detach().float().contiguous().cpu()
+               for name, head in heads.items() for k, v in head.state_dict().items()}
     save_file(tensors, str(folder / HEADS_NAME))
 
 
@@ -216,10 +276,15 @@ def load_fluxprm(folder: Path, *, name: str, device: torch.device, dtype: torch.
     state = load_file(str(folder / HEADS_NAME))
     in_features = feature_size(backbone, config.feature_layers)
     step_head, traj_head = make_heads(config, in_features)
-    step_head.load_state_dict({k.removeprefix("step_head."): v for k, v in state.items() if k.startswith("step_head.")})
-    traj_head.load_state_dict({k.removeprefix("traj_head."): v for k, v in state.items() if k.startswith("traj_head.")})
+    signal_head = make_signal_head(config)
+    parts = [("step_head.", step_head), ("traj_head.", traj_head)]
+    if signal_head is not None:
+        parts.append(("signal_head.", signal_head))
+    for prefix, head in parts:
+        head.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
     # Heads stay float32: they are tiny, and their inputs are cast up before use.
-    return FluxPRM(backbone, tokenizer, step_head.to(device), traj_head.to(device), config, name=name,
+    return FluxPRM(backbone, tokenizer, step_head.to(device), traj_head.to(device), config,
+                   signal_head.to(device) if signal_head is not None else None, name=name,
                    device=device, dtype=dtype, max_length=max_length or config.max_length,
                    aggregate=aggregate or config.aggregate, alpha=config.alpha if alpha is None else alpha)
 

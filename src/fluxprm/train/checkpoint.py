@@ -29,6 +29,6 @@ def save_checkpoint(prm: FluxPRM, out: Path, cfg: TrainConfig) -> None:
         prm.backbone.save_pretrained(str(out / "backbone"))
         prm.tokenizer.save_pretrained(str(out / "backbone"))
         model_config.base = "./backbone"  # relative to the checkpoint, so the folder can move
-    save_heads(out, prm.step_head, prm.traj_head)
+    save_heads(out, prm.step_head, prm.traj_head, prm.signal_head)
     model_config.save(out)
     (out / "train_config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))

@@ -304,6 +304,11 @@ class TrainConfig(FluxPRMOptions):
              "a non-empty list of module names (q_proj, v_proj, ...)")
         need(bool(self.base.strip()), "base", "a backbone: smollm2, a folder or a hub id")
         need(bool(self.separator), "separator", "a non-empty string")
+        from fluxprm.signals import SIGNALS
+
+        need(all(n in SIGNALS for n in self.trajectory_signals) and len(set(self.trajectory_signals))
+             == len(self.trajectory_signals), "trajectory_signals",
+             "a list of distinct signal names from " + ", ".join(SIGNALS))
 
     def check_backbone(self, num_hidden_layers: int) -> None:
         """``feature_layers`` must index the backbone's hidden states: ``-(L+1) .. L`` for ``L`` layers

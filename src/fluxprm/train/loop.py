@@ -48,7 +48,7 @@ from torch import nn
 
 from fluxprm.jobs import CauseCounter, OutputPathError, check_inputs
 from fluxprm.models.base import Encoded, TraceTooLong, pad_batch
-from fluxprm.models.fluxprm_format import FluxPRM, feature_size, make_heads, resolve_base
+from fluxprm.models.fluxprm_format import FluxPRM, feature_size, make_heads, make_signal_head, resolve_base
 from fluxprm.records import BadRecord
 from fluxprm.steps import PRMInput
 from fluxprm.train.checkpoint import save_checkpoint
@@ -146,6 +146,8 @@ def train(label_paths: Iterable[str | Path], out_dir: str | Path, cfg: TrainConf
                 log_file.write(json.dumps(entry) + "\n")
                 log_file.flush()
 
+            if prm.signal_head is not None:  # standardise the signals by the training examples' statistics
+                prm.signal_head.fit_scale(_signals(prm, train_ex))
             if cfg.mode == "frozen":
                 steps = _train_frozen(prm, feats, train_ex, val_feats, val_ex, cfg, log)
             else:
@@ -202,7 +204,9 @@ def build_prm(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> Flu
     torch.manual_seed(cfg.seed)
     model_config = cfg.model_config()
     step_head, traj_head = make_heads(model_config, feature_size(backbone, cfg.feature_layers), cfg.head_dropout)
-    return FluxPRM(backbone, tokenizer, step_head.to(device), traj_head.to(device), model_config, name="fluxprm",
+    signal_head = make_signal_head(model_config)
+    return FluxPRM(backbone, tokenizer, step_head.to(device), traj_head.to(device), model_config,
+                   signal_head.to(device) if signal_head is not None else None, name="fluxprm",
                    device=device, dtype=dtype, max_length=cfg.max_length, aggregate=cfg.aggregate, alpha=cfg.alpha)
 
 
@@ -333,6 +337,8 @@ def _staging(out: Path) -> Iterator[Path]:
 def _check_weights(prm: FluxPRM, cfg: TrainConfig, steps: int) -> None:
     """The last update can make weights non-finite while the last loss was still finite: check before saving."""
     parts = [("step head", prm.step_head), ("trajectory head", prm.traj_head)]
+    if prm.signal_head is not None:
+        parts.append(("signal head", prm.signal_head))
     if cfg.mode != "frozen":
         parts.append(("backbone", prm.backbone))
     for what, module in parts:
@@ -401,25 +407,42 @@ def run_steps(n_examples: int, cfg: TrainConfig, step: StepFn, log: Log,
 # --------------------------------------------------------------------------------------------
 # frozen mode: cached features, heads only
 # --------------------------------------------------------------------------------------------
-def _heads_loss(prm: FluxPRM, feats: list[Features], exs: list[Example], idx: Iterable[int], cfg: TrainConfig,
-                pw: tuple[float | None, float | None]) -> tuple[torch.Tensor, dict[str, float]]:
+def _signals(prm: FluxPRM, exs: list[Example]) -> torch.Tensor | None:
+    """The examples' trajectory signals (n, k), computed on the whole example as scoring computes them; None
+    when the model reads none."""
+    if prm.signal_head is None:
+        return None
+    rows = [prm.trace_signals(PRMInput(ex.problem, ex.thinking_steps, ex.response_steps)) for ex in exs]
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def _heads_loss(prm: FluxPRM, feats: list[Features], exs: list[Example], signals: torch.Tensor | None,
+                idx: Iterable[int], cfg: TrainConfig, pw: tuple[float | None, float | None]
+                ) -> tuple[torch.Tensor, dict[str, float]]:
     idx = list(idx)
     device = next(prm.step_head.parameters()).device
     step_x = torch.cat([feats[i].steps for i in idx]).float().to(device)
     last_x = torch.stack([feats[i].last for i in idx]).float().to(device)
+    sig_x = signals[idx].to(device) if signals is not None else None
     tg = Targets.of([exs[i] for i in idx], [feats[i].kept for i in idx]).to(device)
-    return joint_loss(prm.step_head(step_x), prm.traj_head(last_x), tg, cfg, pw)
+    return joint_loss(prm.step_head(step_x), prm.traj_logits(last_x, sig_x), tg, cfg, pw)
+
+
+def _heads(prm: FluxPRM) -> list[nn.Module]:
+    """The trained heads: step, trajectory and (if the model reads signals) the signal head."""
+    return [prm.step_head, prm.traj_head] + ([prm.signal_head] if prm.signal_head is not None else [])
 
 
 def _train_frozen(prm: FluxPRM, feats: list[Features], train_ex: list[Example], val_feats: list[Features],
                   val_ex: list[Example], cfg: TrainConfig, log: Log) -> int:
     """Heads only, on cached features; keeps the epoch with the best held-out loss. Returns the steps taken."""
     pw = pos_weights(train_ex, cfg.balance_classes)
-    heads = nn.ModuleList([prm.step_head, prm.traj_head]).float().train()
+    heads = nn.ModuleList(_heads(prm)).float().train()
     opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    signals, val_signals = _signals(prm, train_ex), _signals(prm, val_ex)
 
     def step(idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
-        loss, terms = _heads_loss(prm, feats, train_ex, idx, cfg, pw)
+        loss, terms = _heads_loss(prm, feats, train_ex, signals, idx, cfg, pw)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -431,7 +454,7 @@ def _train_frozen(prm: FluxPRM, feats: list[Features], train_ex: list[Example], 
         nonlocal best_loss, best_state
         heads.eval()
         with torch.no_grad():
-            v = float(_heads_loss(prm, val_feats, val_ex, range(len(val_ex)), cfg, pw)[0])
+            v = float(_heads_loss(prm, val_feats, val_ex, val_signals, range(len(val_ex)), cfg, pw)[0])
         heads.train()
         if not math.isfinite(v):
             raise TrainingDiverged(f"training diverged by step {done}: the held-out loss is {v}; nothing was saved. "
@@ -457,16 +480,20 @@ class _Joint(nn.Module):
     def __init__(self, prm: FluxPRM):
         super().__init__()
         self.backbone, self.step_head, self.traj_head = prm.backbone, prm.step_head, prm.traj_head
+        self.signal_head = prm.signal_head
         self.layers = prm.config.feature_layers
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor, cols: torch.Tensor,
-                lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                lengths: torch.Tensor, signals: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.backbone(input_ids=ids, attention_mask=mask, use_cache=False,
                             output_hidden_states=self.layers != [-1])
         h = out.last_hidden_state if self.layers == [-1] else torch.cat([out.hidden_states[i] for i in self.layers], -1)
         h = h.float()
         last = h[torch.arange(h.size(0), device=h.device), lengths - 1]
-        return self.step_head(h[rows, cols]), self.traj_head(last)
+        traj = self.traj_head(last)
+        if self.signal_head is not None:
+            traj = traj + self.signal_head(signals)
+        return self.step_head(h[rows, cols]), traj
 
 
 def _train_end_to_end(prm: FluxPRM, encs: list[Encoded], train_ex: list[Example], cfg: TrainConfig, log: Log) -> int:
@@ -486,7 +513,7 @@ def _train_end_to_end(prm: FluxPRM, encs: list[Encoded], train_ex: list[Example]
     prm.backbone.float().train()
     model = _Joint(prm)
     params = [{"params": [p for p in prm.backbone.parameters() if p.requires_grad], "lr": cfg.lr_backbone},
-              {"params": list(prm.step_head.parameters()) + list(prm.traj_head.parameters()), "lr": cfg.lr}]
+              {"params": [p for head in _heads(prm) for p in head.parameters()], "lr": cfg.lr}]
     opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       cpu=not torch.cuda.is_available())
@@ -497,7 +524,8 @@ def _train_end_to_end(prm: FluxPRM, encs: list[Encoded], train_ex: list[Example]
         batch = [encs[i] for i in idx]
         p = pad_batch(batch, prm.pad_token_id, acc.device)
         with acc.accumulate(model):
-            s_logits, t_logits = model(p.ids, p.mask, p.rows, p.cols, p.lengths)
+            sig = torch.tensor([e.signals for e in batch], device=acc.device) if prm.signal_head is not None else None
+            s_logits, t_logits = model(p.ids, p.mask, p.rows, p.cols, p.lengths, sig)
             tg = Targets.of([train_ex[i] for i in idx],
                             [(e.dropped_thinking, len(e.read_positions)) for e in batch]).to(acc.device)
             loss, terms = joint_loss(s_logits, t_logits, tg, cfg, pw)
