@@ -7,7 +7,8 @@ Splits are by *problem*, so no dev problem is ever trained on:
 - SkyThought MATH500 / OlympiadBench / Minerva pool (5,885 responses of 6 models): a problem is dev when
   the SHA-256 of its whitespace-normalised text is 0 mod 4 — except the few MATH500 problems that are
   also in the Qwen2.5-Math pool, which follow that pool's split. Training takes a seeded sample of the
-  training problems' responses (``--pool3-long`` long thinking traces, ``--pool3-short`` others); the dev
+  training problems' responses (``--pool3-long`` long thinking traces, ``--pool3-short`` others: prefixes
+  of a fixed seeded draw); the dev
   file keeps every long thinking trace of the dev problems and the other responses of half of them
   (hash 0 mod 8), to bound feature extraction.
 - PRMBench: ``prmbench_train.jsonl`` → train (modified processes with error steps, plus a share of
@@ -37,6 +38,10 @@ def write(path: Path, rows: list[dict]) -> None:
     print(f"{path}: {len(rows)} records")
 
 
+#: Responses drawn (seeded) from the MATH500/Olympiad/Minerva pool's training problems: long traces, others.
+POOL3_DRAW = (300, 900)
+
+
 def norm(text: str) -> str:
     return " ".join(text.split())
 
@@ -54,10 +59,11 @@ def main() -> None:
     ap.add_argument("--prmbench-original", type=int, default=500, help="error-free processes to train on")
     ap.add_argument("--sky-per-problem", type=int, default=8, help="Sky-T1 pool responses per training problem")
     ap.add_argument("--qwen-problems", type=int, default=40, help="Qwen2.5-Math pool training problems")
-    ap.add_argument("--pool3-long", type=int, default=300,
-                    help="long thinking traces of the MATH500/Olympiad/Minerva pool's training problems to train on")
-    ap.add_argument("--pool3-short", type=int, default=900,
-                    help="other responses of that pool's training problems to train on")
+    ap.add_argument("--pool3-long", type=int, default=150,
+                    help=f"long thinking traces of the MATH500/Olympiad/Minerva pool's training problems to train on "
+                         f"(at most {POOL3_DRAW[0]})")
+    ap.add_argument("--pool3-short", type=int, default=600,
+                    help=f"other responses of that pool's training problems to train on (at most {POOL3_DRAW[1]})")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -92,8 +98,11 @@ def main() -> None:
     train3 = [r for r in pool3 if not pool3_dev(r)]
     long3 = [r for r in train3 if r["long_cot"]]
     short3 = [r for r in train3 if not r["long_cot"]]
-    write(args.out / "train_pool3.jsonl", rng.sample(long3, min(args.pool3_long, len(long3)))
-          + rng.sample(short3, min(args.pool3_short, len(short3))))
+    # a fixed-size seeded draw, trained on by prefix: a smaller run's data is part of a larger one's, and the
+    # sizes never change what the other files draw from the same generator
+    long_draw = rng.sample(long3, min(POOL3_DRAW[0], len(long3)))
+    short_draw = rng.sample(short3, min(POOL3_DRAW[1], len(short3)))
+    write(args.out / "train_pool3.jsonl", long_draw[: args.pool3_long] + short_draw[: args.pool3_short])
     write(args.out / "dev_pool3.jsonl", [r for r in pool3 if pool3_dev(r)
                                          and (r["long_cot"] or bucket(r["question"], 8) == 0)])
 

@@ -1,19 +1,26 @@
 """Dev-set quality of a fluxprm checkpoint (default: the embedded fluxprm-mini). Prints JSON.
 
-- ``pool_auroc``: AUROC of ``score`` separating correct from incorrect responses on the problem-
-  disjoint dev slices of the Best-of-N pools (Sky-T1 AMC23 and Qwen2.5-Math MATH), per pool and pooled.
-- ``bon``: Best-of-N accuracy on those dev problems — PRM pick vs random pick (exact expectation) vs
-  majority vote and PRM-weighted vote over the pools' extracted answers (``pred``) vs the oracle.
+Dev slices are problem-disjoint from everything fluxprm-mini trains on (``scripts/mini/build_data.py``):
+
+- ``pools``: per Best-of-N pool — Sky-T1 AMC23, Qwen2.5-Math MATH, and the SkyThought MATH500 /
+  OlympiadBench / Minerva pool split by dataset — plus ``long_thinking`` (every long Sky-T1 thinking trace
+  of the dev slices): AUROC of ``score`` separating correct from incorrect responses, and Best-of-N
+  accuracy — PRM argmax vs random pick (exact expectation) vs majority vote vs PRM-weighted vote over the
+  pools' extracted answers (``pred``) vs the oracle. ``pooled_auroc`` is over every dev response once.
 - ``prmbench``: ProcessBench-style first-error F1 on PRMBench subset400: every item yields an
   erroneous sample (modified process; target = first error step) and a correct one (original
   process; target = "no error"); the prediction is the first step whose reward is below a threshold
   chosen on the *training* PRMBench file; F1 = harmonic mean of the two accuracies.
 
+Every figure has a 95 % percentile bootstrap interval (``*_ci``) resampling whole problems (PRMBench: items),
+1,000 resamples, seed 0 (:func:`fluxprm.metrics.bootstrap_ci`); Best-of-N comparisons also carry the
+interval of the *difference* (weighted vote − majority, argmax − random) over the same resamples.
+
 Every metric comes from :mod:`fluxprm.metrics` and every trace score from
 :func:`fluxprm.scores.combine` with the model's own ``aggregate`` and ``alpha``, so these numbers are
 the ones ``fluxprm bon`` / ``fluxprm eval`` would report. Backbone features come from the same cache
-``fluxprm train`` fills, so re-evaluating new heads costs seconds; ``--check`` re-scores a few traces
-through ``fluxprm.score`` to prove the shortcut gives identical rewards.
+``fluxprm train`` and ``scripts/mini/features.py`` fill, so re-evaluating new heads costs seconds;
+``--check`` re-scores a few traces through ``fluxprm.score`` to prove the shortcut gives identical rewards.
 Usage: ``python scripts/mini/evaluate.py [-m CKPT] [--data build/mini] [--limit N]``.
 """
 
@@ -48,6 +55,8 @@ class Candidate:
     score: float
     correct: bool
     answer: Hashable | None
+    dataset: str = ""
+    long_cot: bool = False
 
 
 def traces_of(path: Path, fields: FieldMap | None = None, limit: int = 0) -> list[Trace]:
@@ -58,17 +67,18 @@ def traces_of(path: Path, fields: FieldMap | None = None, limit: int = 0) -> lis
 def rewards(prm, traces: list[Trace], cfg: TrainConfig, steps: StepConfig) -> list[Rewards | None]:
     """(step rewards, trajectory reward) per trace through cached backbone features + the heads;
     None for a trace `fluxprm score` would reject as too long."""
-    examples = []
+    examples, signals = [], []
     for t in traces:
         inp = prepare(t, steps)
         examples.append(Example(t.id, inp.problem, inp.thinking_steps, inp.response_steps, [], [], None, None))
+        signals.append(prm.trace_signals(inp))
     out: list[Rewards | None] = []
     with torch.inference_mode():
-        for f in extract_features(prm, examples, cfg):
+        for f, sig in zip(extract_features(prm, examples, cfg), signals):
             if f is None:
                 out.append(None)
                 continue
-            traj = prm.trajectory(f.last.float()[None])
+            traj = prm.trajectory(f.last.float()[None], None if sig is None else torch.tensor([sig]))
             out.append((prm.head(f.steps.float()).tolist(), float(traj[0]) if traj is not None else None))
     return out
 
@@ -94,26 +104,64 @@ def prmbench_samples(prm, path: Path, cfg: TrainConfig, steps: StepConfig, limit
     return rewards_out, labels
 
 
-def pool_eval(prm, path: Path, cfg: TrainConfig, steps: StepConfig, problem_of: Callable[[Trace], str],
-              limit: int) -> tuple[dict, list[Candidate]]:
-    """AUROC and Best-of-N accuracies of one pool file; also returns its candidates for pooled AUROC."""
+def pool_candidates(prm, path: Path, cfg: TrainConfig, steps: StepConfig, problem_of: Callable[[Trace], str],
+                    limit: int) -> tuple[list[Candidate], int]:
+    """The scored responses of one pool file (and how many were skipped as too long for the context)."""
     traces = [t for t in traces_of(path, None, limit) if t.correct is not None]
-    rs = rewards(prm, traces, cfg, steps)
     candidates = []
-    for t, r in zip(traces, rs):
+    for t, r in zip(traces, rewards(prm, traces, cfg, steps)):
         if r is None:
             continue
         pred = t.meta.get("pred")
         candidates.append(Candidate(problem_of(t), combine(r[0], r[1], prm.aggregate, prm.alpha) or 0.0,
-                                    bool(t.correct), None if pred is None else str(pred)))
+                                    bool(t.correct), None if pred is None else str(pred),
+                                    str(t.meta.get("dataset", "")), bool(t.meta.get("long_cot"))))
+    return candidates, len(traces) - len(candidates)
+
+
+def _auroc(groups: list[list[Candidate]]) -> float | None:
+    flat = [c for g in groups for c in g]
+    return metrics.auroc([c.score for c in flat], [c.correct for c in flat])
+
+
+def _bon(groups: list[list[Candidate]]) -> dict:
+    return metrics.best_of_n(groups, score=lambda c: c.score, correct=lambda c: c.correct, answer=lambda c: c.answer)
+
+
+def _ci(groups: list[list[Candidate]], stat: Callable[[list[list[Candidate]]], float | None]) -> list | None:
+    ci = metrics.bootstrap_ci(groups, stat)
+    return None if ci is None else [_r(ci[0]), _r(ci[1])]
+
+
+def slice_report(candidates: list[Candidate], skipped: int = 0) -> dict:
+    """AUROC and Best-of-N of one dev slice, each with its bootstrap interval over problems."""
     groups = list(metrics.group(candidates, lambda c: c.problem).values())
-    bon = metrics.best_of_n(groups, score=lambda c: c.score, correct=lambda c: c.correct, answer=lambda c: c.answer)
-    auc = metrics.auroc([c.score for c in candidates], [c.correct for c in candidates])
-    report = {"n": len(candidates), "too_long_skipped": len(traces) - len(candidates), "problems": len(groups),
-              "auroc": _r(auc), "bon_prm": _r(bon["prm"]), "bon_random": _r(bon["random"]),
-              "bon_majority": _r(bon["majority"]), "bon_weighted_majority": _r(bon["weighted_majority"]),
-              "bon_oracle": _r(bon["oracle"])}
-    return report, candidates
+    bon = _bon(groups)
+    return {"n": len(candidates), "too_long_skipped": skipped, "problems": len(groups),
+            "correct_rate": _r(sum(c.correct for c in candidates) / len(candidates)) if candidates else None,
+            "auroc": _r(_auroc(groups)), "auroc_ci": _ci(groups, _auroc),
+            "bon_prm": _r(bon["prm"]), "bon_random": _r(bon["random"]), "bon_majority": _r(bon["majority"]),
+            "bon_weighted_majority": _r(bon["weighted_majority"]), "bon_oracle": _r(bon["oracle"]),
+            "prm_minus_random_ci": _ci(groups, lambda g: _diff(_bon(g), "prm", "random")),
+            "weighted_minus_majority_ci": _ci(groups, lambda g: _diff(_bon(g), "weighted_majority", "majority"))}
+
+
+def _diff(bon: dict, a: str, b: str) -> float | None:
+    return None if bon[a] is None or bon[b] is None else bon[a] - bon[b]
+
+
+def prmbench_report(rewards_: list[list[float]], labels: list[int], threshold: float) -> dict:
+    """First-error F1 at ``threshold`` with a bootstrap interval over items (each item is one question)."""
+    out = metrics.threshold_f1(rewards_, labels, threshold).as_dict()
+    items = [[(r, lab)] for r, lab in zip(rewards_, labels)]
+
+    def f1(groups: list) -> float | None:
+        rows = [x for g in groups for x in g]
+        return metrics.threshold_f1([r for r, _ in rows], [lab for _, lab in rows], threshold).f1
+
+    ci = metrics.bootstrap_ci(items, f1)
+    out["f1_ci"] = None if ci is None else [_r(ci[0]), _r(ci[1])]
+    return out
 
 
 def _r(x: float | int | None) -> float | None:
@@ -147,24 +195,30 @@ def main() -> None:
     cfg = TrainConfig(base=prm.config.base, feature_layers=prm.config.feature_layers, max_length=prm.max_length)
     steps = step_config_for(prm.trained_steps)  # the segmentation `fluxprm score` uses for this checkpoint
 
-    sky, sky_c = pool_eval(prm, args.data / "dev_skythought.jsonl", cfg, steps, lambda t: str(t.meta.get("idx")),
-                           args.limit)
-    qwen, qwen_c = pool_eval(prm, args.data / "dev_qwen_pool.jsonl", cfg, steps, lambda t: str(t.meta.get("group")),
-                             args.limit)
-    pooled = sky_c + qwen_c
-    pooled_auc = metrics.auroc([c.score for c in pooled], [c.correct for c in pooled])
+    sky, sky_skipped = pool_candidates(prm, args.data / "dev_skythought.jsonl", cfg, steps,
+                                       lambda t: f"amc23-{t.meta.get('idx')}", args.limit)
+    qwen, qwen_skipped = pool_candidates(prm, args.data / "dev_qwen_pool.jsonl", cfg, steps,
+                                         lambda t: f"qwen-{t.meta.get('group')}", args.limit)
+    pool3, pool3_skipped = pool_candidates(prm, args.data / "dev_pool3.jsonl", cfg, steps,
+                                           lambda t: str(t.meta.get("group")), args.limit)
+    pools = {"skythought_amc23": slice_report(sky, sky_skipped), "qwen25math_math": slice_report(qwen, qwen_skipped)}
+    for dataset in ("math500", "olympiadbench", "minerva_math"):
+        pools[dataset] = slice_report([c for c in pool3 if c.dataset == dataset])
+    pools["long_thinking"] = slice_report([c for c in sky + pool3 if c.long_cot])
+    everything = list(metrics.group(sky + qwen + pool3, lambda c: c.problem).values())
     train_rewards, train_labels = prmbench_samples(prm, args.data / "train_prmbench.jsonl", cfg, steps, args.limit)
     threshold = metrics.best_threshold(train_rewards, train_labels)
-    dev = metrics.threshold_f1(*prmbench_samples(prm, args.data / "dev_prmbench_subset400.jsonl", cfg, steps,
-                                                 args.limit), threshold)
+    dev = prmbench_report(*prmbench_samples(prm, args.data / "dev_prmbench_subset400.jsonl", cfg, steps, args.limit),
+                          threshold)
     train_f1 = metrics.threshold_f1(train_rewards, train_labels, threshold).f1
 
     check = None
     if args.check:
         pool = traces_of(args.data / "dev_skythought.jsonl", None, args.limit)
         check = shortcut_check(prm, random.Random(0).sample(pool, min(args.check, len(pool))), cfg, steps)
-    print(json.dumps({"model": args.model, "pool_auroc": _r(pooled_auc), "skythought_dev": sky, "qwen_pool_dev": qwen,
-                      "prmbench_subset400": dev.as_dict(), "prmbench_train_f1_at_threshold": _r(train_f1),
+    print(json.dumps({"model": args.model, "pooled_auroc": _r(_auroc(everything)),
+                      "pooled_auroc_ci": _ci(everything, _auroc), "pools": pools,
+                      "prmbench_subset400": dev, "prmbench_train_f1_at_threshold": _r(train_f1),
                       "shortcut_max_abs_diff": check}, indent=2))
 
 

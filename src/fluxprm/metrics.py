@@ -35,7 +35,7 @@ __all__ = [
     "pick_value", "vote_value", "oracle_value", "subsets", "SubsetAccuracy", "subset_accuracy",
     "FirstErrorF1", "first_error_index", "first_error_f1", "threshold_f1", "best_threshold",
     "StepCounts", "PRMScore", "prmbench_step_counts", "prmscore", "auprc", "ReliabilityBin", "reliability_bins",
-    "ece",
+    "ece", "bootstrap_ci",
 ]
 
 T = TypeVar("T")
@@ -661,3 +661,34 @@ def ece(scores: Sequence[float], labels: Sequence[bool], bins: int = 10) -> floa
     if not n:
         return None
     return math.fsum(b.count / n * abs(b.accuracy - b.mean_score) for b in table if b.count)  # type: ignore[operator]
+
+
+# ---- confidence intervals ---------------------------------------------------------------------------------
+
+def bootstrap_ci(groups: Sequence[Sequence[T]], statistic: Callable[[list[Sequence[T]]], "float | None"], *,
+                 resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``statistic`` resampling whole *groups* (problems) with replacement.
+
+    Why groups: responses to one problem are correlated (same difficulty, often the same answer), so resampling
+    responses would make small dev sets look more certain than they are. ``statistic`` receives the resampled
+    list of groups; resamples where it is undefined (``None``, e.g. AUROC with one class) are skipped. Returns
+    ``None`` when fewer than half the resamples are defined. Seeded: the same inputs give the same interval.
+    """
+    if not 0 < level < 1 or resamples < 1:
+        raise ValueError(f"bootstrap_ci: need 0 < level < 1 and resamples >= 1, got {level}, {resamples}")
+    pools = list(groups)
+    if not pools:
+        return None
+    rng = random.Random(seed)
+    values = []
+    for _ in range(resamples):
+        value = statistic([pools[rng.randrange(len(pools))] for _ in pools])
+        if _usable(value):
+            values.append(float(value))  # type: ignore[arg-type]
+    if len(values) < resamples / 2:
+        return None
+    values.sort()
+    tail = (1 - level) / 2
+    lo = values[min(len(values) - 1, int(math.floor(tail * len(values))))]
+    hi = values[min(len(values) - 1, int(math.ceil((1 - tail) * len(values))) - 1)]
+    return lo, hi
