@@ -14,7 +14,7 @@ PACKAGE = SRC / "fluxprm"
 LAYERS = {
     "fluxprm.records": 0, "fluxprm.device": 0, "fluxprm.embedded": 0,
     "fluxprm.traces": 1,
-    "fluxprm.steps": 2, "fluxprm.scores": 2,
+    "fluxprm.steps": 2, "fluxprm.scores": 2, "fluxprm.signals": 2,
     "fluxprm.metrics": 3, "fluxprm.models": 3,
     "fluxprm.engine": 4, "fluxprm.outputs": 4,
     "fluxprm.jobs": 5, "fluxprm.distributed": 5,
