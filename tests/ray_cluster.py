@@ -1,5 +1,6 @@
-"""What the Ray tests (``test_distributed``, ``test_distributed_label``) share: a local 2-CPU Ray cluster owned
-by the test process, and ``fluxprm`` subprocesses that can join it."""
+"""What the Ray tests (``test_distributed``, ``test_distributed_label``) share: one local 2-CPU Ray cluster owned
+by the test process (:data:`CLUSTER`, behind the ``cluster`` fixture of ``conftest.py``), and ``fluxprm``
+subprocesses that can join it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 TIMEOUT = 240  # seconds for one fluxprm run; a hung run fails the test instead of hanging the suite
 
@@ -26,16 +26,35 @@ def fluxprm(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess
                           timeout=timeout)
 
 
-def local_cluster() -> Iterator[str]:
-    """A local Ray cluster with 2 CPUs, owned by this test process; yields its address for ``--address``
-    (wrap it in a module-scoped fixture)."""
-    import ray
+class SharedCluster:
+    """One local Ray cluster with 2 CPUs for every Ray test of the session, owned by this test process.
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
+    Started by the first test that asks for it and stopped right after the last one (``conftest.py`` knows which
+    that is): ``ray.init`` of a fresh cluster costs seconds of the suite's budget, so the Ray test files share
+    one, and the tests after them (``test_rl_verl`` starts its own Ray) find the process free of Ray.
+    """
+
+    def __init__(self) -> None:
+        self.address: str | None = None
+
+    def start(self) -> str:
+        """The cluster's address for ``--address``, starting the cluster if it is not running."""
+        if self.address is None:
+            import ray
+
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+            self.address = ray.get_runtime_context().gcs_address
+        return self.address
+
+    def stop(self) -> None:
+        if self.address is not None:
+            import ray
+
+            self.address = None
+            ray.shutdown()
+
+
+CLUSTER = SharedCluster()
 
 
 def assert_same_files(out: Path, reference: Path) -> None:

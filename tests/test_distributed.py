@@ -1,4 +1,5 @@
-"""``fluxprm score --ray``: Ray Data scoring on a real local Ray cluster of 2 CPUs that this module starts and stops.
+"""``fluxprm score --ray``: Ray Data scoring on a real local Ray cluster of 2 CPUs (the session's, shared with
+``test_distributed_label``: ``tests/ray_cluster.py``).
 
 The promises checked (docs/DISTRIBUTED.md): a distributed run writes byte for byte the files a single-process
 run writes (scores and errors file), with an actor pool of ``--workers`` model copies; a driver killed with
@@ -20,7 +21,7 @@ import pytest
 
 from builders import build_qwen_prm
 from processes import kill_after_first_checkpoint
-from ray_cluster import TIMEOUT, assert_same_files, fluxprm, local_cluster, pool_actors, ray_args, ray_env
+from ray_cluster import TIMEOUT, assert_same_files, fluxprm, pool_actors, ray_args, ray_env
 
 RECORDS = 60
 
@@ -48,33 +49,34 @@ def _traces(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    yield from local_cluster()
+def work(tmp_path_factory) -> Iterator[dict[str, object]]:
+    """The input, the model and the single-process reference run every Ray run is compared with.
 
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> dict[str, object]:
-    """The input, the model and the single-process reference run every Ray run is compared with."""
+    The reference runs in the background while the cluster starts and the first Ray run takes it: the file's
+    wall time is what the suite pays. :func:`_reference` waits for it.
+    """
     folder = tmp_path_factory.mktemp("distributed")
     src = _traces(folder / "traces.jsonl")
     args = ["score", str(src), "-m", str(build_qwen_prm(None)), "--dtype", "float32", "--device", "cpu",
             "--chunk-size", "4"]
     reference = folder / "ref" / "out.jsonl"
-    res = fluxprm(*args, "--threads", "1", "-o", str(reference))
-    assert res.returncode == 0, res.stderr[-3000:]
-    return {"args": args, "reference": reference, "folder": folder}
+    proc = subprocess.Popen([sys.executable, "-m", "fluxprm", *args, "--threads", "1", "-o", str(reference)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ray_env())
+    try:
+        yield {"args": args, "reference": reference, "folder": folder, "proc": proc}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
-def test_reference_run_has_scores_errors_and_a_pool(work):
-    """The input exercises what must survive the trip to the workers: source/line, pool candidates, no-id ids."""
-    reference = work["reference"]
-    records = [json.loads(line) for line in reference.read_text().splitlines()]
-    errors = [json.loads(line) for line in reference.with_name("out.errors.jsonl").read_text().splitlines()]
-    assert len(errors) == len(range(4, RECORDS, 11))
-    assert len(records) == RECORDS - len(errors) + 2  # the pool record gives three traces
-    assert [r["candidate"] for r in records if r["id"].startswith("pool7#")] == [0, 1, 2]
-    assert any(r["id"] == "traces.jsonl:10" for r in records)
-    assert all(r["source"].endswith("traces.jsonl") and r["line"] >= 1 for r in records)
+def _reference(work: dict[str, object]) -> Path:
+    """The reference scores file, once its run has finished (it must have succeeded)."""
+    proc: subprocess.Popen = work["proc"]  # type: ignore[assignment]
+    if "stderr" not in work:
+        work["stderr"] = proc.communicate(timeout=TIMEOUT)[1]
+    assert proc.returncode == 0, str(work["stderr"])[-3000:]
+    return work["reference"]  # type: ignore[return-value]
 
 
 def test_a_ray_run_writes_the_bytes_of_a_single_process_run(work, cluster):
@@ -82,11 +84,23 @@ def test_a_ray_run_writes_the_bytes_of_a_single_process_run(work, cluster):
     out = work["folder"] / "ray" / "out.jsonl"
     res = fluxprm(*work["args"], *ray_args(cluster), "-o", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
-    assert_same_files(out, work["reference"])
+    assert_same_files(out, _reference(work))
     assert "on a Ray worker" in res.stderr and "Traceback" not in res.stderr
     new_jobs = {job: pids for job, pids in pool_actors().items() if job not in before}
     assert [len(pids) for pids in new_jobs.values()] == [2], new_jobs  # one pool of two actors scored the run
     assert json.loads(out.with_name("out.jsonl.progress.json").read_bytes())["complete"] is True
+
+
+def test_reference_run_has_scores_errors_and_a_pool(work):
+    """The input exercises what must survive the trip to the workers: source/line, pool candidates, no-id ids."""
+    reference = _reference(work)
+    records = [json.loads(line) for line in reference.read_text().splitlines()]
+    errors = [json.loads(line) for line in reference.with_name("out.errors.jsonl").read_text().splitlines()]
+    assert len(errors) == len(range(4, RECORDS, 11))
+    assert len(records) == RECORDS - len(errors) + 2  # the pool record gives three traces
+    assert [r["candidate"] for r in records if r["id"].startswith("pool7#")] == [0, 1, 2]
+    assert any(r["id"] == "traces.jsonl:10" for r in records)
+    assert all(r["source"].endswith("traces.jsonl") and r["line"] >= 1 for r in records)
 
 
 def _kill_after_first_checkpoint(args: list[str], out: Path) -> int:
@@ -103,14 +117,23 @@ def test_a_killed_ray_driver_resumes_to_the_same_bytes(work, cluster):
     local = work["folder"] / "local-resume"
     shutil.copytree(killed.parent, local)
 
-    res = fluxprm(*args, "-o", str(killed), "--resume")
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert f"resumed: {done} records were already done" in res.stderr
-    assert_same_files(killed, work["reference"])
+    # The one-process resume runs in the background while the cluster resume runs.
+    single = subprocess.Popen([sys.executable, "-m", "fluxprm", *work["args"], "--threads", "1", "-o",
+                               str(local / "out.jsonl"), "--resume"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env=ray_env())
+    try:
+        res = fluxprm(*args, "-o", str(killed), "--resume")
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert f"resumed: {done} records were already done" in res.stderr
+        assert_same_files(killed, _reference(work))
 
-    res = fluxprm(*work["args"], "--threads", "1", "-o", str(local / "out.jsonl"), "--resume")
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert_same_files(local / "out.jsonl", work["reference"])
+        stderr = single.communicate(timeout=TIMEOUT)[1]
+        assert single.returncode == 0, stderr[-3000:]
+        assert_same_files(local / "out.jsonl", _reference(work))
+    finally:
+        if single.poll() is None:
+            single.kill()
+            single.wait()
 
 
 def _cli(*args: str):

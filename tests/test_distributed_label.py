@@ -1,4 +1,5 @@
-"""``fluxprm label --ray``: teacher rewards labelled on a real local Ray cluster of 2 CPUs that this module starts.
+"""``fluxprm label --ray``: teacher rewards labelled on a real local Ray cluster of 2 CPUs (the session's, shared
+with ``test_distributed``: ``tests/ray_cluster.py``).
 
 The promises checked (docs/DISTRIBUTED.md, "label"): with the judge on (the embedded SmolLM2, ``--judge-prompt``
 default) and coherence on (the run-wide negative pool, embedded by one actor and shipped to all), a run on a
@@ -20,7 +21,7 @@ from typing import Iterator
 import pytest
 
 from processes import kill_after_first_checkpoint
-from ray_cluster import TIMEOUT, assert_same_files, fluxprm, local_cluster, pool_actors, ray_args, ray_env
+from ray_cluster import TIMEOUT, assert_same_files, fluxprm, pool_actors, ray_args, ray_env
 
 
 
@@ -48,11 +49,6 @@ def _traces(path: Path) -> Path:
     lines.insert(3, '{"id": "broken", "problem": ')
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    yield from local_cluster()
 
 
 @pytest.fixture(scope="module")
