@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
@@ -114,11 +115,36 @@ def test_missing_input_and_unknown_model_are_clear(model_dir, tmp_path):
     assert res.returncode == 2 and "no-such-model" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_kill9_then_resume_equals_uninterrupted(model_dir, many_traces, tmp_path):
-    common = [str(many_traces), "-m", model_dir, "--dtype", "float32", "--chunk-size", "4", "--batching", "single"]
-    ref = tmp_path / "ref.jsonl"
-    assert fluxprm("score", *common, "-o", str(ref)).returncode == 0
+def _resume_args(model_dir: str, many_traces: Path) -> list[str]:
+    """The score command line (minus -o) of the uninterrupted run and the runs that resume towards its bytes."""
+    return ["score", str(many_traces), "-m", model_dir, "--dtype", "float32", "--chunk-size", "4", "--batching",
+            "single"]
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(model_dir, many_traces, tmp_path_factory) -> Iterator[Callable[[], Path]]:
+    """The uninterrupted run the resume tests compare with, made once and in the background (the kill -9 test
+    starts its own run meanwhile); the fixture is a function that waits for it and returns its output path."""
+    ref = tmp_path_factory.mktemp("uninterrupted") / "ref.jsonl"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fluxprm", *_resume_args(model_dir, many_traces), "-o", str(ref)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+
+    def wait() -> Path:
+        stderr = proc.communicate(timeout=600)[1] if proc.returncode is None else ""
+        assert proc.returncode == 0, stderr
+        return ref
+
+    try:
+        yield wait
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_kill9_then_resume_equals_uninterrupted(model_dir, many_traces, uninterrupted, tmp_path):
+    common = _resume_args(model_dir, many_traces)[1:]
     out = tmp_path / "run.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "fluxprm", "score", *common, "-o", str(out)],
@@ -140,28 +166,30 @@ def test_kill9_then_resume_equals_uninterrupted(model_dir, many_traces, tmp_path
     res = fluxprm("score", *common, "-o", str(out), "--resume")
     assert res.returncode == 0, res.stderr
     assert "resumed" in res.stderr
+    ref = uninterrupted()
     assert out.read_bytes() == ref.read_bytes()
-    assert (tmp_path / "run.errors.jsonl").read_bytes() == (tmp_path / "ref.errors.jsonl").read_bytes()
+    assert (tmp_path / "run.errors.jsonl").read_bytes() == ref.with_name("ref.errors.jsonl").read_bytes()
     # a second resume of a finished run does nothing
     res = fluxprm("score", *common, "-o", str(out), "--resume")
     assert res.returncode == 0 and "already complete" in res.stderr
 
 
-def test_resume_torn_tail_is_discarded(model_dir, many_traces, tmp_path):
+def test_resume_torn_tail_is_discarded(model_dir, many_traces, uninterrupted, tmp_path):
     """Bytes written after the last checkpoint (a torn line) are dropped on resume."""
-    common = [str(many_traces), "-m", model_dir, "--dtype", "float32", "--chunk-size", "8", "--batching", "single"]
-    ref = tmp_path / "ref.jsonl"
-    assert fluxprm("score", *common, "-o", str(ref)).returncode == 0
+    common = _resume_args(model_dir, many_traces)[1:]
+    ref = uninterrupted()
     out = tmp_path / "o.jsonl"
     lines = ref.read_bytes().splitlines(keepends=True)
     out.write_bytes(b"".join(lines[:7]) + lines[7][:25])  # 7 good lines, then a torn one
-    progress = json.loads((tmp_path / "ref.jsonl.progress.json").read_text())
+    progress = json.loads(ref.with_name("ref.jsonl.progress.json").read_text())
     first_chunk = b"".join(lines[:7])
-    first_error = (tmp_path / "ref.errors.jsonl").read_bytes().splitlines(keepends=True)[0]
+    ref_errors = ref.with_name("ref.errors.jsonl").read_bytes()
+    first_error = ref_errors.splitlines(keepends=True)[0]
+    # records 0-7 (two chunks of 4) hold 7 good ones and the bad record 7
     progress.update(done=8, out_bytes=len(first_chunk), complete=False, err_bytes=len(first_error),
                     out_sha=hashlib.sha256(first_chunk).hexdigest(), err_sha=hashlib.sha256(first_error).hexdigest())
     (tmp_path / "o.jsonl.progress.json").write_text(json.dumps(progress))
-    (tmp_path / "o.errors.jsonl").write_bytes((tmp_path / "ref.errors.jsonl").read_bytes().splitlines(keepends=True)[0])
+    (tmp_path / "o.errors.jsonl").write_bytes(first_error)
     res = fluxprm("score", *common, "-o", str(out), "--resume")
     assert res.returncode == 0, res.stderr
     assert out.read_bytes() == ref.read_bytes()
