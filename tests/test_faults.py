@@ -86,11 +86,19 @@ def runs(request, tmp_path_factory, model_dir) -> Runs:
     src = _traces(work / "traces.jsonl")
     args = _command_args(request.param, src, model_dir, work)
     reference = work / "ref" / "out.jsonl"
-    res = fluxprm(*args, "-o", str(reference))
-    assert res.returncode == 0, res.stderr[-3000:]
-    killed = work / "killed"
-    killed.mkdir()
-    done = _kill_after_first_checkpoint(args, killed / "out.jsonl")
+    # The reference runs in the background while the run to kill starts beside it: two one-thread processes.
+    proc = subprocess.Popen([sys.executable, "-m", "fluxprm", *args, "-o", str(reference)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        killed = work / "killed"
+        killed.mkdir()
+        done = _kill_after_first_checkpoint(args, killed / "out.jsonl")
+        stderr = proc.communicate(timeout=600)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
     return Runs(request.param, args, reference, killed, done)
 
 
