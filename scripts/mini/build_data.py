@@ -9,8 +9,8 @@ Splits are by *problem*, so no dev problem is ever trained on:
   also in the Qwen2.5-Math pool, which follow that pool's split. Training takes a seeded sample of the
   training problems' responses (``--pool3-long`` long thinking traces, ``--pool3-short`` others: prefixes
   of a fixed seeded draw); the dev
-  file keeps every long thinking trace of the dev problems and the other responses of half of them
-  (hash 0 mod 8), to bound feature extraction.
+  file keeps every long thinking trace of the dev problems and the other responses of a quarter of them
+  (hash 0 mod 16), to bound feature extraction.
 - PRMBench: ``prmbench_train.jsonl`` → train (modified processes with error steps, plus a share of
   original, error-free processes; questions of any dev set removed); ``prmbench_subset400.jsonl`` is the
   dev set, never trained on.
@@ -62,8 +62,10 @@ def main() -> None:
     ap.add_argument("--pool3-long", type=int, default=150,
                     help=f"long thinking traces of the MATH500/Olympiad/Minerva pool's training problems to train on "
                          f"(at most {POOL3_DRAW[0]})")
-    ap.add_argument("--pool3-short", type=int, default=600,
+    ap.add_argument("--pool3-short", type=int, default=400,
                     help=f"other responses of that pool's training problems to train on (at most {POOL3_DRAW[1]})")
+    ap.add_argument("--judged-long", type=int, default=16,
+                    help="long Sky-T1 training traces labelled with the judge too (the cached judge: ~2 steps/s here)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -78,7 +80,11 @@ def main() -> None:
         train_sky += rng.sample(group, min(args.sky_per_problem, len(group)))
     write(args.out / "train_skythought.jsonl", train_sky)
     # long thinking traces get teacher labels from `fluxprm label` (see reproduce.sh); short ones train as is
-    write(args.out / "train_skythought_long.jsonl", [r for r in train_sky if r["long_cot"]])
+    long_sky = [r for r in train_sky if r["long_cot"]]
+    write(args.out / "train_skythought_long.jsonl", long_sky)
+    # the first ones are labelled with all three teacher components (judge included), the rest without the judge
+    write(args.out / "train_skythought_long_judged.jsonl", long_sky[: args.judged_long])
+    write(args.out / "train_skythought_long_rest.jsonl", long_sky[args.judged_long:])
     write(args.out / "train_skythought_short.jsonl", [r for r in train_sky if not r["long_cot"]])
     write(args.out / "dev_skythought.jsonl", [r for r in sky if r["idx"] % 4 == 3])
 
@@ -104,7 +110,7 @@ def main() -> None:
     short_draw = rng.sample(short3, min(POOL3_DRAW[1], len(short3)))
     write(args.out / "train_pool3.jsonl", long_draw[: args.pool3_long] + short_draw[: args.pool3_short])
     write(args.out / "dev_pool3.jsonl", [r for r in pool3 if pool3_dev(r)
-                                         and (r["long_cot"] or bucket(r["question"], 8) == 0)])
+                                         and (r["long_cot"] or bucket(r["question"], 16) == 0)])
 
     prm = read(args.shared / "step_labels" / "prmbench_train.jsonl")
     dev_questions = {r["original_question"] for r in read(args.shared / "step_labels" / "prmbench_subset400.jsonl")}

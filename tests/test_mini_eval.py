@@ -1,0 +1,85 @@
+"""The statistics behind fluxprm-mini's model card: bootstrap intervals over problems and one dev slice's report."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from fluxprm import metrics
+
+EVALUATE = Path(__file__).resolve().parents[1] / "scripts" / "mini" / "evaluate.py"
+
+
+def _evaluate_module():
+    spec = importlib.util.spec_from_file_location("mini_evaluate", EVALUATE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def _mean(groups):
+    flat = [x for g in groups for x in g]
+    return sum(flat) / len(flat)
+
+
+def test_bootstrap_interval_covers_the_estimate_and_shrinks_with_more_problems():
+    rng = random.Random(1)
+    small = [[rng.random() for _ in range(4)] for _ in range(10)]
+    large = [[rng.random() for _ in range(4)] for _ in range(400)]
+    lo, hi = metrics.bootstrap_ci(small, _mean)
+    assert lo <= _mean(small) <= hi
+    lo2, hi2 = metrics.bootstrap_ci(large, _mean)
+    assert lo2 <= _mean(large) <= hi2
+    assert hi2 - lo2 < (hi - lo) / 3  # ~sqrt(40) narrower
+    assert metrics.bootstrap_ci(small, _mean) == (lo, hi)  # seeded
+    assert metrics.bootstrap_ci(small, _mean, seed=2) != (lo, hi)
+
+
+def test_bootstrap_resamples_whole_problems():
+    """Two problems whose responses all agree: resampling responses would give a narrow interval around 0.5;
+    resampling problems gives the honest one, reaching 0 and 1 (both problems drawn the same)."""
+    groups = [[0.0] * 50, [1.0] * 50]
+    lo, hi = metrics.bootstrap_ci(groups, _mean)
+    assert (lo, hi) == (0.0, 1.0)
+
+
+def test_bootstrap_skips_undefined_resamples_and_refuses_bad_arguments():
+    one_class = [[(0.9, True)], [(0.1, True)], [(0.5, False)]]
+
+    def auc(groups):
+        flat = [x for g in groups for x in g]
+        return metrics.auroc([s for s, _ in flat], [c for _, c in flat])
+
+    ci = metrics.bootstrap_ci(one_class, auc)  # some resamples hold one class only: skipped, not counted as 0
+    assert ci is not None and 0.0 <= ci[0] <= ci[1] <= 1.0
+    assert metrics.bootstrap_ci([[(0.9, True)]], auc) is None  # never defined
+    assert metrics.bootstrap_ci([], _mean) is None
+    with pytest.raises(ValueError):
+        metrics.bootstrap_ci(one_class, auc, level=1.5)
+
+
+def test_slice_report_on_a_synthetic_pool():
+    evaluate = _evaluate_module()
+    cand = evaluate.Candidate
+    rng = random.Random(0)
+    pool = []
+    for p in range(30):  # the PRM scores correct answers higher; the right answer is "a"
+        for k in range(4):
+            correct = rng.random() < 0.5
+            pool.append(cand(f"p{p}", (0.7 if correct else 0.3) + rng.uniform(-0.25, 0.25), correct,
+                             "a" if correct else f"wrong{k}"))
+    report = evaluate.slice_report(pool)
+    assert report["n"] == 120 and report["problems"] == 30
+    assert report["auroc"] == pytest.approx(metrics.auroc([c.score for c in pool], [c.correct for c in pool]),
+                                            abs=1e-4)
+    lo, hi = report["auroc_ci"]
+    assert lo <= report["auroc"] <= hi and report["auroc"] > 0.8
+    assert report["bon_prm"] > report["bon_random"]
+    lo, hi = report["prm_minus_random_ci"]
+    assert lo <= report["bon_prm"] - report["bon_random"] <= hi
+    assert evaluate.slice_report([])["auroc"] is None
