@@ -7,6 +7,7 @@ only the model, file and machine options.
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import fields as dataclass_fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -67,8 +68,6 @@ def score(
         die(f"{', '.join(ray_flags)} only apply with --ray")
     paths = checked_inputs(inputs)
     checked_outputs(paths, out, errors, resume)
-    from fluxprm.models import ModelNotFound
-    from fluxprm.score_job import run_score_job
     from fluxprm.steps import step_config_for
 
     load_options = {"format": format and format.value, "device": device, "dtype": dtype, "max_length": max_length,
@@ -78,8 +77,16 @@ def score(
             prm = session.enter_context(scoring_model(model, load_options, cluster, batching=options.batching,
                                                       threads=threads))
             options = replace(options, steps=step_config_for(prm.trained_steps, explicit))
-        except (ModelNotFound, ValueError, RayUnavailable, DistributedError) as exc:
+        except (ValueError, RayUnavailable, DistributedError) as exc:
             die(str(exc))
+        except FileNotFoundError as exc:
+            if not _model_not_found(exc):
+                raise
+            die(str(exc))
+        # imported once a model is there: it imports torch (~7 s cold), which a cluster that cannot be reached
+        # or a --ray driver that fails to start its pool should not wait for
+        from fluxprm.score_job import run_score_job
+
         progress, advance = progress_bar("scoring", count_inputs(paths), enabled=out is not None)
         with job_errors(out), progress:
             try:
@@ -101,3 +108,10 @@ def score(
     print_rejections(result)
     print_duplicates(result)
     exit_if_nothing_written(result, "scored")
+
+
+def _model_not_found(exc: BaseException) -> bool:
+    """Whether ``exc`` is :class:`fluxprm.models.ModelNotFound`, without importing :mod:`fluxprm.models` (torch)
+    for the check: whatever raised it has imported the module that defines it."""
+    resolve = sys.modules.get("fluxprm.models.resolve")
+    return resolve is not None and isinstance(exc, resolve.ModelNotFound)
