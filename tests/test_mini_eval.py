@@ -83,3 +83,11 @@ def test_slice_report_on_a_synthetic_pool():
     lo, hi = report["prm_minus_random_ci"]
     assert lo <= report["bon_prm"] - report["bon_random"] <= hi
     assert evaluate.slice_report([])["auroc"] is None
+
+
+def test_spearman_matches_hand_values():
+    spearman = _evaluate_module().spearman
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)  # ties get average ranks
+    assert spearman([1, 1, 1], [1, 2, 3]) is None

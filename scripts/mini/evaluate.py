@@ -57,6 +57,7 @@ class Candidate:
     answer: Hashable | None
     dataset: str = ""
     long_cot: bool = False
+    chars: int = 0  # thinking + response length: a score that mostly tracks it is not reading the reasoning
 
 
 def traces_of(path: Path, fields: FieldMap | None = None, limit: int = 0) -> list[Trace]:
@@ -115,8 +116,33 @@ def pool_candidates(prm, path: Path, cfg: TrainConfig, steps: StepConfig, proble
         pred = t.meta.get("pred")
         candidates.append(Candidate(problem_of(t), combine(r[0], r[1], prm.aggregate, prm.alpha) or 0.0,
                                     bool(t.correct), None if pred is None else str(pred),
-                                    str(t.meta.get("dataset", "")), bool(t.meta.get("long_cot"))))
+                                    str(t.meta.get("dataset", "")), bool(t.meta.get("long_cot")),
+                                    len(t.thinking or "") + len(t.response or "")))
     return candidates, len(traces) - len(candidates)
+
+
+def spearman(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman rank correlation (average ranks for ties); None when either side is constant."""
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        out = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    if len(xs) < 2:
+        return None
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / (vx * vy) ** 0.5 if vx and vy else None
 
 
 def _auroc(groups: list[list[Candidate]]) -> float | None:
@@ -140,6 +166,7 @@ def slice_report(candidates: list[Candidate], skipped: int = 0) -> dict:
     return {"n": len(candidates), "too_long_skipped": skipped, "problems": len(groups),
             "correct_rate": _r(sum(c.correct for c in candidates) / len(candidates)) if candidates else None,
             "auroc": _r(_auroc(groups)), "auroc_ci": _ci(groups, _auroc),
+            "score_length_spearman": _r(spearman([c.score for c in candidates], [c.chars for c in candidates])),
             "bon_prm": _r(bon["prm"]), "bon_random": _r(bon["random"]), "bon_majority": _r(bon["majority"]),
             "bon_weighted_majority": _r(bon["weighted_majority"]), "bon_oracle": _r(bon["oracle"]),
             "prm_minus_random_ci": _ci(groups, lambda g: _diff(_bon(g), "prm", "random")),
