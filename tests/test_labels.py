@@ -103,6 +103,9 @@ def test_alignment_cosine_by_hand():
     # align_steps(3, 2) = [0, 0, 1]: steps 1-2 pair with a_1, step 3 with a_2
     assert alignment_rewards(thinking, response) == pytest.approx([1.0, 0.0, 1 / math.sqrt(2)])
     assert alignment_rewards(thinking, np.zeros((0, 2))) == [None, None, None]  # cut-off trace
+    # a step pointing away from its response step gets 0, not a negative reward the trainer would refuse
+    assert cosine([-1.0, 0.1], [1.0, 0.0]) < 0
+    assert alignment_rewards(np.array([[-1.0, 0.1]]), np.array([[1.0, 0.0]])) == [0.0]
 
 
 def test_coherence_by_hand_with_two_negatives():

@@ -59,10 +59,10 @@ def main() -> None:
     ap.add_argument("--prmbench-original", type=int, default=500, help="error-free processes to train on")
     ap.add_argument("--sky-per-problem", type=int, default=8, help="Sky-T1 pool responses per training problem")
     ap.add_argument("--qwen-problems", type=int, default=40, help="Qwen2.5-Math pool training problems")
-    ap.add_argument("--pool3-long", type=int, default=150,
+    ap.add_argument("--pool3-long", type=int, default=300,
                     help=f"long thinking traces of the MATH500/Olympiad/Minerva pool's training problems to train on "
                          f"(at most {POOL3_DRAW[0]})")
-    ap.add_argument("--pool3-short", type=int, default=400,
+    ap.add_argument("--pool3-short", type=int, default=900,
                     help=f"other responses of that pool's training problems to train on (at most {POOL3_DRAW[1]})")
     ap.add_argument("--judged-long", type=int, default=16,
                     help="long Sky-T1 training traces labelled with the judge too (the cached judge: ~2 steps/s here)")
