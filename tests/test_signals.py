@@ -66,7 +66,7 @@ def test_trained_signal_head_reaches_scores_on_every_path(tmp_path):
     summary = train([str(SKY)], tmp_path / "ckpt", cfg)
     assert summary["train"] >= 4
     config = json.loads((tmp_path / "ckpt" / "fluxprm_config.json").read_text())
-    assert config["trajectory_signals"] == names
+    assert config["trajectory_signals"] == names and config["version"] == 2  # older readers would ignore signals
     heads = load_file(str(tmp_path / "ckpt" / "heads.safetensors"))
     weight = heads["signal_head.linear.weight"]
     assert weight.shape == (1, len(names)) and bool(weight.abs().sum() > 0)  # trained away from its zero init
@@ -92,3 +92,14 @@ def test_trained_signal_head_reaches_scores_on_every_path(tmp_path):
             sig = torch.tensor(trace_signals(prepare(by_line[a.line], steps), names))
             expected = float(((sig - prm.signal_head.mean) / prm.signal_head.std) @ saved[0])
             assert _logit(a.trajectory_reward) - _logit(b.trajectory_reward) == pytest.approx(expected, abs=2e-3)
+
+
+def test_a_checkpoint_from_a_newer_fluxprm_is_refused(tmp_path):
+    from fluxprm.models.fluxprm_format import CONFIG_NAME, FluxPRMConfig
+
+    FluxPRMConfig().save(tmp_path)
+    assert json.loads((tmp_path / CONFIG_NAME).read_text())["version"] == 1  # no signals: readable by v1 readers
+    data = json.loads((tmp_path / CONFIG_NAME).read_text())
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({**data, "version": 3}))
+    with pytest.raises(ValueError, match="version 3.*upgrade fluxprm"):
+        FluxPRMConfig.load(tmp_path)

@@ -27,6 +27,7 @@ from fluxprm.models.base import CheckpointFormat, LoadRequest, TransformerPRM
 from fluxprm.steps import PRMInput
 
 CONFIG_NAME = "fluxprm_config.json"
+SUPPORTED_VERSION = 2
 HEADS_NAME = "heads.safetensors"
 
 
@@ -69,7 +70,7 @@ class FluxPRMConfig(FluxPRMOptions):
     steps: dict[str, Any] | None = field(default=None, metadata={
         "help": "Segmentation of free text the checkpoint was trained with (StepConfig fields: separator, "
                 "min_chars, max_thinking_steps, max_response_steps); None in checkpoints older than it."})
-    version: int = 1
+    version: int = 1  # 2 when the checkpoint reads trajectory signals (a reader that ignores them would be wrong)
 
     @classmethod
     def from_options(cls, options: FluxPRMOptions, **recorded: Any) -> "FluxPRMConfig":
@@ -77,11 +78,15 @@ class FluxPRMConfig(FluxPRMOptions):
         return cls(**{f.name: copy.deepcopy(getattr(options, f.name)) for f in fields(FluxPRMOptions)}, **recorded)
 
     def save(self, folder: Path) -> None:
+        self.version = 2 if self.trajectory_signals else 1
         (folder / CONFIG_NAME).write_text(json.dumps({"format": "fluxprm", **asdict(self)}, indent=2) + "\n")
 
     @classmethod
     def load(cls, folder: Path) -> "FluxPRMConfig":
         data = json.loads((folder / CONFIG_NAME).read_text())
+        if isinstance(data.get("version"), int) and data["version"] > SUPPORTED_VERSION:
+            raise ValueError(f"{folder / CONFIG_NAME} is version {data['version']}; this fluxprm reads fluxprm "
+                             f"checkpoints up to version {SUPPORTED_VERSION}: upgrade fluxprm")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
