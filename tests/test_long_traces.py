@@ -111,7 +111,8 @@ def test_every_step_is_read_exactly_once_with_its_context(name):
             ids, pos = full.encode_ids(PROBLEM, shown + STEPS[w.first_step:w.end_step])
             from fluxprm.models.base import Encoded
 
-            expected = full.forward([Encoded(ids, pos, 0)])[0].step_rewards[len(shown):]
+            expected = full.forward([Encoded(ids, pos, 0, signals=full.trace_signals(_item()))])[0].step_rewards[
+                len(shown):]
         assert out.step_rewards == pytest.approx(expected, abs=1e-4)
         if w.context_from == 0 and w.clipped_context is None:  # all that precedes in view: the full-context reward
             assert out.step_rewards == pytest.approx(full_rewards[w.first_step:w.end_step], abs=1e-4)

@@ -17,6 +17,7 @@ import torch
 
 from fluxprm.embedded import cache_dir
 from fluxprm.models.base import Encoded, ItemOutput, TransformerPRM
+from fluxprm.steps import PRMInput
 
 __all__ = ["Batcher", "measure_batching", "resolve_batching"]
 
@@ -38,10 +39,11 @@ def measure_batching(prm: TransformerPRM, length: int = 384, n: int = 4) -> dict
     gen = torch.Generator().manual_seed(0)
     vocab = min(int(getattr(prm.tokenizer, "vocab_size", 1000) or 1000), 30000)
     encs = []
+    signals = prm.trace_signals(PRMInput("x", [], ["x"]))  # a model whose trajectory head reads signals needs some
     for k in range(n):
         size = max(4, length * (n - k) // n)
         ids = torch.randint(100, vocab, (size,), generator=gen).tolist()
-        encs.append(Encoded(ids, [size - 1], num_thinking=0))
+        encs.append(Encoded(ids, [size - 1], num_thinking=0, signals=signals))
     _time_forward(prm, [encs[-1:]])  # warm-up
     tokens = sum(len(e.input_ids) for e in encs)
     single = tokens / _time_forward(prm, [[e] for e in encs])

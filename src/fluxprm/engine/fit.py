@@ -72,29 +72,18 @@ class Fitted:
 
 def fit_trace(prm: TransformerPRM, item: PRMInput, policy: str,
               context_tokens: int = DEFAULT_CONTEXT_TOKENS) -> Fitted:
-    """Lay out ``item`` by ``policy`` (auto | truncate | windows); raises :class:`TraceTooLong` only for truncate.
-
-    Every part carries the whole trace's trajectory signals (the trajectory reward is read from the last
-    window, but it is about the whole trace, not that window)."""
+    """Lay out ``item`` by ``policy`` (auto | truncate | windows); raises :class:`TraceTooLong` only for truncate."""
     if policy == "windows":
-        return _with_signals(prm, item, encode_windows(prm, item, context_tokens))
+        return encode_windows(prm, item, context_tokens)
     try:
         enc = prm.encode(item)
     except TraceTooLong:
         if policy == "truncate":
             raise
-        return _with_signals(prm, item, encode_windows(prm, item, context_tokens))
+        return encode_windows(prm, item, context_tokens)
     if policy == "auto" and item.thinking_steps and enc.num_thinking == 0:
-        # truncating would drop every thinking step
-        return _with_signals(prm, item, encode_windows(prm, item, context_tokens))
+        return encode_windows(prm, item, context_tokens)  # truncating would drop every thinking step
     return Fitted([enc])
-
-
-def _with_signals(prm: TransformerPRM, item: PRMInput, fitted: Fitted) -> Fitted:
-    signals = prm.trace_signals(item)
-    for part in fitted.parts:
-        part.signals = signals
-    return fitted
 
 
 def _clip(prm: TransformerPRM, text: str, max_tokens: int, keep: str) -> str:
@@ -130,7 +119,8 @@ def encode_windows(prm: TransformerPRM, item: PRMInput, context_tokens: int = DE
     n_think = len(item.thinking_steps)
     ids, positions = prm.encode_ids(item.problem, steps)
     if len(ids) <= prm.max_length:
-        return Fitted([Encoded(ids, positions, num_thinking=n_think)], windows=[Window(0, len(steps), 0, 0)])
+        return Fitted([Encoded(ids, positions, num_thinking=n_think, signals=prm.trace_signals(item))],
+                      windows=[Window(0, len(steps), 0, 0)])
     clipped: list[str] = []
     problem = item.problem
     overhead = len(prm.encode_ids(problem, [])[0])  # problem + template, no steps
@@ -173,6 +163,9 @@ def encode_windows(prm: TransformerPRM, item: PRMInput, context_tokens: int = DE
         end = start
     parts.reverse()
     windows.reverse()
+    signals = prm.trace_signals(item)  # every window carries the whole trace's signals: the trajectory reward
+    for part in parts:                 # is read from the last window, but it is about the whole trace
+        part.signals = signals
     return Fitted(parts, clipped, windows)
 
 
