@@ -106,19 +106,20 @@ def prmbench_samples(prm, path: Path, cfg: TrainConfig, steps: StepConfig, limit
 
 
 def pool_candidates(prm, path: Path, cfg: TrainConfig, steps: StepConfig, problem_of: Callable[[Trace], str],
-                    limit: int) -> tuple[list[Candidate], int]:
-    """The scored responses of one pool file (and how many were skipped as too long for the context)."""
+                    limit: int) -> tuple[list[Candidate], list[Trace]]:
+    """The scored responses of one pool file, and the traces skipped as too long for the context."""
     traces = [t for t in traces_of(path, None, limit) if t.correct is not None]
-    candidates = []
+    candidates, skipped = [], []
     for t, r in zip(traces, rewards(prm, traces, cfg, steps)):
         if r is None:
+            skipped.append(t)
             continue
         pred = t.meta.get("pred")
         candidates.append(Candidate(problem_of(t), combine(r[0], r[1], prm.aggregate, prm.alpha) or 0.0,
                                     bool(t.correct), None if pred is None else str(pred),
                                     str(t.meta.get("dataset", "")), bool(t.meta.get("long_cot")),
                                     len(t.thinking or "") + len(t.response or "")))
-    return candidates, len(traces) - len(candidates)
+    return candidates, skipped
 
 
 def spearman(xs: list[float], ys: list[float]) -> float | None:
@@ -228,10 +229,13 @@ def main() -> None:
                                          lambda t: f"qwen-{t.meta.get('group')}", args.limit)
     pool3, pool3_skipped = pool_candidates(prm, args.data / "dev_pool3.jsonl", cfg, steps,
                                            lambda t: str(t.meta.get("group")), args.limit)
-    pools = {"skythought_amc23": slice_report(sky, sky_skipped), "qwen25math_math": slice_report(qwen, qwen_skipped)}
+    pools = {"skythought_amc23": slice_report(sky, len(sky_skipped)),
+             "qwen25math_math": slice_report(qwen, len(qwen_skipped))}
     for dataset in ("math500", "olympiadbench", "minerva_math"):
-        pools[dataset] = slice_report([c for c in pool3 if c.dataset == dataset])
-    pools["long_thinking"] = slice_report([c for c in sky + pool3 if c.long_cot])
+        pools[dataset] = slice_report([c for c in pool3 if c.dataset == dataset],
+                                      sum(t.meta.get("dataset") == dataset for t in pool3_skipped))
+    pools["long_thinking"] = slice_report([c for c in sky + pool3 if c.long_cot],
+                                          sum(bool(t.meta.get("long_cot")) for t in sky_skipped + pool3_skipped))
     everything = list(metrics.group(sky + qwen + pool3, lambda c: c.problem).values())
     train_rewards, train_labels = prmbench_samples(prm, args.data / "train_prmbench.jsonl", cfg, steps, args.limit)
     threshold = metrics.best_threshold(train_rewards, train_labels)
