@@ -73,7 +73,8 @@ def test_trained_signal_head_reaches_scores_on_every_path(tmp_path):
     assert not torch.equal(heads["signal_head.std"], torch.ones(len(names)))  # standardised by the data
 
     prm = load_prm(str(tmp_path / "ckpt"), dtype="float32")
-    traces = [t for t in iter_traces([str(SKY)])]
+    # 4 traces keep the test short (each is scored 4 times): windowed (line 1), cut off in thought (3), short (5, 6)
+    traces = [t for t in iter_traces([str(SKY)]) if getattr(t, "line", 0) in (1, 3, 5, 6)]
     steps = step_config_for(prm.trained_steps)
     by_line = {t.line: t for t in traces}
     for long in ("truncate", "windows"):  # truncate skips the traces whose response alone exceeds 512 tokens
@@ -84,7 +85,7 @@ def test_trained_signal_head_reaches_scores_on_every_path(tmp_path):
             without = fluxprm.score(prm, traces, long=long, on_error="skip")
         finally:
             prm.signal_head.linear.weight.data.copy_(saved)
-        assert len(with_signals) == len(without) >= 3
+        assert len(with_signals) == len(without) >= 2
         windowed = [s.extra.get("windows", 1) > 1 for s in with_signals]
         assert any(windowed) == (long == "windows")  # the long Sky-T1 traces do not fit 512 tokens
         for a, b in zip(with_signals, without):
