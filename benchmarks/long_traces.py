@@ -41,7 +41,7 @@ import torch
 
 import fluxprm
 from fluxprm.engine.fit import Fitted, fit_trace
-from fluxprm.metrics import auroc
+from fluxprm.metrics import auroc, pearson, spearman
 from fluxprm.models.base import Encoded, ItemOutput, TraceTooLong, TransformerPRM
 from fluxprm.scores import combine
 from fluxprm.steps import PRMInput, prepare, step_config_for
@@ -56,32 +56,6 @@ FIXTURE_CONTEXT_TOKENS = 128
 
 
 # ---------------------------------------------------------------------------------------------- statistics
-def pearson(x: list[float], y: list[float]) -> float:
-    mx, my = statistics.fmean(x), statistics.fmean(y)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else float("nan")
-
-
-def _ranks(x: list[float]) -> list[float]:
-    order = sorted(range(len(x)), key=x.__getitem__)
-    ranks = [0.0] * len(x)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2
-        i = j + 1
-    return ranks
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    return pearson(_ranks(x), _ranks(y))
-
-
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 

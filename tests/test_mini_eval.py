@@ -86,8 +86,9 @@ def test_slice_report_on_a_synthetic_pool():
 
 
 def test_spearman_matches_hand_values():
-    spearman = _evaluate_module().spearman
+    spearman = metrics.spearman
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)  # ties get average ranks
     assert spearman([1, 1, 1], [1, 2, 3]) is None
+    assert metrics.pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(0.9933992, abs=1e-6)

@@ -122,30 +122,6 @@ def pool_candidates(prm, path: Path, cfg: TrainConfig, steps: StepConfig, proble
     return candidates, skipped
 
 
-def spearman(xs: list[float], ys: list[float]) -> float | None:
-    """Spearman rank correlation (average ranks for ties); None when either side is constant."""
-    def ranks(v: list[float]) -> list[float]:
-        order = sorted(range(len(v)), key=v.__getitem__)
-        out = [0.0] * len(v)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2
-            i = j + 1
-        return out
-
-    if len(xs) < 2:
-        return None
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
-    return cov / (vx * vy) ** 0.5 if vx and vy else None
-
-
 def _auroc(groups: list[list[Candidate]]) -> float | None:
     flat = [c for g in groups for c in g]
     return metrics.auroc([c.score for c in flat], [c.correct for c in flat])
@@ -167,7 +143,8 @@ def slice_report(candidates: list[Candidate], skipped: int = 0) -> dict:
     return {"n": len(candidates), "too_long_skipped": skipped, "problems": len(groups),
             "correct_rate": _r(sum(c.correct for c in candidates) / len(candidates)) if candidates else None,
             "auroc": _r(_auroc(groups)), "auroc_ci": _ci(groups, _auroc),
-            "score_length_spearman": _r(spearman([c.score for c in candidates], [c.chars for c in candidates])),
+            "score_length_spearman": _r(metrics.spearman([c.score for c in candidates],
+                                                         [c.chars for c in candidates])),
             "bon_prm": _r(bon["prm"]), "bon_random": _r(bon["random"]), "bon_majority": _r(bon["majority"]),
             "bon_weighted_majority": _r(bon["weighted_majority"]), "bon_oracle": _r(bon["oracle"]),
             "prm_minus_random_ci": _ci(groups, lambda g: _diff(_bon(g), "prm", "random")),

@@ -35,7 +35,7 @@ __all__ = [
     "pick_value", "vote_value", "oracle_value", "subsets", "SubsetAccuracy", "subset_accuracy",
     "FirstErrorF1", "first_error_index", "first_error_f1", "threshold_f1", "best_threshold",
     "StepCounts", "PRMScore", "prmbench_step_counts", "prmscore", "auprc", "ReliabilityBin", "reliability_bins",
-    "ece", "bootstrap_ci",
+    "ece", "bootstrap_ci", "pearson", "spearman",
 ]
 
 T = TypeVar("T")
@@ -692,3 +692,38 @@ def bootstrap_ci(groups: Sequence[Sequence[T]], statistic: Callable[[list[Sequen
     lo = values[min(len(values) - 1, int(math.floor(tail * len(values))))]
     hi = values[min(len(values) - 1, int(math.ceil((1 - tail) * len(values))) - 1)]
     return lo, hi
+
+
+# ---- correlation -----------------------------------------------------------------------------------------
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation; ``None`` when fewer than two pairs or either side is constant."""
+    if len(x) != len(y):
+        raise ValueError(f"pearson: {len(x)} values against {len(y)}")
+    if len(x) < 2:
+        return None
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else None
+
+
+def _ranks(x: Sequence[float]) -> list[float]:
+    """0-based ranks, ties sharing their average rank."""
+    order = sorted(range(len(x)), key=x.__getitem__)
+    ranks = [0.0] * len(x)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman rank correlation (Pearson of average ranks); ``None`` where :func:`pearson` is undefined."""
+    return pearson(_ranks(x), _ranks(y))
