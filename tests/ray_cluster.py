@@ -78,3 +78,26 @@ def pool_actors() -> dict[str, set[int]]:
 def ray_args(address: str) -> list[str]:
     """The flags of a run on ``address`` with a pool of two 1-CPU actors."""
     return ["--ray", "--address", address, "--workers", "2", "--cpus-per-worker", "1"]
+
+
+class BackgroundRun:
+    """A ``python -m fluxprm ARGS`` run started now and awaited later: the single-process reference a test file
+    compares its Ray runs with is made while the cluster starts and the first Ray run takes it."""
+
+    def __init__(self, *args: str, output: Path):
+        self.output = output
+        self._stderr: str | None = None
+        self._proc = subprocess.Popen([sys.executable, "-m", "fluxprm", *args, "-o", str(output)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ray_env())
+
+    def result(self) -> Path:
+        """The output file, once the run has finished (it must have succeeded, without a traceback)."""
+        if self._stderr is None:
+            self._stderr = self._proc.communicate(timeout=TIMEOUT)[1]
+        assert self._proc.returncode == 0 and "Traceback" not in self._stderr, self._stderr[-3000:]
+        return self.output
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()

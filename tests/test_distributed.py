@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +20,7 @@ import pytest
 
 from builders import build_qwen_prm
 from processes import kill_after_first_checkpoint
-from ray_cluster import TIMEOUT, assert_same_files, fluxprm, pool_actors, ray_args, ray_env
+from ray_cluster import TIMEOUT, BackgroundRun, assert_same_files, fluxprm, pool_actors, ray_args, ray_env
 
 RECORDS = 60
 
@@ -59,24 +58,16 @@ def work(tmp_path_factory) -> Iterator[dict[str, object]]:
     src = _traces(folder / "traces.jsonl")
     args = ["score", str(src), "-m", str(build_qwen_prm(None)), "--dtype", "float32", "--device", "cpu",
             "--chunk-size", "4"]
-    reference = folder / "ref" / "out.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "fluxprm", *args, "--threads", "1", "-o", str(reference)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ray_env())
+    reference = BackgroundRun(*args, "--threads", "1", output=folder / "ref" / "out.jsonl")
     try:
-        yield {"args": args, "reference": reference, "folder": folder, "proc": proc}
+        yield {"args": args, "reference": reference, "folder": folder}
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reference.stop()
 
 
 def _reference(work: dict[str, object]) -> Path:
-    """The reference scores file, once its run has finished (it must have succeeded)."""
-    proc: subprocess.Popen = work["proc"]  # type: ignore[assignment]
-    if "stderr" not in work:
-        work["stderr"] = proc.communicate(timeout=TIMEOUT)[1]
-    assert proc.returncode == 0, str(work["stderr"])[-3000:]
-    return work["reference"]  # type: ignore[return-value]
+    """The reference scores file, once its run has finished."""
+    return work["reference"].result()  # type: ignore[attr-defined]
 
 
 def test_a_ray_run_writes_the_bytes_of_a_single_process_run(work, cluster):
@@ -118,22 +109,15 @@ def test_a_killed_ray_driver_resumes_to_the_same_bytes(work, cluster):
     shutil.copytree(killed.parent, local)
 
     # The one-process resume runs in the background while the cluster resume runs.
-    single = subprocess.Popen([sys.executable, "-m", "fluxprm", *work["args"], "--threads", "1", "-o",
-                               str(local / "out.jsonl"), "--resume"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, env=ray_env())
+    single = BackgroundRun(*work["args"], "--threads", "1", "--resume", output=local / "out.jsonl")
     try:
         res = fluxprm(*args, "-o", str(killed), "--resume")
         assert res.returncode == 0, res.stderr[-3000:]
         assert f"resumed: {done} records were already done" in res.stderr
         assert_same_files(killed, _reference(work))
-
-        stderr = single.communicate(timeout=TIMEOUT)[1]
-        assert single.returncode == 0, stderr[-3000:]
-        assert_same_files(local / "out.jsonl", _reference(work))
+        assert_same_files(single.result(), _reference(work))
     finally:
-        if single.poll() is None:
-            single.kill()
-            single.wait()
+        single.stop()
 
 
 def _cli(*args: str):
@@ -208,9 +192,7 @@ def test_select_and_bon_with_ray_write_the_bytes_of_a_single_process_run(work, c
 
     # The single-process runs go in the background while the Ray runs take turns on the 2-CPU cluster: the file's
     # wall time is what the suite pays.
-    singles = {name: subprocess.Popen([sys.executable, "-m", "fluxprm", *args, "--threads", "1", "-o",
-                                       out_arg(name, "single")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      text=True, env=ray_env())
+    singles = {name: BackgroundRun(*args, "--threads", "1", output=Path(out_arg(name, "single")))
                for name, (args, _) in runs.items()}
     try:
         for name, (args, _) in runs.items():
@@ -219,14 +201,11 @@ def test_select_and_bon_with_ray_write_the_bytes_of_a_single_process_run(work, c
             assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
             new_jobs = {job: pids for job, pids in pool_actors().items() if job not in before}
             assert [len(pids) for pids in new_jobs.values()] == [2], (name, new_jobs)  # it scored on a pool of 2
-        for name, proc in singles.items():
-            _, stderr = proc.communicate(timeout=TIMEOUT)
-            assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-3000:]
+        for single in singles.values():
+            single.result()
     finally:
-        for proc in singles.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        for single in singles.values():
+            single.stop()
     for name, (_, out) in runs.items():
         single_files, ray_files = _files(out / "single"), _files(out / "ray")
         assert any(n.endswith("scores.jsonl") for n in ray_files) and len(ray_files) >= 3, sorted(ray_files)

@@ -13,15 +13,13 @@ with its own LLM cache file so that the actors really judge; the cluster is this
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from processes import kill_after_first_checkpoint
-from ray_cluster import TIMEOUT, assert_same_files, fluxprm, pool_actors, ray_args, ray_env
+from ray_cluster import TIMEOUT, BackgroundRun, assert_same_files, fluxprm, pool_actors, ray_args, ray_env
 
 
 
@@ -61,24 +59,16 @@ def work(tmp_path_factory) -> Iterator[dict[str, object]]:
     folder = tmp_path_factory.mktemp("distributed_label")
     src = _traces(folder / "traces.jsonl")
     args = ["label", str(src), "--device", "cpu", "--chunk-size", "2", "--negatives", "4"]
-    reference = folder / "ref" / "out.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "fluxprm", *args, "--cache", str(folder / "ref.sqlite"), "-o",
-                             str(reference)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ray_env())
+    reference = BackgroundRun(*args, "--cache", str(folder / "ref.sqlite"), output=folder / "ref" / "out.jsonl")
     try:
-        yield {"args": args, "reference": reference, "folder": folder, "proc": proc}
+        yield {"args": args, "reference": reference, "folder": folder}
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reference.stop()
 
 
 def _reference(work: dict[str, object]) -> Path:
-    """The reference label file, once its run has finished (it must have succeeded)."""
-    proc: subprocess.Popen = work["proc"]  # type: ignore[assignment]
-    if "stderr" not in work:
-        work["stderr"] = proc.communicate(timeout=TIMEOUT)[1]
-    assert proc.returncode == 0, str(work["stderr"])[-3000:]
-    return work["reference"]  # type: ignore[return-value]
+    """The reference label file, once its run has finished."""
+    return work["reference"].result()  # type: ignore[attr-defined]
 
 
 def test_the_reference_labels_have_judge_and_coherence(work):
