@@ -101,3 +101,9 @@ class BackgroundRun:
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+
+    def __enter__(self) -> "BackgroundRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()  # a failing test never leaves the run behind

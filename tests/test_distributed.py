@@ -58,11 +58,8 @@ def work(tmp_path_factory) -> Iterator[dict[str, object]]:
     src = _traces(folder / "traces.jsonl")
     args = ["score", str(src), "-m", str(build_qwen_prm(None)), "--dtype", "float32", "--device", "cpu",
             "--chunk-size", "4"]
-    reference = BackgroundRun(*args, "--threads", "1", output=folder / "ref" / "out.jsonl")
-    try:
+    with BackgroundRun(*args, "--threads", "1", output=folder / "ref" / "out.jsonl") as reference:
         yield {"args": args, "reference": reference, "folder": folder}
-    finally:
-        reference.stop()
 
 
 def _reference(work: dict[str, object]) -> Path:
@@ -109,15 +106,12 @@ def test_a_killed_ray_driver_resumes_to_the_same_bytes(work, cluster):
     shutil.copytree(killed.parent, local)
 
     # The one-process resume runs in the background while the cluster resume runs.
-    single = BackgroundRun(*work["args"], "--threads", "1", "--resume", output=local / "out.jsonl")
-    try:
+    with BackgroundRun(*work["args"], "--threads", "1", "--resume", output=local / "out.jsonl") as single:
         res = fluxprm(*args, "-o", str(killed), "--resume")
         assert res.returncode == 0, res.stderr[-3000:]
         assert f"resumed: {done} records were already done" in res.stderr
         assert_same_files(killed, _reference(work))
         assert_same_files(single.result(), _reference(work))
-    finally:
-        single.stop()
 
 
 def _cli(*args: str):

@@ -59,11 +59,8 @@ def work(tmp_path_factory) -> Iterator[dict[str, object]]:
     folder = tmp_path_factory.mktemp("distributed_label")
     src = _traces(folder / "traces.jsonl")
     args = ["label", str(src), "--device", "cpu", "--chunk-size", "2", "--negatives", "4"]
-    reference = BackgroundRun(*args, "--cache", str(folder / "ref.sqlite"), output=folder / "ref" / "out.jsonl")
-    try:
+    with BackgroundRun(*args, "--cache", str(folder / "ref.sqlite"), output=folder / "ref" / "out.jsonl") as reference:
         yield {"args": args, "reference": reference, "folder": folder}
-    finally:
-        reference.stop()
 
 
 def _reference(work: dict[str, object]) -> Path:
