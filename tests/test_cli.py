@@ -288,3 +288,30 @@ def test_repeated_ids_are_reported(model_dir, tmp_path):
     res = fluxprm("score", str(src), "-m", model_dir, "-o", str(tmp_path / "o.jsonl"), "--dtype", "float32")
     assert res.returncode == 0, res.stderr
     assert "1 record repeats an earlier record's id" in res.stderr and f"{src}:2" in res.stderr
+
+
+def test_progress_in_a_log_is_plain_throttled_lines(capsys):
+    """Off a terminal (nohup, CI logs) rich draws nothing until the end, so a long job prints plain progress
+    lines instead, throttled, and the final count at the end (also of a failed run: how far it got)."""
+    from fluxprm.cli.report import _ProgressLines, progress_bar
+
+    context, advance = progress_bar("labelling", 10)
+    assert isinstance(context, _ProgressLines)  # capsys: stderr is not a terminal
+    with context:
+        advance(3)  # well inside the 30 s interval: no line until the end
+        assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err.splitlines() == ["labelling 3/10 records  30%  0:00 elapsed  ~0:00 left"]
+
+    lines = _ProgressLines("labelling", 4, every=0.0)
+    with lines:
+        lines.advance(1)
+        lines.advance(3)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "labelling 1/4 records  25%  0:00 elapsed  ~0:00 left"
+    assert err[1:] == ["labelling 4/4 records  100%  0:00 elapsed"] * 2  # the last advance, then the final count
+
+    with pytest.raises(RuntimeError):
+        with _ProgressLines("scoring", None) as failing:
+            failing.advance(2)
+            raise RuntimeError("boom")
+    assert capsys.readouterr().err.splitlines() == ["scoring 2 records  0:00 elapsed"]

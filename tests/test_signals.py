@@ -73,10 +73,17 @@ def test_trained_signal_head_reaches_scores_on_every_path(tmp_path):
     assert not torch.equal(heads["signal_head.std"], torch.ones(len(names)))  # standardised by the data
 
     prm = load_prm(str(tmp_path / "ckpt"), dtype="float32")
-    # 4 traces keep the test short (each is scored 4 times): windowed (line 1), cut off in thought (3), short (5, 6)
-    traces = [t for t in iter_traces([str(SKY)]) if getattr(t, "line", 0) in (1, 3, 5, 6)]
+    # 4 traces keep the test short (each is scored 4 times): windowed (line 1), cut off in thought (line 3, whose
+    # 7,580 characters are shortened to 1,200: still cut off, a seventh of the cost), short (5, 6)
+    rows = [json.loads(line) for line in SKY.read_text().splitlines()]
+    cut_off = dict(rows[2], response=rows[2]["response"][:1200])
+    assert "</think>" not in cut_off["response"] and "<|end_of_thought|>" not in cut_off["response"]
+    picked = tmp_path / "picked.jsonl"
+    picked.write_text("".join(json.dumps(r) + "\n" for r in (rows[0], cut_off, rows[4], rows[5])))
+    traces = list(iter_traces([str(picked)]))
     steps = step_config_for(prm.trained_steps)
     by_line = {t.line: t for t in traces}
+    assert trace_signals(prepare(by_line[2], steps), ["unfinished_thinking"]) == [1.0]
     for long in ("truncate", "windows"):  # truncate skips the traces whose response alone exceeds 512 tokens
         with_signals = fluxprm.score(prm, traces, long=long, on_error="skip")
         saved = prm.signal_head.linear.weight.detach().clone()

@@ -101,12 +101,69 @@ def exit_if_nothing_written(result: JobResult, verb: str) -> None:
 
 
 def progress_bar(label: str, total: int | None, enabled: bool = True):
-    """A rich progress bar on stderr counting input records; returns ``(context manager, advance)``."""
+    """Progress on stderr counting input records; returns ``(context manager, advance)``.
+
+    On a terminal, a rich progress bar. Otherwise (a log file, ``nohup``, CI) rich would draw nothing until the
+    end, so a plain line is printed at most every ``LOG_EVERY_SECONDS`` instead, and one with the final count at
+    the end (as rich does): an hour-long ``label`` run in a log shows where it is.
+    """
     from rich.console import Console
+
+    console = Console(stderr=True)
+    if enabled and not console.is_terminal:
+        lines = _ProgressLines(label, total)
+        return lines, lines.advance
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TimeRemainingColumn(), console=Console(stderr=True), transient=False, disable=not enabled)
+                        TimeRemainingColumn(), console=console, transient=False, disable=not enabled)
     task = progress.add_task(label, total=total)
     advance: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
     return progress, advance
+
+
+LOG_EVERY_SECONDS = 30.0
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+class _ProgressLines:
+    """Progress as throttled plain lines (``labelling 32/137 records  23%  7:41 elapsed  ~17:30 left``)."""
+
+    def __init__(self, label: str, total: int | None, every: float | None = None) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.every = LOG_EVERY_SECONDS if every is None else every
+        self.started = self.last = 0.0
+
+    def __enter__(self) -> "_ProgressLines":
+        import time
+
+        self.started = self.last = time.monotonic()
+        return self
+
+    def advance(self, n: int) -> None:
+        import time
+
+        self.done += n
+        if time.monotonic() - self.last >= self.every:
+            self._line()
+
+    def _line(self) -> None:
+        import time
+
+        now = time.monotonic()
+        self.last = now
+        elapsed = now - self.started
+        text = f"{self.label} {self.done}" + (f"/{self.total}" if self.total else "") + " records"
+        if self.total:
+            text += f"  {100 * self.done / self.total:.0f}%"
+        text += f"  {_clock(elapsed)} elapsed"
+        if self.total and 0 < self.done < self.total:
+            text += f"  ~{_clock(elapsed * (self.total - self.done) / self.done)} left"
+        say(text)
+
+    def __exit__(self, *exc: object) -> None:
+        self._line()  # the final count, also of a failed run (how far it got); its error is printed after this
