@@ -268,6 +268,7 @@ def test_cli_usage_errors(tmp_path) -> None:
         (["-m", "fluxprm-mini", "--scores", str(pool)], "give one source of scores"),
         (["--score-field", "rs", "--group-by", "idx"], "idx"),
         (["--score-field", "rs", "--samples", "0"], "must be >= 1"),
+        (["--dtype", "float64"], "unknown dtype 'float64'"),  # --dtype reaches the model that scores
     ]
     for extra, message in cases:
         done = runner.invoke(app, ["bon", str(pool), "-o", str(tmp_path / "o"), *extra])

@@ -140,13 +140,14 @@ class BonOptions:
         if not self.grading_timeout > 0:
             raise ValueError(f"grading_timeout must be > 0, got {self.grading_timeout}")
 
-    def score_source(self) -> ScoreSource:
-        """Where the scores come from; with none named, the default model scores now."""
+    def score_source(self, model_options: dict[str, Any] | None = None) -> ScoreSource:
+        """Where the scores come from; with none named, the default model scores now (loaded with
+        ``model_options``: ``load_prm`` keyword arguments such as dtype and device)."""
         if self.scores:
             return ScoreSource(scores=list(self.scores))
         if self.score_field:
             return ScoreSource(score_field=self.score_field)
-        return ScoreSource(model=self.model or DEFAULT_SCORER)
+        return ScoreSource(model=self.model or DEFAULT_SCORER, model_options=dict(model_options or {}))
 
     def describe_source(self) -> str:
         if self.scores:
@@ -742,14 +743,15 @@ def _write_json(path: Path, value: Any) -> None:
 def run_bon(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, options: BonOptions | None = None,
             fields: FieldMap | None = None, *, resume: bool = False, grader: Grader | None = None,
             on_progress: Callable[[int], None] | None = None,
-            on_status: Callable[[str], None] | None = None) -> BonResult:
+            on_status: Callable[[str], None] | None = None, model_options: dict[str, Any] | None = None) -> BonResult:
     """``fluxprm bon`` as a function: pick per problem, evaluate every rule where correctness is known.
 
     Writes into ``out_dir``: ``metrics.json`` (rows ``{"n", "rule", "accuracy", "std", "exact"}``, accuracies
     rounded to 6 decimals; empty without correctness), ``accuracy_vs_n.png``, ``picks.jsonl`` (one record per
     problem: the argmax pick with its text), ``summary.json`` (counts, grouping rule, grading report, notes),
     ``errors.jsonl`` when records were rejected, ``scores.jsonl`` when a model scored, ``candidates.jsonl``
-    with ``generate``. ``resume`` continues an interrupted scoring run in ``scores.jsonl``.
+    with ``generate``. ``resume`` continues an interrupted scoring run in ``scores.jsonl``. ``model_options`` are
+    the ``load_prm`` keyword arguments (dtype, device, ...) of the model that scores, when one does.
     """
     options = options or BonOptions()
     fields = fields or FieldMap()
@@ -769,7 +771,7 @@ def run_bon(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, opt
         paths, fields = [str(out / "candidates.jsonl")], FieldMap()
         status(f"{gen.candidates} candidates for {gen.problems} problems → {files['candidates']}")
 
-    source = options.score_source()
+    source = options.score_source(model_options)
     if source.model:
         files["scores"] = out / "scores.jsonl"
         if options.threads:

@@ -10,6 +10,7 @@ import typer
 
 from fluxprm.bon import BonError, BonOptions, format_table, run_bon
 from fluxprm.cli.common import FIELD_OVERRIDES, Inputs, Model, Resume, checked_inputs, count_inputs, job_errors
+from fluxprm.cli.model_options import ScoringDevice, ScoringDtype
 from fluxprm.cli.options import Expand, generated_options
 from fluxprm.cli.report import die, print_causes, progress_bar, say, warn
 from fluxprm.distributed import DistributedError, RayOptions, RayUnavailable, ray_flags_without_ray
@@ -31,6 +32,8 @@ def bon(
                                       "candidates.jsonl with --generate, errors.jsonl when records are rejected.",
                                       show_default=False)],
     resume: Resume = False,
+    dtype: ScoringDtype = "auto",
+    device: ScoringDevice = "auto",
     options: Annotated[BonOptions, Expand(exclude=("model",))],
     fields: Annotated[FieldMap, FIELD_OVERRIDES],
     cluster: RayOptions,
@@ -63,7 +66,8 @@ def bon(
     with job_errors(out), progress:
         try:
             with scoring_cluster(cluster, options.threads):
-                result = run_bon(paths, out, options, fields, resume=resume, on_progress=advance, on_status=say)
+                result = run_bon(paths, out, options, fields, resume=resume, on_progress=advance, on_status=say,
+                                 model_options={"dtype": dtype, "device": device})
         except BonError as exc:  # records were read, but nothing honest can be reported
             die(str(exc), code=1)
         except (GradingError, RayUnavailable, DistributedError) as exc:

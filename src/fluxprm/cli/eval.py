@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fluxprm.cli.common import FIELD_OVERRIDES, Inputs, checked_inputs, count_inputs
+from fluxprm.cli.model_options import ScoringDevice, ScoringDtype
 from fluxprm.cli.options import generated_options
 from fluxprm.cli.report import die, progress_bar, say, warn
 from fluxprm.distributed import DistributedError, RayOptions, RayUnavailable, ray_flags_without_ray
@@ -41,10 +42,8 @@ def eval(  # noqa: A001 (the command's name)
                          "column each).")] = None,
     score_field: Annotated[Optional[str], typer.Option(
         "--score-field", help="A number already in each record used as the trace score.")] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="With a model: auto, bfloat16, float16 or float32.  "
-                                       "[default: auto]", show_default=False)] = "auto",
-    device: Annotated[str, typer.Option("--device", help="With a model: cpu, cuda or auto.  [default: auto]",
-                                        show_default=False)] = "auto",
+    dtype: ScoringDtype = "auto",
+    device: ScoringDevice = "auto",
     options: EvalOptions,
     fields: Annotated[FieldMap, FIELD_OVERRIDES],
     cluster: RayOptions,

@@ -1,4 +1,7 @@
-"""The model and machine options of the commands that load a PRM themselves (``score``, ``serve``), declared once.
+"""The model and machine options of the commands that load a PRM, declared once.
+
+``score`` and ``serve`` always load one (``Dtype``, ``Device``, ...); ``select``, ``bon`` and ``eval`` load one only
+when ``-m`` (or no other source of scores) is given (``ScoringDtype``, ``ScoringDevice``).
 
 They are CLI-only: the library takes them as ``load_prm`` arguments. The ``--format`` choices are
 :data:`FORMAT_NAMES`, a copy of the names of the format registry (:data:`fluxprm.models.formats.FORMATS`): the
@@ -15,7 +18,7 @@ import typer
 from fluxprm.cli.options import choices
 from fluxprm.scores import AGGREGATES
 
-__all__ = ["FORMAT_NAMES", "Dtype", "Device", "Threads", "MaxLength", "Format", "Aggregate", "Alpha"]
+__all__ = ["FORMAT_NAMES", "Dtype", "Device", "ScoringDtype", "ScoringDevice", "Threads", "MaxLength", "Format", "Aggregate", "Alpha"]
 
 # The names of fluxprm.models.formats.FORMATS, in detection order, without importing it (it imports torch).
 FORMAT_NAMES = ("fluxprm", "scalar-head", "qwen-prm", "token-classification", "math-shepherd")
@@ -23,6 +26,10 @@ FORMAT_NAMES = ("fluxprm", "scalar-head", "qwen-prm", "token-classification", "m
 Dtype = Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16 or float32; auto: bfloat16 on GPUs and on "
                                     "CPUs with native bf16, else float32.  [default: auto]", show_default=False)]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.  [default: auto]", show_default=False)]
+ScoringDtype = Annotated[str, typer.Option("--dtype", help="With a model: auto, bfloat16, float16 or float32.  "
+                                           "[default: auto]", show_default=False)]
+ScoringDevice = Annotated[str, typer.Option("--device", help="With a model: cpu, cuda or auto.  [default: auto]",
+                                            show_default=False)]
 Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (use 1 on a machine shared "
                                                 "with other CPU work).  [default: all cores]")]
 MaxLength = Annotated[Optional[int], typer.Option("--max-length", help="Context budget in tokens.  "

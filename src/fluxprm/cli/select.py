@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fluxprm.cli.common import FIELD_OVERRIDES, Errors, Inputs, Model, checked_inputs, count_inputs
+from fluxprm.cli.model_options import ScoringDevice, ScoringDtype
 from fluxprm.cli.options import generated_options
 from fluxprm.cli.report import die, print_causes, print_table, progress_bar, say, warn
 from fluxprm.distributed import DistributedError, RayOptions, RayUnavailable, ray_flags_without_ray
@@ -50,10 +51,8 @@ def select(
     scores_out: Annotated[Optional[Path], typer.Option(
         "--scores-out", help="Where scoring with a model writes its scores.  [default: OUT.scores.jsonl]")] = None,
     resume: Resume = False,
-    dtype: Annotated[str, typer.Option("--dtype", help="With a model: auto, bfloat16, float16 or float32.  "
-                                       "[default: auto]", show_default=False)] = "auto",
-    device: Annotated[str, typer.Option("--device", help="With a model: cpu, cuda or auto.  [default: auto]",
-                                        show_default=False)] = "auto",
+    dtype: ScoringDtype = "auto",
+    device: ScoringDevice = "auto",
     threads: Annotated[Optional[int], typer.Option("--threads", help="With a model: CPU threads for torch (use 1 "
                                                    "on a machine shared with other CPU work).  [default: all "
                                                    "cores]")] = None,
