@@ -110,15 +110,19 @@ def test_format_choices_are_the_registry_names_in_detection_order():
     assert FORMAT_NAMES == tuple(FORMATS)
 
 
-def test_score_and_serve_help_and_usage_errors_do_not_import_torch(tmp_path):
-    """``score``/``serve`` --help and a usage error answer before torch is imported (~7 s cold): nothing loads."""
+def test_score_serve_train_help_and_usage_errors_do_not_import_torch(tmp_path):
+    """``score``/``serve``/``train`` --help, a usage error and a training config error answer before torch is
+    imported (~7 s cold): nothing loads."""
     src = tmp_path / "x.jsonl"
     src.write_text('{"id": "a", "problem": "p", "response": "r"}\n')
+    out = str(tmp_path / "ckpt")
     code = ("import json, sys\n"
             "from fluxprm.cli import app\n"
             "codes = []\n"
             f"for args in (['score', '--help'], ['serve', '--help'], ['score', {str(src)!r}, '--long', 'sideways'],\n"
-            "             ['score', '--format', 'nope', 'x'], ['serve', '--format', 'nope']):\n"
+            "             ['score', '--format', 'nope', 'x'], ['serve', '--format', 'nope'], ['train', '--help'],\n"
+            f"             ['train', {str(src)!r}, '-o', {out!r}, '--set', 'batch_size=-1'],\n"
+            f"             ['train', {str(src)!r}, '-o', {out!r}, '--set', 'trajectory_signals=[nope]']):\n"
             "    try:\n"
             "        app(args)\n"
             "    except SystemExit as exc:\n"
@@ -127,9 +131,10 @@ def test_score_and_serve_help_and_usage_errors_do_not_import_torch(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads(res.stdout.splitlines()[-1]) == {"codes": [0, 0, 2, 2, 2], "torch": False}, res.stdout[-3000:]
+    assert json.loads(res.stdout.splitlines()[-1]) == {"codes": [0, 0, 2, 2, 2, 0, 2, 2], "torch": False}, res.stdout[-3000:]
     assert "--format <fluxprm|scalar-head|qwen-prm|token-classification|math-shepherd>" in res.stdout
     assert "--long" in res.stderr and "'sideways' is not one of" in res.stderr, res.stderr[-3000:]
+    assert "batch_size must be >= 1" in res.stderr and "trajectory_signals" in res.stderr, res.stderr[-3000:]
     assert "Invalid value for '--format'" in res.stderr and "'nope' is not one of" in res.stderr, res.stderr[-3000:]
 
 

@@ -13,8 +13,7 @@ load torch: commands that work on score files start instantly.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fluxprm._lazy import lazy_exports
 
 __version__ = "0.2.0"
 
@@ -56,12 +55,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fluxprm' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)[0]
 
 
 def __dir__() -> list[str]:

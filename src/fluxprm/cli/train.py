@@ -15,7 +15,7 @@ import typer
 from fluxprm.cli.common import checked_inputs
 from fluxprm.cli.options import Expand, generated_options
 from fluxprm.cli.report import die, say
-from fluxprm.train import TrainConfig
+from fluxprm.train.config import TrainConfig
 
 __all__ = ["train"]
 
@@ -40,8 +40,7 @@ def train(
     """
     from fluxprm.cli.report import print_causes
     from fluxprm.jobs import OutputPathError
-    from fluxprm.train import ConfigError, TrainError, parse_overrides
-    from fluxprm.train import train as run_train
+    from fluxprm.train.config import ConfigError, parse_overrides
 
     paths = checked_inputs(labels)
     try:
@@ -49,6 +48,8 @@ def train(
         cfg = TrainConfig.from_yaml(config, overrides)
     except (ConfigError, ValueError, TypeError, OSError) as exc:
         die(str(exc))
+    from fluxprm.train.loop import TrainError  # torch: only once the configuration is known to be valid
+    from fluxprm.train.loop import train as run_train
     from rich.console import Console
     from rich.progress import Progress
 

@@ -1,9 +1,20 @@
-"""PRM checkpoint formats (one module each), their registry, the registry of known models, and ``load_prm``."""
+"""PRM checkpoint formats (one module each), their registry, the registry of known models, and ``load_prm``.
 
-from fluxprm.models.base import TransformerPRM
-from fluxprm.models.formats import FORMATS, detect_format
-from fluxprm.models.loading import load_prm
-from fluxprm.models.registry import REGISTRY
-from fluxprm.models.resolve import ModelNotFound
+Names load on first use: ``fluxprm.models.registry`` and ``fluxprm.models.fluxprm_config`` need no torch, and
+importing them must not pay for the formats that do.
+"""
 
-__all__ = ["FORMATS", "ModelNotFound", "REGISTRY", "TransformerPRM", "detect_format", "load_prm"]
+from fluxprm._lazy import lazy_exports
+
+_EXPORTS = {
+    "TransformerPRM": "fluxprm.models.base",
+    "FORMATS": "fluxprm.models.formats",
+    "detect_format": "fluxprm.models.formats",
+    "load_prm": "fluxprm.models.loading",
+    "REGISTRY": "fluxprm.models.registry",
+    "ModelNotFound": "fluxprm.models.resolve",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -13,9 +13,6 @@ hub id), so a trained model is a few megabytes.
 
 from __future__ import annotations
 
-import copy
-import json
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,71 +21,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fluxprm.models.base import CheckpointFormat, LoadRequest, TransformerPRM
+from fluxprm.models.fluxprm_config import CONFIG_NAME, HEADS_NAME, SUPPORTED_VERSION, FluxPRMConfig, FluxPRMOptions
 from fluxprm.steps import PRMInput
 
-CONFIG_NAME = "fluxprm_config.json"
-SUPPORTED_VERSION = 2
-HEADS_NAME = "heads.safetensors"
-
-
-@dataclass
-class FluxPRMOptions:
-    """The model options a user chooses, declared once: ``TrainConfig`` inherits them as training knobs and
-    :class:`FluxPRMConfig` records them in the checkpoint, so each has one default and one help text."""
-
-    base: str = field(default="smollm2", metadata={
-        "help": "Backbone: smollm2 (the embedded SmolLM2-135M-Instruct), a folder, or a cached hub id."})
-    feature_layers: list[int] = field(default_factory=lambda: [-1], metadata={
-        "help": "Hidden-state layers concatenated as the heads' input (-1 = last)."})
-    head_hidden: int = field(default=256, metadata={"help": "Hidden width of the step and trajectory heads."})
-    joiner: str = field(default="\n\n", metadata={
-        "help": "Text between steps in the assistant turn (layout chat)."})
-    system_prompt: str | None = field(default=None, metadata={
-        "help": "System turn placed before the problem; none by default."})
-    aggregate: str = field(default="mean", metadata={
-        "help": "How step rewards combine into the trace score: mean, min, last, prod or max."})
-    alpha: float = field(default=1.0, metadata={"help": "Weight of the trajectory reward in the score."})
-    max_length: int = field(default=2048, metadata={
-        "help": "Context in tokens: training lays examples out in it, and the checkpoint scores in it by default "
-                "(earliest thinking steps dropped to fit)."})
-    layout: str = field(default="chat", metadata={
-        "help": "chat: steps joined by `joiner`, read at each step's last token; qwen-prm: the Qwen2.5-Math-PRM "
-                "chat with <extra_0> separators, read there (exportable)."})
-    trajectory_signals: list[str] = field(default_factory=list, metadata={
-        "help": "Whole-trace signals the trajectory head reads beside the hidden state (fluxprm.signals: "
-                "answer_stated, unfinished_thinking, hesitation_rate, log_chars); none by default."})
-    head_type: str = field(default="mlp", metadata={
-        "help": "mlp: LayerNorm-Linear-GELU-Linear(1); qwen-prm: Linear-ReLU-Linear(h, 2) on the last layer "
-                "(exportable)."})
-
-
-@dataclass
-class FluxPRMConfig(FluxPRMOptions):
-    """Everything needed to rebuild a fluxprm PRM around its backbone, and how it was trained."""
-
-    lora: bool = field(default=False, metadata={"help": "A peft LoRA adapter is saved next to the heads."})
-    steps: dict[str, Any] | None = field(default=None, metadata={
-        "help": "Segmentation of free text the checkpoint was trained with (StepConfig fields: separator, "
-                "min_chars, max_thinking_steps, max_response_steps); None in checkpoints older than it."})
-    version: int = 1  # 2 when the checkpoint reads trajectory signals (a reader that ignores them would be wrong)
-
-    @classmethod
-    def from_options(cls, options: FluxPRMOptions, **recorded: Any) -> "FluxPRMConfig":
-        """Copy every model option by name from ``options`` (e.g. a ``TrainConfig``), plus ``recorded``."""
-        return cls(**{f.name: copy.deepcopy(getattr(options, f.name)) for f in fields(FluxPRMOptions)}, **recorded)
-
-    def save(self, folder: Path) -> None:
-        self.version = 2 if self.trajectory_signals else 1
-        (folder / CONFIG_NAME).write_text(json.dumps({"format": "fluxprm", **asdict(self)}, indent=2) + "\n")
-
-    @classmethod
-    def load(cls, folder: Path) -> "FluxPRMConfig":
-        data = json.loads((folder / CONFIG_NAME).read_text())
-        if isinstance(data.get("version"), int) and data["version"] > SUPPORTED_VERSION:
-            raise ValueError(f"{folder / CONFIG_NAME} is version {data['version']}; this fluxprm reads fluxprm "
-                             f"checkpoints up to version {SUPPORTED_VERSION}: upgrade fluxprm")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+__all__ = ["CONFIG_NAME", "HEADS_NAME", "SUPPORTED_VERSION", "FluxPRMOptions", "FluxPRMConfig", "FluxPRM", "RewardHead",
+           "SignalHead", "FORMAT", "load_fluxprm", "resolve_base", "make_heads", "make_signal_head", "save_heads",
+           "feature_size"]
 
 
 class RewardHead(nn.Module):

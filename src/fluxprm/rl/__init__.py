@@ -10,8 +10,7 @@ Names load on first use: importing this package does not import torch, TRL or ve
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fluxprm._lazy import lazy_exports
 
 _EXPORTS = {
     "reward": "fluxprm.rl.rewards",
@@ -24,7 +23,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'fluxprm.rl' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

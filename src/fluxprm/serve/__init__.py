@@ -10,8 +10,7 @@ Names load on first use, so importing this package costs nothing.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fluxprm._lazy import lazy_exports
 
 _EXPORTS = {
     "ServeOptions": "fluxprm.serve.options",
@@ -22,7 +21,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'fluxprm.serve' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

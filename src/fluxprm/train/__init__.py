@@ -13,15 +13,30 @@
 The step head is read at the last token of every step and the trajectory head at the last token
 (see :mod:`fluxprm.models.fluxprm_format`); examples are encoded with the very ``encode`` used at
 scoring time, so training and inference cannot drift apart.
+
+Names load on first use: ``TrainConfig`` (and so ``fluxprm train --help`` and its config errors) needs no torch.
 """
 
-from fluxprm.train.checkpoint import save_checkpoint
-from fluxprm.train.config import ConfigError, TrainConfig, parse_overrides
-from fluxprm.train.data import Example, load_examples
-from fluxprm.train.features import extract_features
-from fluxprm.train.loop import NoTrainingData, TrainError, TrainingDiverged, build_prm, train
-from fluxprm.train.objective import Targets, joint_loss, pos_weights
+from fluxprm._lazy import lazy_exports
 
-__all__ = ["train", "TrainConfig", "ConfigError", "parse_overrides", "TrainError", "NoTrainingData",
-           "TrainingDiverged", "joint_loss", "Targets", "pos_weights", "Example", "load_examples",
-           "extract_features", "build_prm", "save_checkpoint"]
+_EXPORTS = {
+    "train": "fluxprm.train.loop",
+    "build_prm": "fluxprm.train.loop",
+    "TrainError": "fluxprm.train.loop",
+    "NoTrainingData": "fluxprm.train.loop",
+    "TrainingDiverged": "fluxprm.train.loop",
+    "TrainConfig": "fluxprm.train.config",
+    "ConfigError": "fluxprm.train.config",
+    "parse_overrides": "fluxprm.train.config",
+    "joint_loss": "fluxprm.train.objective",
+    "Targets": "fluxprm.train.objective",
+    "pos_weights": "fluxprm.train.objective",
+    "Example": "fluxprm.train.data",
+    "load_examples": "fluxprm.train.data",
+    "extract_features": "fluxprm.train.features",
+    "save_checkpoint": "fluxprm.train.checkpoint",
+}
+
+__all__ = list(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,7 +1,7 @@
 """``TrainConfig``: every knob of ``fluxprm train``, each declared once with its default and help text.
 
 The model options (backbone, feature layers, heads, layout, context length, scoring defaults) are
-inherited from :class:`~fluxprm.models.fluxprm_format.FluxPRMOptions`, the very fields the checkpoint
+inherited from :class:`~fluxprm.models.fluxprm_config.FluxPRMOptions`, the very fields the checkpoint
 records, and the segmentation options take their default and help from
 :class:`~fluxprm.steps.StepConfig`; so no option is typed twice with two defaults. The help texts
 (``field(metadata={"help": ...})``) are what the generated CLI shows.
@@ -23,7 +23,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Union, get_args, get_origin, get_type_hints
 
-from fluxprm.models.fluxprm_format import FluxPRMConfig, FluxPRMOptions
+from fluxprm.models.fluxprm_config import FluxPRMConfig, FluxPRMOptions
 from fluxprm.scores import AGGREGATES
 from fluxprm.steps import StepConfig
 
