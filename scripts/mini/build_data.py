@@ -56,7 +56,8 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path("build/mini"))
     ap.add_argument("--prmbench-train", type=int, default=1600, help="modified processes to train on")
-    ap.add_argument("--prmbench-original", type=int, default=500, help="error-free processes to train on")
+    ap.add_argument("--prmbench-original", type=int, default=500,
+                    help="error-free processes to train on (rows after the modified ones first, then their own)")
     ap.add_argument("--sky-per-problem", type=int, default=8, help="Sky-T1 pool responses per training problem")
     ap.add_argument("--qwen-problems", type=int, default=40, help="Qwen2.5-Math pool training problems")
     ap.add_argument("--pool3-long", type=int, default=300,
@@ -119,9 +120,12 @@ def main() -> None:
     prm = [r for r in prm if norm(r["original_question"]) not in dev_norm]
     rng.shuffle(prm)
     modified = prm[: args.prmbench_train]
+    # error-free processes from the rows after the modified ones, then (when those run out) from the modified
+    # rows themselves: the same question's correct and flawed process, a pair that shows where the error is
+    after = prm[args.prmbench_train:] + prm[: args.prmbench_train]
     original = [{"id": f"{r['idx']}-original", "problem": r["original_question"], "steps": r["original_process"],
                  "label": -1, "final_answer_correct": True}
-                for r in prm[args.prmbench_train: args.prmbench_train + args.prmbench_original]]
+                for r in after[: args.prmbench_original]]
     write(args.out / "train_prmbench.jsonl", modified + original)
     write(args.out / "dev_prmbench_subset400.jsonl", read(args.shared / "step_labels" / "prmbench_subset400.jsonl"))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 import typer
@@ -139,21 +140,15 @@ class _ProgressLines:
         self.started = self.last = 0.0
 
     def __enter__(self) -> "_ProgressLines":
-        import time
-
         self.started = self.last = time.monotonic()
         return self
 
     def advance(self, n: int) -> None:
-        import time
-
         self.done += n
         if time.monotonic() - self.last >= self.every:
             self._line()
 
     def _line(self) -> None:
-        import time
-
         now = time.monotonic()
         self.last = now
         elapsed = now - self.started
