@@ -315,3 +315,7 @@ def test_progress_in_a_log_is_plain_throttled_lines(capsys):
             failing.advance(2)
             raise RuntimeError("boom")
     assert capsys.readouterr().err.splitlines() == ["scoring 2 records  0:00 elapsed"]
+    with pytest.raises(RuntimeError):
+        with _ProgressLines("scoring", 5):
+            raise RuntimeError("refused before any record")
+    assert capsys.readouterr().err == ""  # its error alone, without a "0/5 records" line

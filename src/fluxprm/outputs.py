@@ -87,7 +87,9 @@ def _read_checkpoint(path: Path, run_id: str | None) -> _State:
     if not isinstance(data, dict):
         raise ResumeMismatch(f"{path}: not a checkpoint (expected a JSON object){again}")
     if run_id is not None and data.get("run") != run_id:
-        raise ResumeMismatch(f"{path}: the inputs or options differ from the interrupted run{again}")
+        raise ResumeMismatch(f"{path}: the inputs or options differ from the interrupted run (an input is "
+                             f"identified by its path, size and modification time: a rewritten file is a new "
+                             f"input even with the same bytes){again}")
     for key in ("done", "out_bytes", "err_bytes"):
         value = data.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -106,7 +106,7 @@ def progress_bar(label: str, total: int | None, enabled: bool = True):
 
     On a terminal, a rich progress bar. Otherwise (a log file, ``nohup``, CI) rich would draw nothing until the
     end, so a plain line is printed at most every ``LOG_EVERY_SECONDS`` instead, and one with the final count at
-    the end (as rich does): an hour-long ``label`` run in a log shows where it is.
+    the end (as rich does; not for a run that did nothing): an hour-long ``label`` run in a log shows where it is.
     """
     from rich.console import Console
 
@@ -138,6 +138,7 @@ class _ProgressLines:
         self.label, self.total, self.done = label, total, 0
         self.every = LOG_EVERY_SECONDS if every is None else every
         self.started = self.last = 0.0
+        self.printed = False
 
     def __enter__(self) -> "_ProgressLines":
         self.started = self.last = time.monotonic()
@@ -150,7 +151,7 @@ class _ProgressLines:
 
     def _line(self) -> None:
         now = time.monotonic()
-        self.last = now
+        self.last, self.printed = now, True
         elapsed = now - self.started
         text = f"{self.label} {self.done}" + (f"/{self.total}" if self.total else "") + " records"
         if self.total:
@@ -161,4 +162,7 @@ class _ProgressLines:
         say(text)
 
     def __exit__(self, *exc: object) -> None:
-        self._line()  # the final count, also of a failed run (how far it got); its error is printed after this
+        # the final count, also of a failed run (how far it got; its error is printed after this) — unless nothing
+        # was done nor shown: a run refused at once (e.g. a --resume that does not match) prints its error only
+        if self.done or self.printed:
+            self._line()
