@@ -34,8 +34,15 @@ def read(path: Path) -> list[dict]:
 
 
 def write(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as JSONL, leaving an identical file untouched: its modification time is part of how
+    ``fluxprm label --resume`` recognises its input, so rewriting the same bytes would make
+    ``reproduce.sh`` refuse to resume an interrupted label run."""
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    if path.exists() and path.read_text() == text:
+        print(f"{path}: {len(rows)} records (unchanged)")
+        return
+    path.write_text(text)
     print(f"{path}: {len(rows)} records")
 
 
