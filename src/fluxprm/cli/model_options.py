@@ -18,7 +18,8 @@ import typer
 from fluxprm.cli.options import choices
 from fluxprm.scores import AGGREGATES
 
-__all__ = ["FORMAT_NAMES", "Dtype", "Device", "ScoringDtype", "ScoringDevice", "Threads", "MaxLength", "Format", "Aggregate", "Alpha"]
+__all__ = ["FORMAT_NAMES", "Dtype", "Device", "ScoringDtype", "ScoringDevice", "Threads", "MaxLength", "Format",
+           "Aggregate", "Alpha"]
 
 # The names of fluxprm.models.formats.FORMATS, in detection order, without importing it (it imports torch).
 FORMAT_NAMES = ("fluxprm", "scalar-head", "qwen-prm", "token-classification", "math-shepherd")
