@@ -315,3 +315,17 @@ def test_cli_config_errors_are_one_line_not_a_traceback(base, tmp_path):
         assert "Traceback" not in run.stderr and run.stderr.startswith("error: "), (args, run.stderr)
         assert len(run.stderr.strip().splitlines()) == 1, (args, run.stderr)
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_step_labels_that_segmentation_cannot_align_are_named(tmp_path):
+    """A labelled record whose explicit steps segmentation changes (empty steps dropped, a step cap) loses its
+    step labels; when they were its only target, the rejection says so rather than "no training target"."""
+    from fluxprm.steps import StepConfig
+    from fluxprm.train.data import load_examples
+
+    rows = _write(tmp_path / "pb.jsonl", [{"id": "p", "problem": "Find x.", "steps": ["x + 1 = 2.", "", "So x = 1."],
+                                           "label": 1}])
+    errors: list = []
+    assert list(load_examples([str(rows)], StepConfig(), errors)) == []
+    [bad] = errors
+    assert "its 3 labelled steps became 2 after segmentation" in bad.error, bad.error

@@ -183,6 +183,11 @@ def _from_trace_record(data: Any, source: str, line: int, cfg: StepConfig) -> li
             labels += list(trace.step_labels)
         else:
             labels += [None] * n_resp
+            if trace.step_labels is not None and trace.steps is not None and trace.correct is None:
+                # its only target cannot be aligned: say why instead of "no training target"
+                raise RecordError(f"its {len(trace.steps)} labelled steps became {n_resp} after segmentation "
+                                  f"(empty steps dropped, at most max_response_steps={cfg.max_response_steps}), "
+                                  "so the step labels cannot be aligned")
         out.append(Example(id=trace.id, problem=inp.problem, thinking_steps=inp.thinking_steps,
                            response_steps=inp.response_steps, step_targets=[None] * (n_think + n_resp),
                            step_labels=labels, trajectory_target=None, correct=trace.correct,
