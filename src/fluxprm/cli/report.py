@@ -134,9 +134,8 @@ def _clock(seconds: float) -> str:
 class _ProgressLines:
     """Progress as throttled plain lines (``labelling 32/137 records  23%  7:41 elapsed  ~17:30 left``)."""
 
-    def __init__(self, label: str, total: int | None, every: float | None = None) -> None:
-        self.label, self.total, self.done = label, total, 0
-        self.every = LOG_EVERY_SECONDS if every is None else every
+    def __init__(self, label: str, total: int | None, every: float = LOG_EVERY_SECONDS) -> None:
+        self.label, self.total, self.done, self.every = label, total, 0, every
         self.started = self.last = 0.0
         self.printed = False
 

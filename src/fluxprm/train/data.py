@@ -179,11 +179,12 @@ def _from_trace_record(data: Any, source: str, line: int, cfg: StepConfig) -> li
         inp = prepare(trace, cfg)
         n_think, n_resp = len(inp.thinking_steps), len(inp.response_steps)
         labels: list[float | None] = [None] * n_think
-        if trace.step_labels is not None and trace.steps is not None and len(trace.steps) == n_resp:
+        labelled = trace.step_labels is not None and trace.steps is not None
+        if labelled and len(trace.steps) == n_resp:
             labels += list(trace.step_labels)
         else:
             labels += [None] * n_resp
-            if trace.step_labels is not None and trace.steps is not None and trace.correct is None:
+            if labelled and trace.correct is None:
                 # its only target cannot be aligned: say why instead of "no training target"
                 raise RecordError(f"its {len(trace.steps)} labelled steps became {n_resp} after segmentation "
                                   f"(empty steps dropped, at most max_response_steps={cfg.max_response_steps}), "
