@@ -12,6 +12,7 @@ import socket
 
 
 from fluxprm.labels.pipeline import LabelConfig, run_label_job
+from fluxprm.llm.cache import LLMCache
 from test_llm import API_KEY, MODEL, llama_server  # noqa: F401  (the fixture)
 
 TRACE = {"id": "add", "problem": "What is 2 + 3? Put the final answer in \\boxed{}.", "gold": "5",
@@ -19,9 +20,12 @@ TRACE = {"id": "add", "problem": "What is 2 + 3? Put the final answer in \\boxed
                      "2 + 3 = 5.\n\nThe answer is \\boxed{5}."}
 
 
+JUDGE_RETRIES = 2
+
+
 def _config(url: str, cache: str) -> LabelConfig:
     spec = f"{url}#{MODEL}"
-    return LabelConfig(judge=spec, policy=spec, rollouts=2, judge_max_tokens=64, judge_retries=2,
+    return LabelConfig(judge=spec, policy=spec, rollouts=2, judge_max_tokens=64, judge_retries=JUDGE_RETRIES,
                        rollout_max_tokens=48, template_max_tokens=48, cache=cache, on_error="raise")
 
 
@@ -37,11 +41,18 @@ def test_label_http_judge_expert_policy(llama_server, tmp_path, monkeypatch):  #
     assert rec["trajectory_reward"] in (0.0, 0.5, 1.0)
     quality = rec["components"]["quality"]
     assert len(quality) == len(rec["thinking_steps"]) == 2
-    # the 135M judge may not follow the "Score: N" format: then the value is missing with a note, never 0
+    # The 135M judge seldom follows the "Score: N" format (with the v2 prompt it answered in prose on 9 of 10
+    # sampled tries, and greedy decoding on the server is not bit-stable across runs), so whether a step gets
+    # a score is the model's business. What the pipeline owes: a value in [0, 1] or a missing value named in
+    # the notes (never a 0), and a retry — a fresh sampled request — for every unparseable answer and no other.
     assert all(q is None or 0.0 <= q <= 1.0 for q in quality)
-    assert any(q is not None for q in quality), rec["notes"]  # the real judge produced at least one score
-    if any(q is None for q in quality):
-        assert rec["notes"]
+    missing = [i + 1 for i, q in enumerate(quality) if q is None]
+    if missing:
+        assert any(note.startswith("quality: no usable judge score") and str(missing) in note
+                   for note in rec["notes"]), rec["notes"]
+    tries = JUDGE_RETRIES + 1
+    judge_requests = len(LLMCache(cache)) - 1 - 2  # every distinct request is one cache row: template + 2 rollouts
+    assert len(missing) * tries + (len(quality) - len(missing)) <= judge_requests <= len(quality) * tries
 
     with socket.socket() as s:  # a port where nothing listens
         s.bind(("127.0.0.1", 0))
