@@ -317,15 +317,17 @@ def test_cli_config_errors_are_one_line_not_a_traceback(base, tmp_path):
     assert not (tmp_path / "ckpt").exists()
 
 
-def test_step_labels_that_segmentation_cannot_align_are_named(tmp_path):
-    """A labelled record whose explicit steps segmentation changes (empty steps dropped, a step cap) loses its
-    step labels; when they were its only target, the rejection says so rather than "no training target"."""
+def test_empty_labelled_steps_are_dropped_with_their_labels_unless_one_is_the_error(tmp_path):
+    """Segmentation drops empty explicit steps; their labels go with them so the rest stay aligned. An empty
+    step labelled bad could be the first error, so such a record is refused, naming the step."""
     from fluxprm.steps import StepConfig
     from fluxprm.train.data import load_examples
 
-    rows = _write(tmp_path / "pb.jsonl", [{"id": "p", "problem": "Find x.", "steps": ["x + 1 = 2.", "", "So x = 1."],
-                                           "label": 1}])
+    steps = ["x + 1 = 2.", "", "So x = 1."]
+    rows = _write(tmp_path / "pb.jsonl", [{"id": "ok", "problem": "Find x.", "steps": steps, "label": -1},
+                                          {"id": "bad", "problem": "Find x.", "steps": steps, "label": 1}])
     errors: list = []
-    assert list(load_examples([str(rows)], StepConfig(), errors)) == []
+    [ex] = list(load_examples([str(rows)], StepConfig(), errors))
+    assert ex.id == "ok" and ex.response_steps == ["x + 1 = 2.", "So x = 1."] and ex.step_labels == [1.0, 1.0]
     [bad] = errors
-    assert "its 3 labelled steps became 2 after segmentation" in bad.error, bad.error
+    assert bad.line == 2 and "step(s) [2] are empty but labelled bad" in bad.error, bad.error

@@ -173,22 +173,34 @@ def mask_after_first_error(labels: list[float | None]) -> list[float | None]:
     return out
 
 
+def _labels_of_kept_steps(steps: list[str], step_labels: list[float | None], n_resp: int) -> list[float | None]:
+    """The labels of the explicit steps that segmentation keeps: it drops empty steps, so their labels go too.
+
+    An empty step labelled bad (< 0.5) is refused rather than dropped: it may be the first error, and
+    dropping it would move the first error onto a later step or erase it.
+    """
+    dropped = [i + 1 for i, s in enumerate(steps) if not s.strip()]
+    bad = [i for i in dropped if step_labels[i - 1] is not None and step_labels[i - 1] < 0.5]
+    if bad:
+        raise RecordError(f"step(s) {bad} are empty but labelled bad: segmentation drops empty steps, so the "
+                          "first error could not be placed")
+    kept = [label for s, label in zip(steps, step_labels) if s.strip()]
+    if len(kept) != n_resp:  # segmentation kept other steps than the non-empty ones: not expected
+        raise RecordError(f"its {len(steps)} labelled steps became {n_resp} after segmentation, so the step "
+                          "labels cannot be aligned")
+    return kept
+
+
 def _from_trace_record(data: Any, source: str, line: int, cfg: StepConfig) -> list[Example]:
     out = []
     for trace in parse_record(data, source=source, line=line):
         inp = prepare(trace, cfg)
         n_think, n_resp = len(inp.thinking_steps), len(inp.response_steps)
         labels: list[float | None] = [None] * n_think
-        labelled = trace.step_labels is not None and trace.steps is not None
-        if labelled and len(trace.steps) == n_resp:
-            labels += list(trace.step_labels)
+        if trace.step_labels is not None and trace.steps is not None:
+            labels += _labels_of_kept_steps(trace.steps, trace.step_labels, n_resp)
         else:
             labels += [None] * n_resp
-            if labelled and trace.correct is None:
-                # its only target cannot be aligned: say why instead of "no training target"
-                raise RecordError(f"its {len(trace.steps)} labelled steps became {n_resp} after segmentation "
-                                  f"(empty steps dropped, at most max_response_steps={cfg.max_response_steps}), "
-                                  "so the step labels cannot be aligned")
         out.append(Example(id=trace.id, problem=inp.problem, thinking_steps=inp.thinking_steps,
                            response_steps=inp.response_steps, step_targets=[None] * (n_think + n_resp),
                            step_labels=labels, trajectory_target=None, correct=trace.correct,
