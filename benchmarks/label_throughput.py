@@ -114,20 +114,34 @@ def judge_stage(args: argparse.Namespace) -> dict:
     v1_steps = v2_steps = 0
     v1_seconds = v2_seconds = 0.0
     v1_tokens = v2_tokens = 0
+    v1_compute = v2_compute = 0.0
+    config = llm.model.config
+    layer_params = sum(p.numel() for name, p in llm.model.named_parameters() if ".layers." in name)
+    width = config.num_attention_heads * getattr(config, "head_dim", config.hidden_size // config.num_attention_heads)
+
+    def compute(tokens: int, pairs: int) -> float:
+        """FLOPs of the layers: 2 per weight per token, and 4 × width per (query, key) pair per layer (QKᵀ and
+        the weighted sum of values); embeddings and the LM head (read at the last positions only) are left out."""
+        return 2.0 * layer_params * tokens + 4.0 * width * config.num_hidden_layers * pairs
+
     for inp in items:
         response = "\n\n".join(inp.response_steps)
         trace = JudgeTrace.build(inp.problem, inp.thinking_steps, response)
-        before = judge.tokens_fed
+        before, pairs_before = judge.tokens_fed, judge.attention_pairs
         start = time.perf_counter()
         scores = judge.score_traces([trace])[0]
         t2 = time.perf_counter() - start
         fed = judge.tokens_fed - before  # the cached path: each segment's opening once, then step + question
+        v2_pairs = judge.attention_pairs - pairs_before
         sample = list(range(0, len(trace), args.v1_every))
         prompts = [build_judge_prompt(inp.problem, inp.thinking_steps, t, response, v1_template) for t in sample]
+        pairs_before = judge.attention_pairs
         start = time.perf_counter()
         old = judge.score_prompts(prompts)
         t1 = time.perf_counter() - start
         v1_fed = sum(len(tok(judge._render(p)).input_ids) + 1 for p in prompts)  # + the answer's first token
+        v1_pairs = judge.attention_pairs - pairs_before
+        v2_flops, v1_flops = compute(fed, v2_pairs) / len(trace), compute(v1_fed, v1_pairs) / len(sample)
         per_trace.append({"thinking_steps": len(trace), "segments": len(set(trace.starts)),
                           "thinking_chars": sum(map(len, inp.thinking_steps)),
                           "v2_seconds": round(t2, 2), "v2_steps_per_s": round(len(trace) / t2, 2),
@@ -135,7 +149,9 @@ def judge_stage(args: argparse.Namespace) -> dict:
                           "v1_sampled_steps": len(sample), "v1_seconds": round(t1, 2),
                           "v1_steps_per_s": round(len(sample) / t1, 3),
                           "v1_tokens_per_step": round(v1_fed / len(sample), 1),
-                          "ratio_v2_vs_v1": round((len(trace) / t2) / (len(sample) / t1), 2)})
+                          "ratio_v2_vs_v1": round((len(trace) / t2) / (len(sample) / t1), 2),
+                          "v2_gflop_per_step": round(v2_flops / 1e9, 2), "v1_gflop_per_step": round(v1_flops / 1e9, 2),
+                          "compute_ratio_v1_vs_v2": round(v1_flops / v2_flops, 2)})
         print(json.dumps(per_trace[-1]), file=sys.stderr, flush=True)
         v2_steps += len(trace)
         v2_seconds += t2
@@ -143,6 +159,8 @@ def judge_stage(args: argparse.Namespace) -> dict:
         v1_steps += len(sample)
         v1_seconds += t1
         v1_tokens += v1_fed
+        v2_compute += v2_flops * len(trace)
+        v1_compute += v1_flops * len(sample)
         v1_scores += old
         v2_scores += [scores[t] for t in sample]
     pairs = [(a, b) for a, b in zip(v1_scores, v2_scores) if a is not None and b is not None]
@@ -155,6 +173,11 @@ def judge_stage(args: argparse.Namespace) -> dict:
         "v1_steps": v1_steps, "v1_seconds": round(v1_seconds, 2), "v1_steps_per_s": round(v1_rate, 3),
         "v1_tokens_per_step": round(v1_tokens / v1_steps, 1),
         "ratio_v2_vs_v1": round(v2_rate / v1_rate, 2),
+        # the ratio that compute alone predicts: tokens fed are not the whole cost, since the cached judge's
+        # steps attend to the whole trace so far while a v1 prompt is short
+        "compute_ratio_v1_vs_v2": round((v1_compute / v1_steps) / (v2_compute / v2_steps), 2),
+        "v2_gflop_per_step": round(v2_compute / v2_steps / 1e9, 2),
+        "v1_gflop_per_step": round(v1_compute / v1_steps / 1e9, 2),
         "per_trace_ratios": sorted(t["ratio_v2_vs_v1"] for t in per_trace),
         "traces_at_10x_or_more": sum(t["ratio_v2_vs_v1"] >= 10 for t in per_trace),
         "pearson_v1_v2_on_sampled_steps": round(float(np.corrcoef(*zip(*pairs))[0, 1]), 3) if len(pairs) > 2 else None,

@@ -77,6 +77,11 @@ def main() -> None:
                          f"(at most {POOL3_DRAW[0]})")
     ap.add_argument("--pool3-short", type=int, default=900,
                     help=f"other responses of that pool's training problems to train on (at most {POOL3_DRAW[1]})")
+    ap.add_argument("--pool3-more-long", type=int, default=0,
+                    help="long thinking traces of that pool's training problems not in the first draw, drawn "
+                         "with a generator of their own into train_pool3_more.jsonl (0: none)")
+    ap.add_argument("--pool3-more-short", type=int, default=0,
+                    help="other responses not in the first draw, into train_pool3_more.jsonl (0: none)")
     ap.add_argument("--judged-long", type=int, default=16,
                     help="long Sky-T1 training traces labelled with the judge too (the cached judge: ~2 steps/s here)")
     ap.add_argument("--seed", type=int, default=0)
@@ -122,6 +127,13 @@ def main() -> None:
     long_draw = rng.sample(long3, min(POOL3_DRAW[0], len(long3)))
     short_draw = rng.sample(short3, min(POOL3_DRAW[1], len(short3)))
     write(args.out / "train_pool3.jsonl", long_draw[: args.pool3_long] + short_draw[: args.pool3_short])
+    # more of the pool from its own generator: the files above stay byte-identical whatever these sizes are
+    more_rng = random.Random(f"pool3-more-{args.seed}")
+    drawn = {id(r) for r in long_draw + short_draw}
+    more_long = more_rng.sample([r for r in long3 if id(r) not in drawn], min(args.pool3_more_long, len(long3) - len(long_draw)))
+    more_short = more_rng.sample([r for r in short3 if id(r) not in drawn],
+                                 min(args.pool3_more_short, len(short3) - len(short_draw)))
+    write(args.out / "train_pool3_more.jsonl", more_long + more_short)
     write(args.out / "dev_pool3.jsonl", [r for r in pool3 if pool3_dev(r)
                                          and (r["long_cot"] or bucket(r["question"], 16) == 0)])
 

@@ -234,6 +234,9 @@ class Judge:
     def __init__(self, llm: Any):
         self.llm = llm
         self.tokens_fed = 0  # tokens a local judge ran through its model (what a benchmark compares)
+        # (query, key) pairs its attention computed, summed over forwards (per layer and head): with
+        # tokens_fed, the judge's compute — on a small model over long traces attention is a large part of it
+        self.attention_pairs = 0
 
     @property
     def name(self) -> str:
@@ -316,6 +319,7 @@ class LogprobJudge(Judge):
         device = getattr(self.llm, "device", "cpu")
         ids = torch.tensor([prompt_ids + extra], device=device)
         self.tokens_fed += ids.shape[1]
+        self.attention_pairs += _causal_pairs(0, ids.shape[1])
         with torch.inference_mode():
             try:
                 logits = self.llm.model(input_ids=ids, logits_to_keep=keep).logits[0, -keep:].float()
@@ -434,6 +438,7 @@ class LogprobJudge(Judge):
             return
         tensor = torch.tensor([ids], device=getattr(self.llm, "device", "cpu"))
         self.tokens_fed += len(ids)
+        self.attention_pairs += _causal_pairs(kv.get_seq_length(), len(ids))
         with torch.inference_mode():
             try:
                 self.llm.model(input_ids=tensor, past_key_values=kv, use_cache=True, logits_to_keep=1)
@@ -464,6 +469,7 @@ class LogprobJudge(Judge):
             read += range(len(ids) - keep, len(ids))
         n = len(ids)
         self.tokens_fed += n
+        self.attention_pairs += n * past + n * n  # the kernel computes the whole block square, mask or not
         owners = torch.tensor(owner, device=device)
         steps = torch.tensor(is_step, device=device)
         causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()
@@ -480,6 +486,11 @@ class LogprobJudge(Judge):
                 layer.keys = layer.keys.index_select(-2, kept)
                 layer.values = layer.values.index_select(-2, kept)
         return [logits[j * keep : (j + 1) * keep] for j in range(len(block))]
+
+
+def _causal_pairs(past: int, n: int) -> int:
+    """(query, key) pairs of a causal forward of ``n`` tokens after ``past`` cached ones."""
+    return n * past + n * (n + 1) // 2
 
 
 BLOCK_TOKENS = 1024  # tokens per forward of the cached judge: amortises the per-forward cost over several steps
