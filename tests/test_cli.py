@@ -319,3 +319,8 @@ def test_progress_in_a_log_is_plain_throttled_lines(capsys):
         with _ProgressLines("scoring", 5):
             raise RuntimeError("refused before any record")
     assert capsys.readouterr().err == ""  # its error alone, without a "0/5 records" line
+
+    with _ProgressLines("labelling", 16, every=0.2):  # a long chunk: no record finishes for a while
+        time.sleep(0.5)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) >= 3 and set(err) == {"labelling 0/16 records  0%  0:00 elapsed"}  # heartbeats, final count

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
@@ -132,21 +133,39 @@ def _clock(seconds: float) -> str:
 
 
 class _ProgressLines:
-    """Progress as throttled plain lines (``labelling 32/137 records  23%  7:41 elapsed  ~17:30 left``)."""
+    """Progress as throttled plain lines (``labelling 32/137 records  23%  7:41 elapsed  ~17:30 left``).
+
+    A line is printed when records finish and ``every`` seconds have passed since the last one, and also, from
+    a background thread, when ``every`` seconds pass with no record finished: a label run's chunk of 16 long
+    traces can take ten minutes, and a log that stays silent that long looks like a hung job.
+    """
 
     def __init__(self, label: str, total: int | None, every: float = LOG_EVERY_SECONDS) -> None:
         self.label, self.total, self.done, self.every = label, total, 0, every
         self.started = self.last = 0.0
         self.printed = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
 
     def __enter__(self) -> "_ProgressLines":
         self.started = self.last = time.monotonic()
+        if self.every > 0:
+            self._heartbeat = threading.Thread(target=self._beat, name="fluxprm-progress", daemon=True)
+            self._heartbeat.start()
         return self
 
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            with self._lock:
+                if time.monotonic() - self.last >= self.every:
+                    self._line()
+
     def advance(self, n: int) -> None:
-        self.done += n
-        if time.monotonic() - self.last >= self.every:
-            self._line()
+        with self._lock:
+            self.done += n
+            if time.monotonic() - self.last >= self.every:
+                self._line()
 
     def _line(self) -> None:
         now = time.monotonic()
@@ -163,5 +182,8 @@ class _ProgressLines:
     def __exit__(self, *exc: object) -> None:
         # the final count, also of a failed run (how far it got; its error is printed after this) — unless nothing
         # was done nor shown: a run refused at once (e.g. a --resume that does not match) prints its error only
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
         if self.done or self.printed:
             self._line()
