@@ -1,7 +1,8 @@
 """The model and machine options of the commands that load a PRM, declared once.
 
 ``score`` and ``serve`` always load one (``Dtype``, ``Device``, ...); ``select``, ``bon`` and ``eval`` load one only
-when ``-m`` (or no other source of scores) is given (``ScoringDtype``, ``ScoringDevice``).
+when ``-m`` (or no other source of scores) is given (``ScoringDtype``, ``ScoringDevice``, ``ScoringThreads``;
+``bon`` takes its threads from ``BonOptions``, as its local policy uses them too).
 
 They are CLI-only: the library takes them as ``load_prm`` arguments. The ``--format`` choices are
 :data:`FORMAT_NAMES`, a copy of the names of the format registry (:data:`fluxprm.models.formats.FORMATS`): the
@@ -18,8 +19,8 @@ import typer
 from fluxprm.cli.options import choices
 from fluxprm.scores import AGGREGATES
 
-__all__ = ["FORMAT_NAMES", "Dtype", "Device", "ScoringDtype", "ScoringDevice", "Threads", "MaxLength", "Format",
-           "Aggregate", "Alpha"]
+__all__ = ["FORMAT_NAMES", "Dtype", "Device", "ScoringDtype", "ScoringDevice", "ScoringThreads", "Threads",
+           "MaxLength", "Format", "Aggregate", "Alpha"]
 
 # The names of fluxprm.models.formats.FORMATS, in detection order, without importing it (it imports torch).
 FORMAT_NAMES = ("fluxprm", "scalar-head", "qwen-prm", "token-classification", "math-shepherd")
@@ -33,6 +34,9 @@ ScoringDevice = Annotated[str, typer.Option("--device", help="With a model: cpu,
                                             show_default=False)]
 Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (use 1 on a machine shared "
                                                 "with other CPU work).  [default: all cores]")]
+ScoringThreads = Annotated[Optional[int], typer.Option("--threads", help="With a model: CPU threads for torch (use "
+                                                       "1 on a machine shared with other CPU work).  [default: all "
+                                                       "cores]")]
 MaxLength = Annotated[Optional[int], typer.Option("--max-length", help="Context budget in tokens.  "
                                                   "[default: the model's]")]
 Format = Annotated[Optional[choices("format", FORMAT_NAMES)], typer.Option(

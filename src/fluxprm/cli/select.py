@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fluxprm.cli.common import FIELD_OVERRIDES, Errors, Inputs, Model, checked_inputs, count_inputs
-from fluxprm.cli.model_options import ScoringDevice, ScoringDtype
+from fluxprm.cli.model_options import ScoringDevice, ScoringThreads, ScoringDtype
 from fluxprm.cli.options import generated_options
 from fluxprm.cli.report import die, print_causes, print_table, progress_bar, say, warn
 from fluxprm.distributed import DistributedError, RayOptions, RayUnavailable, ray_flags_without_ray
@@ -53,9 +53,7 @@ def select(
     resume: Resume = False,
     dtype: ScoringDtype = "auto",
     device: ScoringDevice = "auto",
-    threads: Annotated[Optional[int], typer.Option("--threads", help="With a model: CPU threads for torch (use 1 "
-                                                   "on a machine shared with other CPU work).  [default: all "
-                                                   "cores]")] = None,
+    threads: ScoringThreads = None,
     options: SelectOptions,
     fields: Annotated[FieldMap, FIELD_OVERRIDES],
     cluster: RayOptions,
