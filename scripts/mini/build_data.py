@@ -8,7 +8,8 @@ Splits are by *problem*, so no dev problem is ever trained on:
   the SHA-256 of its whitespace-normalised text is 0 mod 4 — except the few MATH500 problems that are
   also in the Qwen2.5-Math pool, which follow that pool's split. Training takes a seeded sample of the
   training problems' responses (``--pool3-long`` long thinking traces, ``--pool3-short`` others: prefixes
-  of a fixed seeded draw); the dev
+  of a fixed seeded draw; ``--pool3-more-long``/``--pool3-more-short`` add responses from a second seeded
+  draw of the rest, into ``train_pool3_more.jsonl``); the dev
   file keeps every long thinking trace of the dev problems and the other responses of a quarter of them
   (hash 0 mod 16), to bound feature extraction.
 - PRMBench: ``prmbench_train.jsonl`` → train (every modified process with its error steps, and every
@@ -130,7 +131,8 @@ def main() -> None:
     # more of the pool from its own generator: the files above stay byte-identical whatever these sizes are
     more_rng = random.Random(f"pool3-more-{args.seed}")
     drawn = {id(r) for r in long_draw + short_draw}
-    more_long = more_rng.sample([r for r in long3 if id(r) not in drawn], min(args.pool3_more_long, len(long3) - len(long_draw)))
+    more_long = more_rng.sample([r for r in long3 if id(r) not in drawn],
+                                min(args.pool3_more_long, len(long3) - len(long_draw)))
     more_short = more_rng.sample([r for r in short3 if id(r) not in drawn],
                                  min(args.pool3_more_short, len(short3) - len(short_draw)))
     write(args.out / "train_pool3_more.jsonl", more_long + more_short)

@@ -10,7 +10,9 @@ Dev slices are problem-disjoint from everything fluxprm-mini trains on (``script
 - ``prmbench``: ProcessBench-style first-error F1 on PRMBench subset400: every item yields an
   erroneous sample (modified process; target = first error step) and a correct one (original
   process; target = "no error"); the prediction is the first step whose reward is below a threshold
-  chosen on the *training* PRMBench file; F1 = harmonic mean of the two accuracies.
+  chosen on the *training* PRMBench file — by default on the rows of the problems the training run held out
+  (``--calibrate heldout``: rows the heads never fitted; on fitted rows the best threshold is optimistic);
+  F1 = harmonic mean of the two accuracies.
 
 Every figure has a 95 % percentile bootstrap interval (``*_ci``) resampling whole problems (PRMBench: items),
 1,000 resamples, seed 0 (:func:`fluxprm.metrics.bootstrap_ci`); Best-of-N comparisons also carry the
@@ -41,6 +43,7 @@ from fluxprm.models import load_prm
 from fluxprm.scores import combine
 from fluxprm.steps import StepConfig, prepare, step_config_for
 from fluxprm.train import TrainConfig, extract_features
+from fluxprm.train.loop import heldout_bucket
 from fluxprm.train.data import Example
 from fluxprm.traces import FieldMap, Trace, iter_traces
 
@@ -84,13 +87,14 @@ def rewards(prm, traces: list[Trace], cfg: TrainConfig, steps: StepConfig) -> li
     return out
 
 
-def prmbench_samples(prm, path: Path, cfg: TrainConfig, steps: StepConfig, limit: int
-                     ) -> tuple[list[list[float]], list[int]]:
-    """Step rewards and first-error labels (-1 = no error) of the modified and original processes."""
+def prmbench_samples(prm, path: Path, cfg: TrainConfig, steps: StepConfig, limit: int,
+                     keep: Callable[[Trace], bool] | None = None) -> tuple[list[list[float]], list[int]]:
+    """Step rewards and first-error labels (-1 = no error) of the modified and original processes (those of
+    the rows ``keep`` accepts)."""
     rewards_out: list[list[float]] = []
     labels: list[int] = []
     for fields, is_modified in ((None, True), (FieldMap(steps="original_process"), False)):
-        traces = traces_of(path, fields, limit)
+        traces = [t for t in traces_of(path, fields, limit) if keep is None or keep(t)]
         for t, r in zip(traces, rewards(prm, traces, cfg, steps)):
             if r is None:
                 continue
@@ -155,6 +159,14 @@ def _diff(bon: dict, a: str, b: str) -> float | None:
     return None if bon[a] is None or bon[b] is None else bon[a] - bon[b]
 
 
+def trained_val_fraction(model: str) -> float:
+    """The held-out share the checkpoint was trained with (its ``train_config.yaml``)."""
+    import yaml
+
+    folder = Path(model) if Path(model).is_dir() else Path(fluxprm.__file__).parent / "data" / model
+    return float(yaml.safe_load((folder / "train_config.yaml").read_text())["val_fraction"])
+
+
 def prmbench_report(rewards_: list[list[float]], labels: list[int], threshold: float) -> dict:
     """First-error F1 at ``threshold`` with a bootstrap interval over items (each item is one question)."""
     out = metrics.threshold_f1(rewards_, labels, threshold).as_dict()
@@ -193,6 +205,9 @@ def main() -> None:
     ap.add_argument("-m", "--model", default="fluxprm-mini")
     ap.add_argument("--data", type=Path, default=Path("build/mini"), help="folder written by build_data.py")
     ap.add_argument("--check", type=int, default=3, help="traces re-scored through fluxprm.score as a cross-check")
+    ap.add_argument("--calibrate", choices=("heldout", "all"), default="heldout",
+                    help="PRMBench training rows the first-error threshold is chosen on: those of the problems the "
+                         "training run held out (never fitted; default), or all (fitted: an optimistic threshold)")
     ap.add_argument("--limit", type=int, default=0,
                     help="read only the first N traces of each file (a quick smoke run; 0 = all)")
     args = ap.parse_args()
@@ -214,7 +229,12 @@ def main() -> None:
     pools["long_thinking"] = slice_report([c for c in sky + pool3 if c.long_cot],
                                           sum(bool(t.meta.get("long_cot")) for t in sky_skipped + pool3_skipped))
     everything = list(metrics.group(sky + qwen + pool3, lambda c: c.problem).values())
-    train_rewards, train_labels = prmbench_samples(prm, args.data / "train_prmbench.jsonl", cfg, steps, args.limit)
+    keep = None
+    if args.calibrate == "heldout":  # the rows of the training file the heads never fitted
+        val_fraction = trained_val_fraction(args.model)
+        keep = lambda t: heldout_bucket(prepare(t, steps).problem) < val_fraction  # noqa: E731
+    train_rewards, train_labels = prmbench_samples(prm, args.data / "train_prmbench.jsonl", cfg, steps, args.limit,
+                                                   keep)
     threshold = metrics.best_threshold(train_rewards, train_labels)
     dev = prmbench_report(*prmbench_samples(prm, args.data / "dev_prmbench_subset400.jsonl", cfg, steps, args.limit),
                           threshold)
@@ -227,6 +247,7 @@ def main() -> None:
     print(json.dumps({"model": args.model, "pooled_auroc": _r(_auroc(everything)),
                       "pooled_auroc_ci": _ci(everything, _auroc), "pools": pools,
                       "prmbench_subset400": dev, "prmbench_train_f1_at_threshold": _r(train_f1),
+                      "threshold_chosen_on": {"rows": args.calibrate, "samples": len(train_labels)},
                       "shortcut_max_abs_diff": check}, indent=2))
 
 

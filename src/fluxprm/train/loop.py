@@ -349,16 +349,18 @@ def _check_weights(prm: FluxPRM, cfg: TrainConfig, steps: int) -> None:
                                        steps)
 
 
+def heldout_bucket(problem: str) -> float:
+    """A problem's place in [0, 1] for the held-out split: problems below ``val_fraction`` are held out. Public
+    so that an evaluation can find the training rows a run never fitted (e.g. to choose a threshold on them)."""
+    return int(hashlib.sha256(problem.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
 def _split(examples: list[Example], val_fraction: float) -> tuple[list[Example], list[Example]]:
     """Deterministic split by a hash of the problem, so no problem is on both sides."""
     if val_fraction <= 0:
         return examples, []
-
-    def bucket(ex: Example) -> float:
-        return int(hashlib.sha256(ex.problem.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-
-    train_ex = [e for e in examples if bucket(e) >= val_fraction]
-    val_ex = [e for e in examples if bucket(e) < val_fraction]
+    train_ex = [e for e in examples if heldout_bucket(e.problem) >= val_fraction]
+    val_ex = [e for e in examples if heldout_bucket(e.problem) < val_fraction]
     return (train_ex, val_ex) if train_ex and val_ex else (examples, [])
 
 
