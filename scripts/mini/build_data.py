@@ -15,7 +15,8 @@ Splits are by *problem*, so no dev problem is ever trained on:
 - PRMBench: ``prmbench_train.jsonl`` → train (every modified process with its error steps, and every
   original, error-free process with step labels only; questions of any dev set removed);
   ``prmbench_subset400.jsonl`` is the dev set, never trained on. fluxprm-mini v2 was built with
-  ``--prmbench-train 1600 --prmbench-original 500 --prmbench-original-outcome``.
+  ``--prmbench-train 1600 --prmbench-original 500 --prmbench-original-outcome``; v2.1 did not train on
+  ``train_pool3_more.jsonl``.
 
 Usage: ``python scripts/mini/build_data.py [--shared ../shared/data] [--out build/mini]``.
 Pool sizes are capped (see the flags) to bound feature extraction on a 2-core CPU.
@@ -78,11 +79,11 @@ def main() -> None:
                          f"(at most {POOL3_DRAW[0]})")
     ap.add_argument("--pool3-short", type=int, default=900,
                     help=f"other responses of that pool's training problems to train on (at most {POOL3_DRAW[1]})")
-    ap.add_argument("--pool3-more-long", type=int, default=0,
+    ap.add_argument("--pool3-more-long", type=int, default=None,
                     help="long thinking traces of that pool's training problems not in the first draw, drawn "
-                         "with a generator of their own into train_pool3_more.jsonl (0: none)")
-    ap.add_argument("--pool3-more-short", type=int, default=0,
-                    help="other responses not in the first draw, into train_pool3_more.jsonl (0: none)")
+                         "with a generator of their own into train_pool3_more.jsonl (default: all of them)")
+    ap.add_argument("--pool3-more-short", type=int, default=1200,
+                    help="other responses not in the first draw, into train_pool3_more.jsonl")
     ap.add_argument("--judged-long", type=int, default=16,
                     help="long Sky-T1 training traces labelled with the judge too (the cached judge: ~2 steps/s here)")
     ap.add_argument("--seed", type=int, default=0)
@@ -131,10 +132,11 @@ def main() -> None:
     # more of the pool from its own generator: the files above stay byte-identical whatever these sizes are
     more_rng = random.Random(f"pool3-more-{args.seed}")
     drawn = {id(r) for r in long_draw + short_draw}
-    more_long = more_rng.sample([r for r in long3 if id(r) not in drawn],
-                                min(args.pool3_more_long, len(long3) - len(long_draw)))
-    more_short = more_rng.sample([r for r in short3 if id(r) not in drawn],
-                                 min(args.pool3_more_short, len(short3) - len(short_draw)))
+    rest_long = [r for r in long3 if id(r) not in drawn]
+    more_long = more_rng.sample(rest_long, len(rest_long) if args.pool3_more_long is None
+                                else min(args.pool3_more_long, len(rest_long)))
+    rest_short = [r for r in short3 if id(r) not in drawn]
+    more_short = more_rng.sample(rest_short, min(args.pool3_more_short, len(rest_short)))
     write(args.out / "train_pool3_more.jsonl", more_long + more_short)
     write(args.out / "dev_pool3.jsonl", [r for r in pool3 if pool3_dev(r)
                                          and (r["long_cot"] or bucket(r["question"], 16) == 0)])

@@ -27,7 +27,7 @@ label $OUT/train_skythought_long_judged.jsonl $OUT/labels_skythought_judged.json
 label $OUT/train_skythought_long_rest.jsonl $OUT/labels_skythought_rest.jsonl --no-judge
 
 TRAIN=($OUT/train_prmbench.jsonl $OUT/labels_skythought_judged.jsonl $OUT/labels_skythought_rest.jsonl
-       $OUT/train_skythought_short.jsonl $OUT/train_qwen_pool.jsonl $OUT/train_pool3.jsonl)
+       $OUT/train_skythought_short.jsonl $OUT/train_qwen_pool.jsonl $OUT/train_pool3.jsonl $OUT/train_pool3_more.jsonl)
 DEV=($OUT/dev_pool3.jsonl $OUT/dev_skythought.jsonl $OUT/dev_qwen_pool.jsonl $OUT/dev_prmbench_subset400.jsonl)
 # Backbone features of every training and dev example (the slow part: ~1 h on 2 cores; cached, resumable)
 $PY scripts/mini/features.py "${TRAIN[@]}" "${DEV[@]}" --originals $OUT/dev_prmbench_subset400.jsonl

@@ -231,8 +231,8 @@ class TrainConfig(FluxPRMOptions):
     batch_size: int = field(default=16, metadata=_help("Examples per optimizer step (per device)."))
     grad_accum: int = field(default=1, metadata=_help("Gradient accumulation steps (lora / full)."))
     val_fraction: float = field(default=0.1, metadata=_help(
-        "Share of problems held out (by a hash of the problem) to keep the epoch with the best held-out "
-        "loss (frozen)."))
+        "Share of problems held out (by a hash of the problem); each head keeps the epoch with its best "
+        "held-out loss (frozen)."))
     seed: int = field(default=0, metadata=_help("Seed of shuffling, splits and head initialisation."))
     dtype: str = field(default="auto", metadata=_help(
         "Backbone dtype in frozen mode: auto, bfloat16 or float32."))

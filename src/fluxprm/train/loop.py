@@ -3,8 +3,8 @@
 Modes (``TrainConfig.mode``):
 
 - ``frozen`` — the backbone is frozen: its features at the read positions are computed once (and
-  cached on disk, :mod:`fluxprm.train.features`), then only the heads train, keeping the epoch with
-  the best held-out loss. Minutes on a CPU.
+  cached on disk, :mod:`fluxprm.train.features`), then only the heads train, each head keeping the
+  epoch with its best held-out loss. Minutes on a CPU.
 - ``lora`` — peft LoRA adapters on the backbone + heads, trained end to end.
 - ``full`` — full fine-tune of backbone + heads.
 
@@ -437,7 +437,8 @@ def _heads(prm: FluxPRM) -> list[nn.Module]:
 
 def _train_frozen(prm: FluxPRM, feats: list[Features], train_ex: list[Example], val_feats: list[Features],
                   val_ex: list[Example], cfg: TrainConfig, log: Log) -> int:
-    """Heads only, on cached features; keeps the epoch with the best held-out loss. Returns the steps taken."""
+    """Heads only, on cached features; each head keeps the epoch with its best held-out loss. Returns the steps
+    taken."""
     pw = pos_weights(train_ex, cfg.balance_classes)
     heads = nn.ModuleList(_heads(prm)).float().train()
     opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -450,25 +451,37 @@ def _train_frozen(prm: FluxPRM, feats: list[Features], train_ex: list[Example], 
         opt.step()
         return loss, terms
 
-    best_loss, best_state = math.inf, None
+    # The objective is a sum of per-head terms (step_mse + step_bce on the step head, final_mse + outcome_bce on
+    # the trajectory and signal heads), so each head keeps the epoch where *its* held-out terms were lowest: the
+    # least held-out loss any mix of the epochs' heads reaches, never more than the best single epoch's.
+    parts = {"step": ([prm.step_head], ("step_mse", "step_bce")),
+             "trajectory": ([m for m in _heads(prm) if m is not prm.step_head], ("final_mse", "outcome_bce"))}
+    weight = {"step_mse": cfg.lambda_step, "step_bce": cfg.lambda_step_bce, "final_mse": cfg.lambda_final,
+              "outcome_bce": cfg.lambda_outcome_bce}
+    best: dict[str, tuple[float, int, list[dict[str, torch.Tensor]]]] = {}
 
     def validate(done: int) -> None:
-        nonlocal best_loss, best_state
         heads.eval()
         with torch.no_grad():
-            v = float(_heads_loss(prm, val_feats, val_ex, val_signals, range(len(val_ex)), cfg, pw)[0])
+            total, terms = _heads_loss(prm, val_feats, val_ex, val_signals, range(len(val_ex)), cfg, pw)
         heads.train()
+        v = float(total)
         if not math.isfinite(v):
             raise TrainingDiverged(f"training diverged by step {done}: the held-out loss is {v}; nothing was saved. "
                                    f"Lower lr (now {cfg.lr}) or check the inputs", done)
         log({"step": done, "val_loss": v})
-        if v < best_loss:
-            best_loss, best_state = v, {k: t.clone() for k, t in heads.state_dict().items()}
+        for name, (modules, keys) in parts.items():
+            part = sum(weight[k] * terms[k] for k in keys)
+            if name not in best or part < best[name][0]:
+                best[name] = (part, done, [{k: t.clone() for k, t in m.state_dict().items()} for m in modules])
 
     done = run_steps(len(train_ex), cfg, step, log, validate if val_ex else None)
-    if best_state is not None:  # keep the epoch with the best held-out loss
-        heads.load_state_dict(best_state)
-        log({"step": done, "best_val_loss": best_loss})
+    if best:  # each head as it was at its best held-out epoch
+        for name, (modules, _) in parts.items():
+            for module, state in zip(modules, best[name][2]):
+                module.load_state_dict(state)
+        log({"step": done, "best_val_loss": sum(b[0] for b in best.values()),
+             **{f"best_{name}_step": b[1] for name, b in best.items()}})
     heads.eval()
     return done
 
