@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,29 @@ def test_nan_and_inf_targets_never_reach_the_weights(base, tmp_path):
     assert summary["train"] == 3 and summary["rejected"] == 2
     log = [json.loads(x) for x in (tmp_path / "ckpt" / "train_log.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) for r in log if "loss" in r)
+
+
+def test_each_head_keeps_the_epoch_of_its_own_best_held_out_loss(base, tmp_path):
+    """The loss is a sum of step-head and trajectory-head terms, so each head is kept at the epoch where its own
+    held-out terms were lowest (logged per epoch), and the summary names both epochs."""
+    rng = random.Random(3)
+    records = [_record(i, step_rewards=[rng.random(), rng.random(), None], trajectory_reward=rng.random(),
+                       correct=rng.random() < 0.5) for i in range(40)]
+    labels = _write(tmp_path / "labels.jsonl", records)
+    cfg = _cfg(base, tmp_path, max_steps=None, epochs=6, val_fraction=0.3, lr=0.05)
+    train([str(labels)], tmp_path / "ckpt", cfg)
+    log = [json.loads(x) for x in (tmp_path / "ckpt" / "train_log.jsonl").read_text().splitlines()]
+    epochs = [r for r in log if "val_loss" in r]
+    [final] = [r for r in log if "best_step_step" in r]
+    assert len(epochs) == 6
+    for head, terms in (("step", ("step_mse", "step_bce")), ("trajectory", ("final_mse", "outcome_bce"))):
+        weights = {"step_mse": cfg.lambda_step, "step_bce": cfg.lambda_step_bce, "final_mse": cfg.lambda_final,
+                   "outcome_bce": cfg.lambda_outcome_bce}
+        part = [sum(weights[t] * r[f"val_{t}"] for t in terms) for r in epochs]
+        best = min(range(len(epochs)), key=part.__getitem__)
+        assert final[f"best_{head}_step"] == epochs[best]["step"]
+        assert final[f"best_{head}_val_loss"] == pytest.approx(part[best])
+    assert all(r["val_loss"] == pytest.approx(sum(weights[t] * r[f"val_{t}"] for t in weights)) for r in epochs)
 
 
 def test_errors_file_can_be_named_and_a_clean_run_leaves_none(base, tmp_path):

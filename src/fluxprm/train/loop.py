@@ -469,9 +469,10 @@ def _train_frozen(prm: FluxPRM, feats: list[Features], train_ex: list[Example], 
         if not math.isfinite(v):
             raise TrainingDiverged(f"training diverged by step {done}: the held-out loss is {v}; nothing was saved. "
                                    f"Lower lr (now {cfg.lr}) or check the inputs", done)
-        log({"step": done, "val_loss": v})
+        log({"step": done, "val_loss": v, **{f"val_{k}": t for k, t in terms.items()}})
         for name, (modules, keys) in parts.items():
-            part = sum(weight[k] * terms[k] for k in keys)
+            # a head with no held-out targets (its terms are 0 at every epoch) follows the total, as before
+            part = sum(weight[k] * terms[k] for k in keys) or v
             if name not in best or part < best[name][0]:
                 best[name] = (part, done, [{k: t.clone() for k, t in m.state_dict().items()} for m in modules])
 
@@ -480,8 +481,8 @@ def _train_frozen(prm: FluxPRM, feats: list[Features], train_ex: list[Example], 
         for name, (modules, _) in parts.items():
             for module, state in zip(modules, best[name][2]):
                 module.load_state_dict(state)
-        log({"step": done, "best_val_loss": sum(b[0] for b in best.values()),
-             **{f"best_{name}_step": b[1] for name, b in best.items()}})
+        log({"step": done, **{f"best_{name}_{what}": value for name, b in best.items()
+                              for what, value in (("val_loss", b[0]), ("step", b[1]))}})
     heads.eval()
     return done
 
