@@ -55,7 +55,7 @@ from fluxprm.train.checkpoint import save_checkpoint
 from fluxprm.train.config import ConfigError, TrainConfig
 from fluxprm.train.data import Example, load_examples
 from fluxprm.train.features import Features, extract_features
-from fluxprm.train.objective import Targets, joint_loss, pos_weights
+from fluxprm.train.objective import HEAD_TERMS, Targets, joint_loss, pos_weights, term_weights
 from fluxprm.train.plots import plot_losses
 
 __all__ = ["train", "build_prm", "run_steps", "TrainError", "NoTrainingData", "TrainingDiverged", "REJECTED_NAME"]
@@ -454,10 +454,9 @@ def _train_frozen(prm: FluxPRM, feats: list[Features], train_ex: list[Example], 
     # The objective is a sum of per-head terms (step_mse + step_bce on the step head, final_mse + outcome_bce on
     # the trajectory and signal heads), so each head keeps the epoch where *its* held-out terms were lowest: the
     # least held-out loss any mix of the epochs' heads reaches, never more than the best single epoch's.
-    parts = {"step": ([prm.step_head], ("step_mse", "step_bce")),
-             "trajectory": ([m for m in _heads(prm) if m is not prm.step_head], ("final_mse", "outcome_bce"))}
-    weight = {"step_mse": cfg.lambda_step, "step_bce": cfg.lambda_step_bce, "final_mse": cfg.lambda_final,
-              "outcome_bce": cfg.lambda_outcome_bce}
+    parts = {"step": ([prm.step_head], HEAD_TERMS["step"]),
+             "trajectory": ([m for m in _heads(prm) if m is not prm.step_head], HEAD_TERMS["trajectory"])}
+    weight = term_weights(cfg)
     best: dict[str, tuple[float, int, list[dict[str, torch.Tensor]]]] = {}
 
     def validate(done: int) -> None:

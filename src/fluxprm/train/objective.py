@@ -81,9 +81,19 @@ def joint_loss(step_logits: torch.Tensor, traj_logits: torch.Tensor, tg: Targets
         "step_bce": _masked_bce(step_logits, tg.step_hard, tg.step_hard_mask, pos_weights[0]),
         "outcome_bce": _masked_bce(traj_logits, tg.final_hard, tg.final_hard_mask, pos_weights[1]),
     }
-    total = (cfg.lambda_step * terms["step_mse"] + cfg.lambda_final * terms["final_mse"]
-             + cfg.lambda_step_bce * terms["step_bce"] + cfg.lambda_outcome_bce * terms["outcome_bce"])
+    weights = term_weights(cfg)
+    total = sum(weights[k] * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+def term_weights(cfg: TrainConfig) -> dict[str, float]:
+    """The weight of each term of :func:`joint_loss` in its total."""
+    return {"step_mse": cfg.lambda_step, "final_mse": cfg.lambda_final, "step_bce": cfg.lambda_step_bce,
+            "outcome_bce": cfg.lambda_outcome_bce}
+
+
+#: The terms each head's output enters: the total is their sum, so each head can be judged on its own terms.
+HEAD_TERMS = {"step": ("step_mse", "step_bce"), "trajectory": ("final_mse", "outcome_bce")}
 
 
 def pos_weights(examples: list[Example], balance: bool) -> PosWeights:
