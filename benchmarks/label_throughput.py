@@ -10,8 +10,9 @@
     ``skythought_amc23.jsonl`` with at least ``--min-steps`` thinking steps. v2 judges every step of every
     trace; v1 costs seconds per step, so it judges every ``--v1-every``-th step of each trace (its cost per
     step does not depend on the other steps, so the sample gives its rate). Reported: steps/s of each, the
-    ratio (floor: ≥ 10 on traces of ≥ 30 steps), tokens fed per step, and the Pearson correlation of the two
-    prompts' scores on the sampled steps (they are different prompts, so not equal).
+    ratio (floor: ≥ 10 on traces of ≥ 30 steps), tokens fed per step, GFLOP per step (layer weights × tokens fed
+    plus the attention's (query, key) pairs, which the judge counts) and the ratio that compute predicts, and the
+    Pearson correlation of the two prompts' scores on the sampled steps (they are different prompts, so not equal).
 
 ``--stage encoder``: the alignment/coherence encoder, one encode call per chunk vs one call per step.
     The label pipeline collects the distinct texts of a whole chunk and encodes them in one call
