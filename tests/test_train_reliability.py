@@ -123,9 +123,9 @@ def test_each_head_keeps_the_epoch_of_its_own_best_held_out_loss(base, tmp_path)
     epochs = [r for r in log if "val_loss" in r]
     [final] = [r for r in log if "best_step_step" in r]
     assert len(epochs) == 6
+    weights = {"step_mse": cfg.lambda_step, "step_bce": cfg.lambda_step_bce, "final_mse": cfg.lambda_final,
+               "outcome_bce": cfg.lambda_outcome_bce}
     for head, terms in (("step", ("step_mse", "step_bce")), ("trajectory", ("final_mse", "outcome_bce"))):
-        weights = {"step_mse": cfg.lambda_step, "step_bce": cfg.lambda_step_bce, "final_mse": cfg.lambda_final,
-                   "outcome_bce": cfg.lambda_outcome_bce}
         part = [sum(weights[t] * r[f"val_{t}"] for t in terms) for r in epochs]
         best = min(range(len(epochs)), key=part.__getitem__)
         assert final[f"best_{head}_step"] == epochs[best]["step"]

@@ -40,6 +40,7 @@ import torch
 import fluxprm
 from fluxprm import metrics
 from fluxprm.models import load_prm
+from fluxprm.models.resolve import resolve_model
 from fluxprm.scores import combine
 from fluxprm.steps import StepConfig, prepare, step_config_for
 from fluxprm.train import TrainConfig, extract_features
@@ -163,7 +164,7 @@ def trained_val_fraction(model: str) -> float:
     """The held-out share the checkpoint was trained with (its ``train_config.yaml``)."""
     import yaml
 
-    folder = Path(model) if Path(model).is_dir() else Path(fluxprm.__file__).parent / "data" / model
+    folder, _ = resolve_model(model)
     return float(yaml.safe_load((folder / "train_config.yaml").read_text())["val_fraction"])
 
 

@@ -359,8 +359,9 @@ def _split(examples: list[Example], val_fraction: float) -> tuple[list[Example],
     """Deterministic split by a hash of the problem, so no problem is on both sides."""
     if val_fraction <= 0:
         return examples, []
-    train_ex = [e for e in examples if heldout_bucket(e.problem) >= val_fraction]
-    val_ex = [e for e in examples if heldout_bucket(e.problem) < val_fraction]
+    held_out = [heldout_bucket(e.problem) < val_fraction for e in examples]
+    train_ex = [e for e, held in zip(examples, held_out) if not held]
+    val_ex = [e for e, held in zip(examples, held_out) if held]
     return (train_ex, val_ex) if train_ex and val_ex else (examples, [])
 
 
