@@ -23,6 +23,7 @@ from fluxprm import load_prm
 from fluxprm.train import (ConfigError, NoTrainingData, TrainConfig, TrainError, TrainingDiverged, parse_overrides,
                            train)
 from fluxprm.train import loop as train_loop
+from fluxprm.train.plots import kept_epochs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "traces"
 
@@ -131,6 +132,8 @@ def test_each_head_keeps_the_epoch_of_its_own_best_held_out_loss(base, tmp_path)
         assert final[f"best_{head}_step"] == epochs[best]["step"]
         assert final[f"best_{head}_val_loss"] == pytest.approx(part[best])
     assert all(r["val_loss"] == pytest.approx(sum(weights[t] * r[f"val_{t}"] for t in weights)) for r in epochs)
+    # loss.png marks the kept epochs, read from the same log entries
+    assert kept_epochs(log) == {"step": final["best_step_step"], "trajectory": final["best_trajectory_step"]}
 
 
 def test_errors_file_can_be_named_and_a_clean_run_leaves_none(base, tmp_path):

@@ -138,12 +138,18 @@ class _ProgressLines:
     A line is printed when records finish and ``every`` seconds have passed since the last one, and also, from
     a background thread, when ``every`` seconds pass with no record finished: a label run's chunk of 16 long
     traces can take ten minutes, and a log that stays silent that long looks like a hung job.
+
+    The time left is estimated from this run's own pace. A ``--resume`` run reports the records an earlier run
+    finished as one advance before any work (within ``every`` seconds of the start); counting those as done in
+    this run's time would promise a finish far too early, so such a first advance only moves the count, and the
+    estimate starts from the records finished after it.
     """
 
     def __init__(self, label: str, total: int | None, every: float = LOG_EVERY_SECONDS) -> None:
         self.label, self.total, self.done, self.every = label, total, 0, every
         self.started = self.last = 0.0
         self.printed = False
+        self.pace_from: tuple[float, int] | None = None  # (time, done) the pace is measured from
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -163,20 +169,25 @@ class _ProgressLines:
 
     def advance(self, n: int) -> None:
         with self._lock:
+            now = time.monotonic()
+            if self.pace_from is None:
+                resumed = now - self.started < self.every  # see the class docstring
+                self.pace_from = (now, self.done + n) if resumed else (self.started, 0)
             self.done += n
-            if time.monotonic() - self.last >= self.every:
-                self._line()
+            if now - self.last >= self.every:
+                self._line(now)
 
-    def _line(self) -> None:
-        now = time.monotonic()
+    def _line(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         self.last, self.printed = now, True
         elapsed = now - self.started
         text = f"{self.label} {self.done}" + (f"/{self.total}" if self.total else "") + " records"
         if self.total:
             text += f"  {100 * self.done / self.total:.0f}%"
         text += f"  {_clock(elapsed)} elapsed"
-        if self.total and 0 < self.done < self.total:
-            text += f"  ~{_clock(elapsed * (self.total - self.done) / self.done)} left"
+        since, done_then = self.pace_from or (self.started, 0)
+        if self.total and done_then < self.done < self.total:
+            text += f"  ~{_clock((now - since) * (self.total - self.done) / (self.done - done_then))} left"
         say(text)
 
     def __exit__(self, *exc: object) -> None:

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-__all__ = ["plot_losses"]
+__all__ = ["kept_epochs", "plot_losses"]
+
+
+def kept_epochs(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Head name -> the optimizer step that ended the epoch whose weights that head kept (``best_<head>_step``
+    entries of a frozen-mode log; empty for a log without them)."""
+    kept: dict[str, int] = {}
+    for row in rows:
+        for key, value in row.items():
+            head = key[len("best_"):-len("_step")] if key.startswith("best_") and key.endswith("_step") else ""
+            if head and isinstance(value, int):
+                kept[head] = value
+    return kept
 
 
 def plot_losses(log_path: Path, png: Path) -> None:
-    """Training loss per logged step and held-out loss per epoch; nothing is drawn if nothing was logged."""
+    """Training loss per logged step and held-out loss per epoch; nothing is drawn if nothing was logged.
+
+    In frozen mode each head keeps the epoch of its own best held-out terms (``best_<head>_step`` in the log), so
+    the shipped heads may come from different epochs than the last one plotted: a dotted line marks each kept
+    epoch, otherwise the picture suggests the final weights are the ones at the end of the curve."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed: the plot is only written to a file
@@ -20,13 +37,22 @@ def plot_losses(log_path: Path, png: Path) -> None:
     val_rows = [r for r in rows if "val_loss" in r]
     if not train_rows:
         return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], label="train loss")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps, losses = [r["step"] for r in train_rows], [r["loss"] for r in train_rows]
+    # mini-batch losses are noisy enough to hide the trend: draw them faint, with a running mean over them
+    ax.plot(steps, losses, color="C0", alpha=0.25, linewidth=0.8, label="train loss (per logged batch)")
+    window = max(1, len(losses) // 40)
+    if window > 1:
+        means = [sum(part) / len(part) for part in (losses[max(0, i - window + 1):i + 1] for i in range(len(losses)))]
+        ax.plot(steps, means, color="C0", label=f"train loss (mean of last {window})")
     if val_rows:
-        ax.plot([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows], "o-", label="held-out loss")
+        ax.plot([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows], "o-", color="C1",
+                label="held-out loss")
+    for (head, at), style in zip(sorted(kept_epochs(rows).items()), ("C2", "C3", "C4", "C5")):
+        ax.axvline(at, color=style, linestyle=":", label=f"{head} head kept (step {at})")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("joint loss")
-    ax.legend()
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
