@@ -85,7 +85,8 @@ def main() -> None:
     ap.add_argument("--pool3-more-short", type=int, default=1200,
                     help="other responses not in the first draw, into train_pool3_more.jsonl")
     ap.add_argument("--judged-long", type=int, default=16,
-                    help="long Sky-T1 training traces labelled with the judge too (the cached judge: ~2 steps/s here)")
+                    help="long Sky-T1 training traces in the first of two label runs (up to v2.2 only these had the "
+                         "judge; since v2.3 both runs use it, and the split keeps earlier label files valid)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -102,7 +103,8 @@ def main() -> None:
     # long thinking traces get teacher labels from `fluxprm label` (see reproduce.sh); short ones train as is
     long_sky = [r for r in train_sky if r["long_cot"]]
     write(args.out / "train_skythought_long.jsonl", long_sky)
-    # the first ones are labelled with all three teacher components (judge included), the rest without the judge
+    # two label runs (reproduce.sh), both with all three teacher components since v2.3; up to v2.2 the second one
+    # ran without the judge
     write(args.out / "train_skythought_long_judged.jsonl", long_sky[: args.judged_long])
     write(args.out / "train_skythought_long_rest.jsonl", long_sky[args.judged_long:])
     write(args.out / "train_skythought_short.jsonl", [r for r in train_sky if not r["long_cot"]])

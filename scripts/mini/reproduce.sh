@@ -20,13 +20,14 @@ label() {  # label IN OUT [flags]: resume an interrupted run, skip a finished on
     $PY -m fluxprm label "$in" -o "$out" "${resume[@]}" "$@"
     touch "$out.done"
 }
-# Teacher step rewards for the long Sky-T1 training traces (their records keep `correct`): all three
-# components (alignment, the cached SmolLM2 judge, coherence) on the first traces, the encoder components
-# on the rest — the judge is ~2 steps/s on this CPU (see docs/LABEL.md).
+# Teacher step rewards for the long Sky-T1 training traces (their records keep `correct`), with all three
+# components: alignment, the prefix-cached SmolLM2 judge and coherence (~9,000 thinking steps at ~3 judge
+# steps/s: ~50 min on 2 quiet cores; see docs/LABEL.md). Up to v2.2 only the first 16 traces had the judge,
+# the other 137 were labelled with --no-judge (file labels_skythought_rest.jsonl).
 label $OUT/train_skythought_long_judged.jsonl $OUT/labels_skythought_judged.jsonl
-label $OUT/train_skythought_long_rest.jsonl $OUT/labels_skythought_rest.jsonl --no-judge
+label $OUT/train_skythought_long_rest.jsonl $OUT/labels_skythought_rest_judged.jsonl
 
-TRAIN=($OUT/train_prmbench.jsonl $OUT/labels_skythought_judged.jsonl $OUT/labels_skythought_rest.jsonl
+TRAIN=($OUT/train_prmbench.jsonl $OUT/labels_skythought_judged.jsonl $OUT/labels_skythought_rest_judged.jsonl
        $OUT/train_skythought_short.jsonl $OUT/train_qwen_pool.jsonl $OUT/train_pool3.jsonl $OUT/train_pool3_more.jsonl)
 DEV=($OUT/dev_pool3.jsonl $OUT/dev_skythought.jsonl $OUT/dev_qwen_pool.jsonl $OUT/dev_prmbench_subset400.jsonl)
 # Backbone features of every training and dev example (the slow part: ~1 h on 2 cores; cached, resumable)
