@@ -456,7 +456,7 @@ def _train_frozen(prm: FluxPRM, feats: list[Features], train_ex: list[Example], 
     # the trajectory and signal heads), so each head keeps the epoch where *its* held-out terms were lowest: the
     # least held-out loss any mix of the epochs' heads reaches, never more than the best single epoch's.
     parts = {"step": ([prm.step_head], HEAD_TERMS["step"]),
-             "trajectory": ([m for m in _heads(prm) if m is not prm.step_head], HEAD_TERMS["trajectory"])}
+             "trajectory": ([m for m in heads if m is not prm.step_head], HEAD_TERMS["trajectory"])}
     weight = term_weights(cfg)
     best: dict[str, tuple[float, int, list[dict[str, torch.Tensor]]]] = {}
 

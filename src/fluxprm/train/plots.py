@@ -6,19 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fluxprm.train.objective import HEAD_TERMS
+
 __all__ = ["kept_epochs", "plot_losses"]
 
 
 def kept_epochs(rows: list[dict[str, Any]]) -> dict[str, int]:
     """Head name -> the optimizer step that ended the epoch whose weights that head kept (``best_<head>_step``
-    entries of a frozen-mode log; empty for a log without them)."""
-    kept: dict[str, int] = {}
-    for row in rows:
-        for key, value in row.items():
-            head = key[len("best_"):-len("_step")] if key.startswith("best_") and key.endswith("_step") else ""
-            if head and isinstance(value, int):
-                kept[head] = value
-    return kept
+    entries of a frozen-mode log, one per head of ``HEAD_TERMS``; empty for a log without them)."""
+    return {head: row[f"best_{head}_step"] for row in rows for head in HEAD_TERMS if f"best_{head}_step" in row}
 
 
 def plot_losses(log_path: Path, png: Path) -> None:
