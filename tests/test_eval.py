@@ -136,6 +136,31 @@ def test_processbench_calibrate_picks_the_best_threshold_on_another_file(process
     assert m["calibrated_on"]["samples"] == 4
 
 
+def test_processbench_uses_the_threshold_each_checkpoint_records(processbench, tmp_path: Path) -> None:
+    """Per model: a fluxprm checkpoint's recorded error_threshold, 0.5 for a scores file; --threshold wins."""
+    import shutil
+
+    from fluxprm.models.bundled import bundled_model_dir
+    from fluxprm.models.fluxprm_config import FluxPRMConfig, recorded_error_threshold
+
+    data, scores = processbench
+    ckpt = tmp_path / "mini"
+    shutil.copytree(bundled_model_dir("fluxprm-mini"), ckpt)
+    config = FluxPRMConfig.load(ckpt)
+    config.error_threshold = 0.123
+    config.save(ckpt)
+    assert recorded_error_threshold(str(ckpt)) == 0.123
+    sources = sources_from([str(ckpt)], [scores], None, model_options={"device": "cpu"})
+    models = run_eval("processbench", [data], sources, tmp_path / "rep").output.metrics["models"]
+    mini, toy = models[str(ckpt)], models["toy"]
+    assert (mini["threshold"], mini["threshold_from"]) == (0.123, "checkpoint")
+    assert (toy["threshold"], toy["threshold_from"]) == (0.5, "default")
+    assert "its checkpoint records" in (tmp_path / "rep" / "summary.md").read_text()
+    given = run_eval("processbench", [data], sources, tmp_path / "rep", EvalOptions(threshold=0.3))
+    mini = given.output.metrics["models"][str(ckpt)]
+    assert (mini["threshold"], mini["threshold_from"]) == (0.3, "--threshold")
+
+
 def test_prmbench_records_convert_to_processbench_by_earliest_error(prmbench, tmp_path: Path) -> None:
     data, scores = prmbench
     result = run_eval("processbench", [data], sources_from(None, [scores], None), tmp_path / "rep")

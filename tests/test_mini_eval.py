@@ -92,3 +92,41 @@ def test_spearman_matches_hand_values():
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)  # ties get average ranks
     assert spearman([1, 1, 1], [1, 2, 3]) is None
     assert metrics.pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(0.9933992, abs=1e-6)
+
+
+def _kfold_module():
+    spec = importlib.util.spec_from_file_location("mini_kfold", EVALUATE.parent / "kfold_threshold.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kfold_folds_are_by_problem_balanced_and_apart_from_the_training_hold_out():
+    from fluxprm.train.loop import heldout_bucket
+
+    fold_of = _kfold_module().fold_of
+    problems = [f"problem {k}" for k in range(2000)]
+    folds = [fold_of(p, 5) for p in problems]
+    assert folds == [fold_of(p, 5) for p in problems]  # a problem's fold is fixed: its rows never straddle folds
+    counts = [folds.count(k) for k in range(5)]
+    assert min(counts) > 340 and max(counts) < 460, counts
+    held = [f for p, f in zip(problems, folds) if heldout_bucket(p) < 0.1]  # the training run's own hold-out
+    assert len(set(held)) == 5  # spread over every fold, not one fold = the hold-out
+
+
+def test_the_shipped_model_records_its_out_of_fold_threshold():
+    """The card's F1 figure, the checkpoint's recorded threshold and the k-fold run that chose it agree."""
+    import json
+
+    from fluxprm.models.bundled import bundled_model_dir
+    from fluxprm.models.fluxprm_config import recorded_error_threshold
+
+    folder = bundled_model_dir("fluxprm-mini")
+    kfold = json.loads((folder / "kfold_threshold.json").read_text())
+    dev = json.loads((folder / "dev_metrics.json").read_text())
+    recorded = recorded_error_threshold("fluxprm-mini")
+    assert recorded == pytest.approx(kfold["error_threshold"], abs=5e-5)
+    assert dev["threshold_chosen_on"]["rows"] == "recorded"
+    assert dev["prmbench_subset400"]["threshold"] == pytest.approx(recorded, abs=5e-5)
+    assert dev["prmbench_subset400"] == kfold["prmbench_subset400_at_threshold"]
+    assert kfold["out_of_fold"]["samples"] > 5000 and kfold["folds"] == 5

@@ -10,8 +10,10 @@ Dev slices are problem-disjoint from everything fluxprm-mini trains on (``script
 - ``prmbench``: ProcessBench-style first-error F1 on PRMBench subset400: every item yields an
   erroneous sample (modified process; target = first error step) and a correct one (original
   process; target = "no error"); the prediction is the first step whose reward is below a threshold
-  chosen on the *training* PRMBench file — by default on the rows of the problems the training run held out
-  (``--calibrate heldout``: rows the heads never fitted; on fitted rows the best threshold is optimistic);
+  chosen on the *training* PRMBench file, on rows the heads never fitted (on fitted rows the best threshold
+  is optimistic): by default the one the checkpoint records (``--calibrate recorded``: chosen out-of-fold on
+  the whole file by ``kfold_threshold.py``), else on the rows of the problems the training run held out
+  (``--calibrate heldout``, 456 samples for fluxprm-mini: a noisy choice);
   F1 = harmonic mean of the two accuracies.
 
 Every figure has a 95 % percentile bootstrap interval (``*_ci``) resampling whole problems (PRMBench: items),
@@ -206,9 +208,11 @@ def main() -> None:
     ap.add_argument("-m", "--model", default="fluxprm-mini")
     ap.add_argument("--data", type=Path, default=Path("build/mini"), help="folder written by build_data.py")
     ap.add_argument("--check", type=int, default=3, help="traces re-scored through fluxprm.score as a cross-check")
-    ap.add_argument("--calibrate", choices=("heldout", "all"), default="heldout",
-                    help="PRMBench training rows the first-error threshold is chosen on: those of the problems the "
-                         "training run held out (never fitted; default), or all (fitted: an optimistic threshold)")
+    ap.add_argument("--calibrate", choices=("recorded", "heldout", "all"), default=None,
+                    help="the first-error threshold: the one the checkpoint records (chosen out-of-fold on the whole "
+                         "training PRMBench file by kfold_threshold.py; the default when there is one), or chosen "
+                         "here on the PRMBench training rows of the problems the training run held out (never "
+                         "fitted; the default otherwise), or on all of them (fitted: an optimistic threshold)")
     ap.add_argument("--limit", type=int, default=0,
                     help="read only the first N traces of each file (a quick smoke run; 0 = all)")
     args = ap.parse_args()
@@ -230,16 +234,23 @@ def main() -> None:
     pools["long_thinking"] = slice_report([c for c in sky + pool3 if c.long_cot],
                                           sum(bool(t.meta.get("long_cot")) for t in sky_skipped + pool3_skipped))
     everything = list(metrics.group(sky + qwen + pool3, lambda c: c.problem).values())
-    keep = None
-    if args.calibrate == "heldout":  # the rows of the training file the heads never fitted
-        val_fraction = trained_val_fraction(args.model)
-        keep = lambda t: heldout_bucket(prepare(t, steps).problem) < val_fraction  # noqa: E731
-    train_rewards, train_labels = prmbench_samples(prm, args.data / "train_prmbench.jsonl", cfg, steps, args.limit,
-                                                   keep)
-    threshold = metrics.best_threshold(train_rewards, train_labels)
+    calibrate = args.calibrate or ("recorded" if prm.config.error_threshold is not None else "heldout")
+    if calibrate == "recorded":
+        if prm.config.error_threshold is None:
+            ap.error(f"{args.model} records no error_threshold (scripts/mini/kfold_threshold.py --record writes one)")
+        threshold, train_f1, samples = prm.config.error_threshold, None, None
+    else:
+        keep = None
+        if calibrate == "heldout":  # the rows of the training file the heads never fitted
+            val_fraction = trained_val_fraction(args.model)
+            keep = lambda t: heldout_bucket(prepare(t, steps).problem) < val_fraction  # noqa: E731
+        train_rewards, train_labels = prmbench_samples(prm, args.data / "train_prmbench.jsonl", cfg, steps,
+                                                       args.limit, keep)
+        threshold = metrics.best_threshold(train_rewards, train_labels)
+        train_f1 = metrics.threshold_f1(train_rewards, train_labels, threshold).f1
+        samples = len(train_labels)
     dev = prmbench_report(*prmbench_samples(prm, args.data / "dev_prmbench_subset400.jsonl", cfg, steps, args.limit),
                           threshold)
-    train_f1 = metrics.threshold_f1(train_rewards, train_labels, threshold).f1
 
     check = None
     if args.check:
@@ -248,7 +259,7 @@ def main() -> None:
     print(json.dumps({"model": args.model, "pooled_auroc": _r(_auroc(everything)),
                       "pooled_auroc_ci": _ci(everything, _auroc), "pools": pools,
                       "prmbench_subset400": dev, "prmbench_train_f1_at_threshold": _r(train_f1),
-                      "threshold_chosen_on": {"rows": args.calibrate, "samples": len(train_labels)},
+                      "threshold_chosen_on": {"rows": calibrate, "samples": samples},
                       "shortcut_max_abs_diff": check}, indent=2))
 
 

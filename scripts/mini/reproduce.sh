@@ -3,7 +3,7 @@
 # training, dev evaluation. Every stage is resumable: rerun the script after an interruption and finished work
 # is reused (label files resume with --resume, features are cached per example, training takes ~1 min).
 # The trained heads land in build/fluxprm-mini; copy fluxprm_config.json, heads.safetensors, train_config.yaml,
-# train_summary.json, loss.png and dev_metrics.json into src/fluxprm/data/fluxprm-mini/ to ship them (the model
+# train_summary.json, loss.png, kfold_threshold.json and dev_metrics.json into src/fluxprm/data/fluxprm-mini/ to ship them (the model
 # card is edited by hand). Set THREADS=1 on a machine shared with other CPU work.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,4 +33,9 @@ DEV=($OUT/dev_pool3.jsonl $OUT/dev_skythought.jsonl $OUT/dev_qwen_pool.jsonl $OU
 # Backbone features of every training and dev example (the slow part: ~1 h on 2 cores; cached, resumable)
 $PY scripts/mini/features.py "${TRAIN[@]}" "${DEV[@]}" --originals $OUT/dev_prmbench_subset400.jsonl
 $PY -m fluxprm train "${TRAIN[@]}" --config src/fluxprm/configs/fluxprm-mini.yaml -o build/fluxprm-mini
+# The first-error threshold, chosen out-of-fold on the training PRMBench file and recorded in the checkpoint:
+# 5 more trainings, each without one fold (~3.5 min each; resumable under build/kfold). evaluate.py and
+# `fluxprm eval processbench` then use it.
+$PY scripts/mini/kfold_threshold.py "${TRAIN[@]}" --dev $OUT/dev_prmbench_subset400.jsonl -m build/fluxprm-mini \
+    --record | tee build/fluxprm-mini/kfold_threshold.json
 $PY scripts/mini/evaluate.py -m build/fluxprm-mini --data $OUT | tee build/fluxprm-mini/dev_metrics.json

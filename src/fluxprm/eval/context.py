@@ -13,16 +13,21 @@ from fluxprm.records import BadRecord, RawRecord, iter_records
 from fluxprm.eval.sources import EvalSource, Scored, load_scored
 from fluxprm.traces import FieldMap, Trace
 
-__all__ = ["EvalOptions", "TaskContext", "TaskOutput", "label_problem", "prmbench_original_file", "sample_file"]
+__all__ = ["DEFAULT_THRESHOLD", "EvalOptions", "TaskContext", "TaskOutput", "label_problem", "prmbench_original_file",
+           "sample_file"]
+
+
+DEFAULT_THRESHOLD = 0.5  # PRMBench's validity rule; processbench's when a model records no threshold of its own
 
 
 @dataclass
 class EvalOptions:
     """Every option of ``fluxprm eval`` that is not a file or a model (the command line is generated from these)."""
 
-    threshold: float = field(default=0.5, metadata={
-        "help": "Step-reward threshold: prmbench calls a step valid when its reward is above it (PRMBench's rule); "
-                "processbench predicts the first step below it as the first error."})
+    threshold: float | None = field(default=None, metadata={
+        "help": "Step-reward threshold: prmbench calls a step valid when its reward is above it (default 0.5, "
+                "PRMBench's rule); processbench predicts the first step below it as the first error (default: "
+                "the threshold a fluxprm checkpoint records, chosen on its own training data, else 0.5)."})
     calibrate: str | None = field(default=None, metadata={
         "help": "processbench: choose the threshold maximising F1 on this labelled file (scored by the same "
                 "model) instead of --threshold."})

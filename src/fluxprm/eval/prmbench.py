@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from fluxprm.eval.context import TaskContext, TaskOutput, label_problem, prmbench_original_file, reject
+from fluxprm.eval.context import (DEFAULT_THRESHOLD, TaskContext, TaskOutput, label_problem, prmbench_original_file,
+                                  reject)
 from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
 from fluxprm.metrics import StepCounts, prmbench_step_counts, prmscore
 
@@ -78,7 +79,7 @@ def _model_metrics(ctx: TaskContext, src: Any, threshold: float) -> dict[str, An
 
 
 def run_prmbench(ctx: TaskContext) -> TaskOutput:
-    threshold = ctx.options.threshold
+    threshold = DEFAULT_THRESHOLD if ctx.options.threshold is None else ctx.options.threshold
     models = {src.name: _model_metrics(ctx, src, threshold) for src in ctx.sources}
     first = next(iter(models))
     metrics = {**models[first], "model": first, "models": models}
@@ -124,7 +125,7 @@ def _plot(ctx: TaskContext, models: dict[str, dict[str, Any]], classes: list[str
     ax.set_ylim(0, 1)
     ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
     ax.set_ylabel("PRMScore")
-    ax.set_title(f"PRMBench PRMScore (threshold {ctx.options.threshold}; dashed: 0.5)", fontsize=10)
+    ax.set_title(f"PRMBench PRMScore (threshold {next(iter(models.values()))['threshold']}; dashed: 0.5)", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()

@@ -8,8 +8,11 @@ are the exact-match rates on erroneous and on correct samples and F1 is their ha
 Inputs: ProcessBench records (``steps``, ``label``) or any record with step labels; PRMBench rows convert by
 their earliest ``error_steps`` entry, and with ``-m`` each problem's ``original_process`` joins as a correct
 sample (label -1) — without it a PRMBench file has almost no correct samples and F1 means little.
-``--calibrate FILE`` picks, per model, the threshold maximising F1 on another labelled file
-(:func:`fluxprm.metrics.best_threshold`, an exact search) and applies it unchanged here.
+The threshold, per model: ``--calibrate FILE`` picks the one maximising F1 on another labelled file
+(:func:`fluxprm.metrics.best_threshold`, an exact search) and applies it unchanged here; else ``--threshold``;
+else the one a fluxprm checkpoint records (``error_threshold``: chosen by whoever trained it on rows its heads
+never fitted, as fluxprm-mini's out-of-fold one); else 0.5. A PRM's reward scale is its own, so one fixed
+threshold for every model would compare their scales as much as their error finding.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Sequence
 
-from fluxprm.eval.context import TaskContext, TaskOutput, label_problem, prmbench_original_file, reject, sample_file
+from fluxprm.eval.context import (DEFAULT_THRESHOLD, TaskContext, TaskOutput, label_problem, prmbench_original_file,
+                                  reject, sample_file)
 from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
 from fluxprm.eval.sources import EvalError, EvalSource
 from fluxprm.metrics import best_threshold, threshold_f1
+from fluxprm.models.fluxprm_config import recorded_error_threshold
 from fluxprm.traces import Trace
 
 __all__ = ["run_processbench", "first_error_label", "samples_for"]
@@ -76,7 +81,7 @@ def run_processbench(ctx: TaskContext) -> TaskOutput:
     models: dict[str, dict[str, Any]] = {}
     curves: dict[str, tuple[list[list[float]], list[int]]] = {}
     for src in ctx.sources:
-        threshold = opts.threshold
+        threshold, chosen_by = opts.threshold, "--threshold"
         calibrated: dict[str, Any] | None = None
         if calibration is not None:
             cal_rewards, cal_labels = samples_for(ctx, src, [calibration], ".calibrate", record_errors=False)
@@ -87,11 +92,15 @@ def run_processbench(ctx: TaskContext) -> TaskOutput:
             fit = threshold_f1(cal_rewards, cal_labels, threshold)
             calibrated = {"file": opts.calibrate, "samples": len(cal_labels), "f1": fit.f1,
                           "limit": opts.calibrate_limit, "seed": opts.seed if opts.calibrate_limit else None}
+            chosen_by = "--calibrate"
         rewards, labels = samples_for(ctx, src, ctx.inputs, "")
+        if threshold is None:  # read after scoring: the model has resolved by now
+            recorded = recorded_error_threshold(src.source.model) if src.scored_now else None
+            threshold, chosen_by = (DEFAULT_THRESHOLD, "default") if recorded is None else (recorded, "checkpoint")
         result = threshold_f1(rewards, labels, threshold)
         models[src.name] = {"f1": result.f1, "acc_error": result.acc_erroneous, "acc_correct": result.acc_correct,
-                            "threshold": threshold, "n_error": result.n_erroneous, "n_correct": result.n_correct,
-                            "calibrated_on": calibrated}
+                            "threshold": threshold, "threshold_from": chosen_by, "n_error": result.n_erroneous,
+                            "n_correct": result.n_correct, "calibrated_on": calibrated}
         curves[src.name] = (rewards, labels)
         if result.f1 is None:
             ctx.notes.append(f"{src.name}: F1 undefined — the inputs need both erroneous and correct samples "
@@ -99,12 +108,17 @@ def run_processbench(ctx: TaskContext) -> TaskOutput:
     first = next(iter(models))
     metrics = {**models[first], "model": first, "models": models}
 
-    header = ["model", "F1", "acc error", "acc correct", "threshold", "erroneous", "correct"]
-    rows = [[n, m["f1"], m["acc_error"], m["acc_correct"], m["threshold"], m["n_error"], m["n_correct"]]
-            for n, m in models.items()]
-    how = (f"threshold calibrated per model on {opts.calibrate}"
-           + (f" (seeded sample of {opts.calibrate_limit}, seed {opts.seed})" if opts.calibrate_limit else "")
-           if opts.calibrate else f"threshold {opts.threshold}")
+    header = ["model", "F1", "acc error", "acc correct", "threshold", "from", "erroneous", "correct"]
+    rows = [[n, m["f1"], m["acc_error"], m["acc_correct"], m["threshold"], m["threshold_from"], m["n_error"],
+             m["n_correct"]] for n, m in models.items()]
+    if opts.calibrate:
+        how = (f"threshold calibrated per model on {opts.calibrate}"
+               + (f" (seeded sample of {opts.calibrate_limit}, seed {opts.seed})" if opts.calibrate_limit else ""))
+    elif opts.threshold is not None:
+        how = f"threshold {opts.threshold}"
+    else:
+        how = ("threshold per model: the one its checkpoint records, chosen on its own training data, "
+               f"else {DEFAULT_THRESHOLD}")
     table = text_table(header, rows) + f"\n({how}; first error = first step with reward < threshold)"
     md = ctx.out_dir / "summary.md"
     write_markdown(md, "ProcessBench", [("First-error identification", markdown_table(header, rows)),

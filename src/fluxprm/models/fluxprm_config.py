@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIG_NAME", "HEADS_NAME", "SUPPORTED_VERSION", "FluxPRMOptions", "FluxPRMConfig"]
+__all__ = ["CONFIG_NAME", "HEADS_NAME", "SUPPORTED_VERSION", "FluxPRMOptions", "FluxPRMConfig",
+           "recorded_error_threshold"]
 
 CONFIG_NAME = "fluxprm_config.json"
 SUPPORTED_VERSION = 2
@@ -59,6 +60,10 @@ class FluxPRMConfig(FluxPRMOptions):
     steps: dict[str, Any] | None = field(default=None, metadata={
         "help": "Segmentation of free text the checkpoint was trained with (StepConfig fields: separator, "
                 "min_chars, max_thinking_steps, max_response_steps); None in checkpoints older than it."})
+    error_threshold: float | None = field(default=None, metadata={
+        "help": "Step reward below which a step is called the first error, chosen on rows of the training data "
+                "the heads never fitted (fluxprm-mini: out-of-fold, scripts/mini/kfold_threshold.py); the default "
+                "of `fluxprm eval processbench`. None: not calibrated."})
     version: int = 1  # 2 when the checkpoint reads trajectory signals (a reader that ignores them would be wrong)
 
     @classmethod
@@ -78,3 +83,16 @@ class FluxPRMConfig(FluxPRMOptions):
                              f"checkpoints up to version {SUPPORTED_VERSION}: upgrade fluxprm")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def recorded_error_threshold(model: str) -> float | None:
+    """The first-error threshold a fluxprm checkpoint records; ``None`` for another format or none recorded.
+
+    Reads only ``fluxprm_config.json`` (no torch), so an evaluation can ask after scoring without loading twice.
+    """
+    from fluxprm.models.resolve import resolve_model
+
+    folder, _ = resolve_model(model)
+    if not (folder / CONFIG_NAME).is_file():
+        return None
+    return FluxPRMConfig.load(folder).error_threshold
