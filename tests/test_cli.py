@@ -300,8 +300,7 @@ def test_progress_in_a_log_is_plain_throttled_lines(capsys):
     with context:
         advance(3)  # well inside the 30 s interval: no line until the end
         assert capsys.readouterr().err == ""
-    # (no time left: one advance this early could be a resumed run's earlier records, see the next test)
-    assert capsys.readouterr().err.splitlines() == ["labelling 3/10 records  30%  0:00 elapsed"]
+    assert capsys.readouterr().err.splitlines() == ["labelling 3/10 records  30%  0:00 elapsed  ~0:00 left"]
 
     lines = _ProgressLines("labelling", 4, every=0.0)
     with lines:
@@ -328,15 +327,21 @@ def test_progress_in_a_log_is_plain_throttled_lines(capsys):
 
 
 def test_progress_lines_estimate_time_left_from_this_runs_pace_on_resume(capsys, monkeypatch):
-    """A --resume run first reports the 32 records an earlier run finished; the time left must come from the
-    16 this run labelled in 2 minutes (89 left: ~11 min), not from 48 "done" in 2 minutes (~3:44)."""
+    """A --resume run first reports the 32 records an earlier run finished (run_job → report_resumed); the time
+    left must come from the 16 this run labelled in 2 minutes (89 left: ~11 min), not from 48 "done" in 2
+    minutes (~3:44) — however long the models took to load before the resumed records were reported."""
     from fluxprm.cli import report
+    from fluxprm.jobs import report_resumed
 
-    clock = iter([0.0, 1.0, 121.0])
+    clock = iter([0.0, 45.0, 165.0])
     monkeypatch.setattr(report.time, "monotonic", lambda: next(clock))
     lines = report._ProgressLines("labelling", 137)
     lines.__enter__()
-    lines.advance(32)  # the resumed records, at once
-    lines.advance(16)  # this run's first chunk
-    assert capsys.readouterr().err.splitlines() == ["labelling 48/137 records  35%  2:01 elapsed  ~11:07 left"]
+    report_resumed(lines, 32)  # the resumed records, after a 45 s model load
+    lines(16)  # this run's first chunk, two minutes later
+    assert capsys.readouterr().err.splitlines() == ["labelling 48/137 records  35%  2:45 elapsed  ~11:07 left"]
     lines._stop.set()  # stop the heartbeat before the fake clock runs out
+
+    seen: list[int] = []
+    report_resumed(seen.append, 5)  # a plain callable (a library caller's) counts them as ordinary records
+    assert seen == [5]

@@ -60,9 +60,24 @@ def test_fail_writes_everything_before_the_bad_record_then_stops(tmp_path):
     assert [r["id"] for r in _lines(out)] == ["g0", "g1", "g2"]
     assert [e["line"] for e in _lines(tmp_path / "out.errors.jsonl")] == [4]
     # a resumed run goes on after the bad record: every record ends in one of the two files, once
-    result = _run(src, out, resume=True, chunk_size=10)
+    progress = _Progress()
+    result = _run(src, out, resume=True, chunk_size=10, on_progress=progress)
     assert [r["id"] for r in _lines(out)] == ["g0", "g1", "g2", "g3", "g4"]
     assert result.skipped_done == 4
+    assert progress.calls == [("resumed", 4), ("done", 2)]  # the earlier run's records apart, before any work
+
+
+class _Progress:
+    """A progress callback with the optional ``resumed`` method (as the CLI's display has)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, n: int) -> None:
+        self.calls.append(("done", n))
+
+    def resumed(self, n: int) -> None:
+        self.calls.append(("resumed", n))
 
 
 def test_progress_counts_records_not_candidates(tmp_path):

@@ -32,7 +32,7 @@ from fluxprm.outputs import default_errors_path, fingerprint, open_sink, progres
 from fluxprm.records import BadRecord
 
 __all__ = ["CauseCounter", "JobFailure", "JobResult", "ErrorCause", "OutputPathError", "run_job", "checkpoint_meta", "check_inputs",
-           "check_outputs"]
+           "check_outputs", "report_resumed"]
 
 Item = Any  # a Trace or a BadRecord: anything with .source and .line
 Result = dict[str, Any] | BadRecord
@@ -201,6 +201,14 @@ class CauseCounter:
                            self.first[k].hint) for k, n in self.counts.most_common(limit)]
 
 
+def report_resumed(on_progress: Callable[[int], None], n: int) -> None:
+    """Report ``n`` records an earlier run finished: ``on_progress.resumed(n)`` when the callback has that method
+    (the CLI's progress display: counting them as this run's work would promise a finish far too early), else
+    an ordinary ``on_progress(n)``, so any plain ``Callable[[int], None]`` still counts every record."""
+    resumed = getattr(on_progress, "resumed", None)
+    (resumed if callable(resumed) else on_progress)(n)
+
+
 def run_job(inputs: Sequence[str], out: Path | None, errors: Path | None, *, identity: dict[str, Any],
             items: Callable[[], Iterator[Item]], process: Callable[[list[Item], int], list[Result]], chunk_size: int,
             stats: Any, resume: bool = False, on_error: str = "skip", meta: dict[str, Any] | None = None,
@@ -211,7 +219,8 @@ def run_job(inputs: Sequence[str], out: Path | None, errors: Path | None, *, ide
     ``process(chunk, start)`` gets a chunk and the run-wide index of its first item (stable across
     resumes, for seeding) and returns exactly one result per item, in order. ``meta`` is stored in the checkpoint of a new run
     (read it back with :func:`checkpoint_meta`). With ``out=None`` results go to stdout and errors to
-    stderr. ``on_progress(n)`` is called with the number of input records just finished.
+    stderr. ``on_progress(n)`` is called with the number of input records just finished; the records a
+    resumed run skips are reported first, through :func:`report_resumed`.
     """
     inputs = [str(p) for p in inputs]
     check_inputs(inputs)
@@ -244,7 +253,7 @@ def run_job(inputs: Sequence[str], out: Path | None, errors: Path | None, *, ide
         if sink.done:
             skipped = [item for _, item in zip(range(sink.done), stream)]
             if on_progress:
-                on_progress(new_records(skipped))
+                report_resumed(on_progress, new_records(skipped))
         while chunk := [item for _, item in zip(range(chunk_size), stream)]:
             fresh = new_records(chunk)
             result.records_in += fresh

@@ -11,7 +11,7 @@ import shutil
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
 import typer
 
@@ -108,20 +108,34 @@ def progress_bar(label: str, total: int | None, enabled: bool = True):
     On a terminal, a rich progress bar. Otherwise (a log file, ``nohup``, CI) rich would draw nothing until the
     end, so a plain line is printed at most every ``LOG_EVERY_SECONDS`` instead, and one with the final count at
     the end (as rich does; not for a run that did nothing): an hour-long ``label`` run in a log shows where it is.
+    ``advance(n)`` counts records this run finished; ``advance.resumed(n)`` (called by
+    :func:`fluxprm.jobs.report_resumed`) counts those an earlier run finished, which the time left ignores.
     """
     from rich.console import Console
 
     console = Console(stderr=True)
     if enabled and not console.is_terminal:
         lines = _ProgressLines(label, total)
-        return lines, lines.advance
+        return lines, lines
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=console, transient=False, disable=not enabled)
-    task = progress.add_task(label, total=total)
-    advance: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
-    return progress, advance
+    return progress, _RichAdvance(progress, progress.add_task(label, total=total))
+
+
+class _RichAdvance:
+    """``advance`` for a rich bar: resumed records restart the task at their count, so rich's speed (and the time
+    left) is measured from this run's records only."""
+
+    def __init__(self, progress: Any, task: Any) -> None:
+        self.progress, self.task = progress, task
+
+    def __call__(self, n: int) -> None:
+        self.progress.advance(self.task, n)
+
+    def resumed(self, n: int) -> None:
+        self.progress.reset(self.task, completed=n)
 
 
 LOG_EVERY_SECONDS = 30.0
@@ -139,10 +153,9 @@ class _ProgressLines:
     a background thread, when ``every`` seconds pass with no record finished: a label run's chunk of 16 long
     traces can take ten minutes, and a log that stays silent that long looks like a hung job.
 
-    The time left is estimated from this run's own pace. A ``--resume`` run reports the records an earlier run
-    finished as one advance before any work (within ``every`` seconds of the start); counting those as done in
-    this run's time would promise a finish far too early, so such a first advance only moves the count, and the
-    estimate starts from the records finished after it.
+    The time left is estimated from this run's own pace: the records an earlier run finished (a ``--resume``
+    run reports them through :meth:`resumed` before any work) move the count but not the pace, which would
+    otherwise promise a finish far too early.
     """
 
     def __init__(self, label: str, total: int | None, every: float = LOG_EVERY_SECONDS) -> None:
@@ -167,15 +180,22 @@ class _ProgressLines:
                 if time.monotonic() - self.last >= self.every:
                     self._line()
 
+    def __call__(self, n: int) -> None:
+        self.advance(n)
+
     def advance(self, n: int) -> None:
+        """``n`` more records finished by this run."""
         with self._lock:
             now = time.monotonic()
-            if self.pace_from is None:
-                resumed = now - self.started < self.every  # see the class docstring
-                self.pace_from = (now, self.done + n) if resumed else (self.started, 0)
             self.done += n
             if now - self.last >= self.every:
                 self._line(now)
+
+    def resumed(self, n: int) -> None:
+        """``n`` records an earlier run finished: counted as done; the pace is measured from here on."""
+        with self._lock:
+            self.done += n
+            self.pace_from = (time.monotonic(), self.done)
 
     def _line(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
