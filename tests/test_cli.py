@@ -341,7 +341,18 @@ def test_progress_lines_estimate_time_left_from_this_runs_pace_on_resume(capsys,
     lines(16)  # this run's first chunk, two minutes later
     assert capsys.readouterr().err.splitlines() == ["labelling 48/137 records  35%  2:45 elapsed  ~11:07 left"]
     lines._stop.set()  # stop the heartbeat before the fake clock runs out
+    monkeypatch.undo()  # (the fake clock is time.monotonic itself, which rich reads too)
 
     seen: list[int] = []
     report_resumed(seen.append, 5)  # a plain callable (a library caller's) counts them as ordinary records
     assert seen == [5]
+
+    from rich.progress import Progress
+
+    bar = Progress(disable=True)  # a terminal's rich bar: the resumed count restarts the task, dropping samples
+    advance = report._RichAdvance(bar, bar.add_task("labelling", total=137))
+    advance(3)
+    report_resumed(advance, 32)
+    advance(16)
+    (task,) = bar.tasks
+    assert task.completed == 48 and sum(sample.completed for sample in task._progress) == 16
