@@ -20,10 +20,16 @@ def ray_env() -> dict[str, str]:
     return env
 
 
-def fluxprm(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    """``python -m fluxprm ARGS`` with :func:`ray_env`, its output captured."""
-    return subprocess.run([sys.executable, "-m", "fluxprm", *args], capture_output=True, text=True, env=ray_env(),
-                          timeout=timeout)
+def fluxprm(*args: str, timeout: float = TIMEOUT, **env: str) -> subprocess.CompletedProcess:
+    """``python -m fluxprm ARGS`` with :func:`ray_env` (plus ``env``), its output captured."""
+    return subprocess.run([sys.executable, "-m", "fluxprm", *args], capture_output=True, text=True,
+                          env={**ray_env(), **env}, timeout=timeout)
+
+
+def imported_torch(stderr: str) -> bool:
+    """Whether a process run with ``PYTHONPROFILEIMPORTTIME=1`` imported torch (its import-time lines)."""
+    return any(line.rsplit("|", 1)[-1].strip() == "torch" for line in stderr.splitlines()
+               if line.startswith("import time:"))
 
 
 class SharedCluster:

@@ -20,7 +20,8 @@ import pytest
 
 from builders import build_qwen_prm
 from processes import kill_after_first_checkpoint
-from ray_cluster import TIMEOUT, BackgroundRun, assert_same_files, fluxprm, pool_actors, ray_args, ray_env
+from ray_cluster import (TIMEOUT, BackgroundRun, assert_same_files, fluxprm, imported_torch, pool_actors, ray_args,
+                         ray_env)
 
 RECORDS = 60
 
@@ -70,8 +71,9 @@ def _reference(work: dict[str, object]) -> Path:
 def test_a_ray_run_writes_the_bytes_of_a_single_process_run(work, cluster):
     before = pool_actors()
     out = work["folder"] / "ray" / "out.jsonl"
-    res = fluxprm(*work["args"], *ray_args(cluster), "-o", str(out))
+    res = fluxprm(*work["args"], *ray_args(cluster), "-o", str(out), PYTHONPROFILEIMPORTTIME="1")
     assert res.returncode == 0, res.stderr[-3000:]
+    assert not imported_torch(res.stderr)  # the driver only reads, sends and writes: the actors score
     assert_same_files(out, _reference(work))
     assert "on a Ray worker" in res.stderr and "Traceback" not in res.stderr
     new_jobs = {job: pids for job, pids in pool_actors().items() if job not in before}
@@ -191,8 +193,9 @@ def test_select_and_bon_with_ray_write_the_bytes_of_a_single_process_run(work, c
     try:
         for name, (args, _) in runs.items():
             before = pool_actors()
-            res = fluxprm(*args, *ray_args(cluster), "-o", out_arg(name, "ray"))
+            res = fluxprm(*args, *ray_args(cluster), "-o", out_arg(name, "ray"), PYTHONPROFILEIMPORTTIME="1")
             assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+            assert not imported_torch(res.stderr), name  # the driver reads, sends, picks and writes; actors score
             new_jobs = {job: pids for job, pids in pool_actors().items() if job not in before}
             assert [len(pids) for pids in new_jobs.values()] == [2], (name, new_jobs)  # it scored on a pool of 2
         for single in singles.values():

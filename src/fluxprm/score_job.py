@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from fluxprm.distributed import ChunkPipeline, DistributedError, RemotePRM
-from fluxprm.engine.batching import resolve_batching
 from fluxprm.engine.options import ScoreOptions
-from fluxprm.engine.score import Scorer, Stats
+from fluxprm.engine.stats import Stats
 from fluxprm.jobs import JobResult, checkpoint_meta, run_job
-from fluxprm.models.base import TransformerPRM
 from fluxprm.records import BadRecord
 from fluxprm.steps import step_config_for
 from fluxprm.traces import FieldMap, Trace, iter_traces
+
+if TYPE_CHECKING:  # the scoring engine imports torch; a --ray driver (a RemotePRM) runs without it
+    from fluxprm.models.base import TransformerPRM
 
 __all__ = ["ScoreJobResult", "run_score_job"]
 
@@ -49,9 +50,12 @@ def run_score_job(prm: TransformerPRM | RemotePRM, inputs: Sequence[str], out: P
     batching, how = options.batching, "given"
     if earlier is not None and earlier.get("batching") in ("single", "padded"):
         batching, how = earlier["batching"], "as the interrupted run"
+    elif batching == "auto" and isinstance(prm, RemotePRM):
+        batching, how = prm.batching, f"{prm.batching_how} on a Ray worker"
     elif batching == "auto":
-        batching, how = (prm.batching, f"{prm.batching_how} on a Ray worker") if isinstance(prm, RemotePRM) \
-            else resolve_batching(prm, "auto")
+        from fluxprm.engine.batching import resolve_batching
+
+        batching, how = resolve_batching(prm, "auto")
     stats = Stats()
     options = replace(options, batching=batching)
 
@@ -74,6 +78,8 @@ def run_score_job(prm: TransformerPRM | RemotePRM, inputs: Sequence[str], out: P
                                  unpack)
         items, process = pipeline.items, pipeline.process  # type: ignore[assignment]
     else:
+        from fluxprm.engine.score import Scorer
+
         scorer = Scorer(prm, options, stats)
 
         def process(chunk: list, start: int) -> list:

@@ -83,9 +83,7 @@ def score(
             if not _model_not_found(exc):
                 raise
             die(str(exc))
-        # imported once a model is there: it imports torch (~7 s cold), which a cluster that cannot be reached
-        # or a --ray driver that fails to start its pool should not wait for
-        from fluxprm.score_job import run_score_job
+        from fluxprm.score_job import run_score_job  # no torch: a --ray driver runs without it
 
         progress, advance = progress_bar("scoring", count_inputs(paths), enabled=out is not None)
         with job_errors(out), progress:

@@ -16,6 +16,7 @@ import torch
 from fluxprm.engine.batching import Batcher
 from fluxprm.engine.fit import Fitted, fit_trace
 from fluxprm.engine.options import ScoreOptions
+from fluxprm.engine.stats import Stats
 from fluxprm.models.base import Encoded, ItemOutput, TransformerPRM
 from fluxprm.records import BadRecord
 from fluxprm.scores import TraceScore
@@ -27,19 +28,6 @@ __all__ = ["Scorer", "ScoreFailure", "Stats", "score", "score_batch", "score_str
 
 class ScoreFailure(RuntimeError):
     """A trace could not be scored and ``on_error`` is not ``skip``."""
-
-
-@dataclass
-class Stats:
-    """Running totals for the summary table."""
-
-    traces: int = 0
-    steps: int = 0
-    tokens: int = 0
-    errors: int = 0
-    truncated: int = 0
-    windowed: int = 0
-    batching: str = ""
 
 
 def trace_extra(trace: Trace) -> dict[str, Any]:
