@@ -456,3 +456,19 @@ def test_label_command(tmp_path):
     assert recs[0]["step_rewards"][0] == recs[0]["components"]["alignment"][0]  # the only component present
     off = runner.invoke(app, ["label", str(src), "-o", str(out), "--no-judge", "--no-coherence", "--no-alignment"])
     assert off.exit_code == 2 and "switched off" in off.output
+
+
+def test_the_default_judge_and_encoder_load_without_progress_bars(capfd):
+    """transformers draws a "Loading weights" bar per load; in a label run's log those were two runs of carriage
+    returns before fluxprm's own progress lines (a new user's first `fluxprm label` showed them)."""
+    from transformers.utils import logging as hf_logging
+
+    from fluxprm.labels.encoder import Encoder
+    from fluxprm.llm import TransformersLLM, smollm2_path
+
+    capfd.readouterr()
+    TransformersLLM(smollm2_path())
+    Encoder()
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "it/s]" not in err, err[-500:]
+    assert hf_logging.is_progress_bar_enabled()  # restored for the caller's own loads

@@ -12,7 +12,7 @@ PACKAGE = SRC / "fluxprm"
 
 # Lower number = lower layer. A module may import its own layer or lower ones, never a higher one.
 LAYERS = {
-    "fluxprm.records": 0, "fluxprm.device": 0, "fluxprm.embedded": 0,
+    "fluxprm.records": 0, "fluxprm.device": 0, "fluxprm.embedded": 0, "fluxprm.quiet": 0,
     "fluxprm.traces": 1,
     "fluxprm.steps": 2, "fluxprm.scores": 2, "fluxprm.signals": 2,
     "fluxprm.metrics": 3, "fluxprm.models": 3,

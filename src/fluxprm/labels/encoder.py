@@ -49,12 +49,14 @@ class Encoder:
         from sentence_transformers import SentenceTransformer
 
         from fluxprm.device import resolve_device
+        from fluxprm.quiet import no_loading_bars
 
         self.spec = spec or DEFAULT_ENCODER
         path = resolve_encoder(spec)
         if spec is not None and Path(spec).exists():
             path = str(Path(spec).resolve())
-        self.model = SentenceTransformer(path, device=str(resolve_device(device)))
+        with no_loading_bars():
+            self.model = SentenceTransformer(path, device=str(resolve_device(device)))
         self.batch_size = batch_size
 
     @property

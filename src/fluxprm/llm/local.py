@@ -62,12 +62,14 @@ class TransformersLLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from fluxprm.device import resolve_device, resolve_dtype
+        from fluxprm.quiet import no_loading_bars
 
         self.device = resolve_device(device)
         if isinstance(model_or_path, (str, os.PathLike)):
             path = str(model_or_path)
             torch_dtype = resolve_dtype(dtype, self.device, cpu_bf16=False)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            with no_loading_bars():
+                self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
             self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
             self.name = name or path
         else:

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
+from fluxprm.quiet import no_loading_bars
+
 __all__ = ["read_config", "load_backbone", "load_tokenizer", "load_standard"]
 
 
@@ -39,14 +41,12 @@ def load_backbone(folder: Path, config: PretrainedConfig, dtype: torch.dtype,
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), no_loading_bars():
             warnings.simplefilter("ignore")
             model = AutoModel.from_pretrained(str(folder), config=config, dtype=dtype, trust_remote_code=False)
     finally:
         hf_logging.set_verbosity(level)
-        hf_logging.enable_progress_bar()
     return model.to(device).eval()
 
 
