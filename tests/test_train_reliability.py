@@ -136,6 +136,40 @@ def test_each_head_keeps_the_epoch_of_its_own_best_held_out_loss(base, tmp_path)
     assert kept_epochs(log) == {"step": final["best_step_step"], "trajectory": final["best_trajectory_step"]}
 
 
+def test_the_checkpoint_records_a_first_error_threshold_chosen_on_held_out_rows(base, tmp_path):
+    """`fluxprm eval processbench` reads it as this model's default: the threshold maximising first-error F1 on
+    the held-out examples with step labels, which the heads never fitted — not a fixed 0.5."""
+    from fluxprm.metrics import best_threshold, first_error_of_labels
+    from fluxprm.models.fluxprm_config import recorded_error_threshold
+    from fluxprm.steps import StepConfig
+    from fluxprm.train.loop import heldout_bucket
+
+    rng = random.Random(5)
+    records = []
+    for i in range(60):
+        wrong = rng.choice([None, 0, 1, 2])  # the first wrong step, or none
+        labels = [None if wrong is not None and k > wrong else float(wrong != k) for k in range(3)]
+        records.append(_record(i, step_rewards=None, step_labels=labels, trajectory_reward=None,
+                               correct=wrong is None))
+    data = _write(tmp_path / "labels.jsonl", records)
+    summary = train([str(data)], tmp_path / "ckpt", _cfg(base, tmp_path, max_steps=None, epochs=3, val_fraction=0.4))
+    recorded = recorded_error_threshold(str(tmp_path / "ckpt"))
+    held = [r for r in records if heldout_bucket(r["problem"]) < 0.4]
+    assert recorded is not None and summary["error_threshold"]["samples"] == len(held) > 10
+    as_traces = [{"problem": r["problem"], "thinking": "\n\n".join(r["thinking_steps"]),
+                  "response": "\n\n".join(r["response_steps"])} for r in held]
+    scored = fluxprm.score(load_prm(str(tmp_path / "ckpt"), dtype="float32"), as_traces,
+                           steps=StepConfig(min_chars=0))  # the label records' own steps, none merged
+    assert [s.num_steps for s in scored] == [3] * len(held)
+    expected = best_threshold([s.step_rewards for s in scored], [first_error_of_labels(r["step_labels"]) for r in held])
+    assert recorded == pytest.approx(expected, abs=1e-4)
+
+    # no step labels (as the next test's data): nothing to choose on, nothing recorded
+    unlabelled = _write(tmp_path / "soft.jsonl", [_record(i) for i in range(20)])
+    summary = train([str(unlabelled)], tmp_path / "soft", _cfg(base, tmp_path, val_fraction=0.4))
+    assert summary["error_threshold"] is None and recorded_error_threshold(str(tmp_path / "soft")) is None
+
+
 def test_errors_file_can_be_named_and_a_clean_run_leaves_none(base, tmp_path):
     labels = _write(tmp_path / "labels.jsonl", [_record(1), _record(2, correct="yes"), _record(3)])
     errors = tmp_path / "elsewhere" / "bad.jsonl"

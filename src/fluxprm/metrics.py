@@ -33,7 +33,7 @@ __all__ = [
     "group", "top_candidates", "pick_best", "vote_winners", "majority_vote", "weighted_vote",
     "pick_accuracy", "vote_accuracy", "random_pick_accuracy", "oracle_accuracy", "best_of_n", "accuracy_at_n",
     "pick_value", "vote_value", "oracle_value", "subsets", "SubsetAccuracy", "subset_accuracy",
-    "FirstErrorF1", "first_error_index", "first_error_f1", "threshold_f1", "best_threshold",
+    "FirstErrorF1", "first_error_index", "first_error_of_labels", "first_error_f1", "threshold_f1", "best_threshold",
     "StepCounts", "PRMScore", "prmbench_step_counts", "prmscore", "auprc", "ReliabilityBin", "reliability_bins",
     "ece", "bootstrap_ci", "pearson", "spearman",
 ]
@@ -383,6 +383,19 @@ class FirstErrorF1:
         if digits is not None:
             out = {k: round(v, digits) if isinstance(v, float) else v for k, v in out.items()}
         return out
+
+
+def first_error_of_labels(step_labels: Sequence[float | None] | None) -> int | None:
+    """The gold side of :func:`first_error_index`: the first step labelled bad (< 0.5), -1 when every step is
+    labelled good, ``None`` when it cannot be placed (no labels, or an unknown label before any bad one)."""
+    if not step_labels:
+        return None
+    for i, label in enumerate(step_labels):
+        if label is None:
+            return None
+        if label < 0.5:
+            return i
+    return -1
 
 
 def first_error_index(step_rewards: Sequence[float], threshold: float) -> int:

@@ -24,7 +24,7 @@ from fluxprm.eval.context import (DEFAULT_THRESHOLD, TaskContext, TaskOutput, la
                                   reject, sample_file)
 from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
 from fluxprm.eval.sources import EvalError, EvalSource
-from fluxprm.metrics import best_threshold, threshold_f1
+from fluxprm.metrics import best_threshold, first_error_of_labels, threshold_f1
 from fluxprm.models.fluxprm_config import recorded_error_threshold
 from fluxprm.traces import Trace
 
@@ -33,15 +33,7 @@ __all__ = ["run_processbench", "first_error_label", "samples_for"]
 
 def first_error_label(trace: Trace) -> int | None:
     """The index of the first step labelled bad (0.0), -1 when every step is labelled good; None if unknown."""
-    labels = trace.step_labels
-    if not labels:
-        return None
-    for i, label in enumerate(labels):
-        if label is None:
-            return None  # unknown before any known error: the first error cannot be placed
-        if label < 0.5:
-            return i
-    return -1
+    return first_error_of_labels(trace.step_labels)
 
 
 def samples_for(ctx: TaskContext, src: EvalSource, inputs: Sequence[str], tag: str,

@@ -62,8 +62,9 @@ class FluxPRMConfig(FluxPRMOptions):
                 "min_chars, max_thinking_steps, max_response_steps); None in checkpoints older than it."})
     error_threshold: float | None = field(default=None, metadata={
         "help": "Step reward below which a step is called the first error, chosen on rows of the training data "
-                "the heads never fitted (fluxprm-mini: out-of-fold, scripts/mini/kfold_threshold.py); the default "
-                "of `fluxprm eval processbench`. None: not calibrated."})
+                "the heads never fitted (fluxprm train: its held-out rows with step labels; fluxprm-mini: "
+                "out-of-fold, scripts/mini/kfold_threshold.py); the default of `fluxprm eval processbench`. "
+                "None: not calibrated."})
     version: int = 1  # 2 when the checkpoint reads trajectory signals (a reader that ignores them would be wrong)
 
     @classmethod

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from fluxprm.jobs import CauseCounter, OutputPathError, check_inputs
+from fluxprm.metrics import best_threshold, first_error_of_labels, threshold_f1
 from fluxprm.models.base import Encoded, TraceTooLong, pad_batch
 from fluxprm.models.fluxprm_format import FluxPRM, feature_size, make_heads, make_signal_head, resolve_base
 from fluxprm.records import BadRecord
@@ -148,17 +149,21 @@ def train(label_paths: Iterable[str | Path], out_dir: str | Path, cfg: TrainConf
 
             if prm.signal_head is not None:  # standardise the signals by the training examples' statistics
                 prm.signal_head.fit_scale(_signals(prm, train_ex))
+            threshold: dict[str, Any] | None = None
             if cfg.mode == "frozen":
                 steps = _train_frozen(prm, feats, train_ex, val_feats, val_ex, cfg, log)
+                threshold = _heldout_error_threshold(prm, val_feats, val_ex)
             else:
                 steps = _train_end_to_end(prm, encs, train_ex, cfg, log)
         _check_weights(prm, cfg, steps)
+        prm.config.error_threshold = threshold["threshold"] if threshold else None
         save_checkpoint(prm, stage, cfg)
         plot_losses(log_path, stage / "loss.png")
         summary = {"examples": len(examples), "train": len(train_ex), "val": len(val_ex), "rejected": len(rejected),
                    "too_long": sum(1 for b in unfit if b.error.startswith(_TOO_LONG)),
                    "errors": str(written) if written else None, "rejection_causes": _causes(rejected),
-                   "steps": steps, "seconds": round(time.time() - started, 1), "out": str(out), "mode": cfg.mode}
+                   "steps": steps, "seconds": round(time.time() - started, 1), "out": str(out), "mode": cfg.mode,
+                   "error_threshold": threshold}
         (stage / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -434,6 +439,32 @@ def _heads_loss(prm: FluxPRM, feats: list[Features], exs: list[Example], signals
 def _heads(prm: FluxPRM) -> list[nn.Module]:
     """The trained heads: step, trajectory and (if the model reads signals) the signal head."""
     return [prm.step_head, prm.traj_head] + ([prm.signal_head] if prm.signal_head is not None else [])
+
+
+def _heldout_error_threshold(prm: FluxPRM, feats: list[Features], exs: list[Example]) -> dict[str, Any] | None:
+    """The first-error threshold the checkpoint records (``fluxprm eval processbench``'s default for it).
+
+    Chosen on the held-out examples whose step labels place a first error (or none): rows the heads never
+    fitted, on which the best threshold is not optimistic. A model's reward scale is its own (fluxprm-mini's
+    step rewards sit well below 0.5), so a fixed 0.5 can be far off. ``None`` without both erroneous and correct
+    held-out samples. Few held-out rows make a noisy choice: scripts/mini/kfold_threshold.py shows a sturdier
+    one, out-of-fold over the whole file.
+    """
+    rewards: list[list[float]] = []
+    labels: list[int] = []
+    with torch.no_grad():
+        for f, ex in zip(feats, exs):
+            label = first_error_of_labels(ex.step_labels)
+            if label is None or f.steps.shape[0] != len(ex.step_labels):
+                continue
+            rewards.append(prm.head(f.steps.float()).tolist())
+            labels.append(label)
+    try:
+        threshold = best_threshold(rewards, labels)
+    except ValueError:  # no erroneous or no correct sample: F1 is undefined
+        return None
+    fit = threshold_f1(rewards, labels, threshold)
+    return {"threshold": threshold, "samples": len(labels), "heldout_f1": fit.f1}
 
 
 def _train_frozen(prm: FluxPRM, feats: list[Features], train_ex: list[Example], val_feats: list[Features],
