@@ -11,9 +11,10 @@ Dev slices are problem-disjoint from everything fluxprm-mini trains on (``script
   erroneous sample (modified process; target = first error step) and a correct one (original
   process; target = "no error"); the prediction is the first step whose reward is below a threshold
   chosen on the *training* PRMBench file, on rows the heads never fitted (on fitted rows the best threshold
-  is optimistic): by default the one the checkpoint records (``--calibrate recorded``: chosen out-of-fold on
-  the whole file by ``kfold_threshold.py``), else on the rows of the problems the training run held out
-  (``--calibrate heldout``, 456 samples for fluxprm-mini: a noisy choice);
+  is optimistic): by default the one the checkpoint records (``--calibrate recorded``: ``fluxprm train``'s
+  choice on its held-out rows, replaced for fluxprm-mini by ``kfold_threshold.py --record``'s out-of-fold one),
+  else on the PRMBench rows of the problems the training run held out (``--calibrate heldout``, 456 samples for
+  fluxprm-mini: a noisy choice);
   F1 = harmonic mean of the two accuracies.
 
 Every figure has a 95 % percentile bootstrap interval (``*_ci``) resampling whole problems (PRMBench: items),
@@ -162,6 +163,14 @@ def _diff(bon: dict, a: str, b: str) -> float | None:
     return None if bon[a] is None or bon[b] is None else bon[a] - bon[b]
 
 
+def load_for_features(model: str) -> tuple:
+    """``(prm, cfg, steps)``: the checkpoint on CPU, the feature-extraction config its cached features are keyed
+    by, and the segmentation `fluxprm score` uses for it — what :func:`rewards` needs."""
+    prm = load_prm(model, device="cpu")
+    cfg = TrainConfig(base=prm.config.base, feature_layers=prm.config.feature_layers, max_length=prm.max_length)
+    return prm, cfg, step_config_for(prm.trained_steps)
+
+
 def trained_val_fraction(model: str) -> float:
     """The held-out share the checkpoint was trained with (its ``train_config.yaml``)."""
     import yaml
@@ -209,16 +218,15 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("build/mini"), help="folder written by build_data.py")
     ap.add_argument("--check", type=int, default=3, help="traces re-scored through fluxprm.score as a cross-check")
     ap.add_argument("--calibrate", choices=("recorded", "heldout", "all"), default=None,
-                    help="the first-error threshold: the one the checkpoint records (chosen out-of-fold on the whole "
-                         "training PRMBench file by kfold_threshold.py; the default when there is one), or chosen "
+                    help="the first-error threshold: the one the checkpoint records (fluxprm train's held-out "
+                         "choice, or kfold_threshold.py --record's out-of-fold one; the default when there is one), "
+                         "or chosen "
                          "here on the PRMBench training rows of the problems the training run held out (never "
                          "fitted; the default otherwise), or on all of them (fitted: an optimistic threshold)")
     ap.add_argument("--limit", type=int, default=0,
                     help="read only the first N traces of each file (a quick smoke run; 0 = all)")
     args = ap.parse_args()
-    prm = load_prm(args.model, device="cpu")
-    cfg = TrainConfig(base=prm.config.base, feature_layers=prm.config.feature_layers, max_length=prm.max_length)
-    steps = step_config_for(prm.trained_steps)  # the segmentation `fluxprm score` uses for this checkpoint
+    prm, cfg, steps = load_for_features(args.model)
 
     sky, sky_skipped = pool_candidates(prm, args.data / "dev_skythought.jsonl", cfg, steps,
                                        lambda t: f"amc23-{t.meta.get('idx')}", args.limit)

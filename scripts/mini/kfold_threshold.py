@@ -38,23 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import evaluate  # noqa: E402  (scripts/mini/evaluate.py: the cached-feature scoring every dev figure uses)
 
 from fluxprm import metrics  # noqa: E402
-from fluxprm.models import load_prm  # noqa: E402
 from fluxprm.models.fluxprm_config import FluxPRMConfig  # noqa: E402
-from fluxprm.steps import prepare, step_config_for  # noqa: E402
+from fluxprm.steps import prepare  # noqa: E402
 from fluxprm.traces import Trace, iter_traces  # noqa: E402
-from fluxprm.train import TrainConfig  # noqa: E402
-
 
 
 def fold_of(problem: str, folds: int) -> int:
     """A problem's fold: a hash of its text, salted so folds do not line up with the training hold-out."""
     return int(hashlib.sha256(f"kfold:{problem}".encode()).hexdigest()[:8], 16) % folds
-
-
-def prm_and_steps(model: str):
-    prm = load_prm(model, device="cpu")
-    cfg = TrainConfig(base=prm.config.base, feature_layers=prm.config.feature_layers, max_length=prm.max_length)
-    return prm, cfg, step_config_for(prm.trained_steps)
 
 
 def split_file(path: Path, folds: int, steps) -> list[int]:
@@ -82,7 +73,7 @@ def run_fold(k: int, args: argparse.Namespace, fold_ids: list[int]) -> dict:
         cmd = [sys.executable, "-m", "fluxprm", "train", *files, "--config", str(args.config), "-o", str(model)]
         print(f"fold {k}: training ({sum(f != k for f in fold_ids)} PRMBench rows)", file=sys.stderr, flush=True)
         subprocess.run(cmd, check=True)
-    prm, cfg, fold_steps = prm_and_steps(str(model))
+    prm, cfg, fold_steps = evaluate.load_for_features(str(model))
     fold_problem = lambda t: fold_of(prepare(t, fold_steps).problem, args.folds) == k  # noqa: E731
     rewards, labels = evaluate.prmbench_samples(prm, args.folded, cfg, fold_steps, 0, fold_problem)
     out = {"fold": k, "rows": sum(f == k for f in fold_ids), "rewards": rewards, "labels": labels,
@@ -112,7 +103,7 @@ def main() -> None:
     args.folded = args.folded or next((f for f in args.train if f.name == "train_prmbench.jsonl"), None)
     if args.folded not in args.train:
         ap.error("--folded must be one of the training files (no train_prmbench.jsonl among them)")
-    prm, cfg, steps = prm_and_steps(args.model)
+    prm, cfg, steps = evaluate.load_for_features(args.model)
     fold_ids = split_file(args.folded, args.folds, steps)
     results = [run_fold(k, args, fold_ids) for k in range(args.folds)]
     rewards = [r for res in results for r in res["rewards"]]
