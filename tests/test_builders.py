@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -282,9 +281,8 @@ def test_token_classification_layout_and_ref(tc_dir, qwen_tok):
 
 def test_cache_is_reused_and_dst_is_a_private_copy(prm_dir, tmp_path):
     counts = dict(builders.BUILD_COUNTS)
-    t0 = time.perf_counter()
     again = build_qwen_prm(None, seed=0)
-    assert again == prm_dir and time.perf_counter() - t0 < 2.0
+    assert again == prm_dir
     assert builders.BUILD_COUNTS == counts  # nothing rebuilt
     dst = build_qwen_prm(tmp_path / "prm", seed=0)
     assert dst == tmp_path / "prm"
@@ -303,8 +301,6 @@ def test_cache_builds_once_in_a_fresh_dir(tmp_path, monkeypatch):
     assert builders.BUILD_COUNTS[name] == before + 1
     cached = tmp_path / "cache" / builders.CACHE_VERSION / name
     assert (cached / ".complete").exists() and (cached / "tokenizer.json").exists()
-    t0 = time.perf_counter()
     second = build_qwen25_tokenizer(tmp_path / "b", prm=False)
-    assert time.perf_counter() - t0 < 2.0
-    assert builders.BUILD_COUNTS[name] == before + 1
+    assert builders.BUILD_COUNTS[name] == before + 1  # copied from the cache, not built again
     assert (first / "tokenizer.json").read_bytes() == (second / "tokenizer.json").read_bytes()
