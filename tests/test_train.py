@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import fluxprm
 from fluxprm import load_prm
@@ -129,3 +130,33 @@ def test_lora_training_saves_an_adapter_that_loads(tmp_path):
     prm = load_prm(str(tmp_path / "lora"), dtype="float32")
     [s] = fluxprm.score(prm, [json.loads(Path(files[0]).read_text().splitlines()[1])])
     assert all(0.0 <= r <= 1.0 for r in s.step_rewards)
+
+
+def test_gradient_checkpointing_trains_the_same_weights(tmp_path, monkeypatch):
+    """``gradient_checkpointing`` trades compute for memory and nothing else: LoRA training with it writes the
+    adapter and heads that training without it writes (same seed; recomputation replays the RNG state)."""
+    import transformers.modeling_utils as modeling_utils
+
+    files = [str(FIXTURES / "prmbench_train_sample.jsonl")]
+    real_checkpoint, recomputed = modeling_utils.checkpoint, []
+
+    def counting_checkpoint(*args, **kwargs):
+        recomputed.append(1)
+        return real_checkpoint(*args, **kwargs)
+
+    runs = {}
+    for checkpointing in (False, True):
+        if checkpointing:  # transformers binds its checkpoint function when checkpointing is enabled
+            monkeypatch.setattr(modeling_utils, "checkpoint", counting_checkpoint)
+        cfg = TrainConfig(mode="lora", max_steps=2, batch_size=2, max_length=192, lora_r=4,
+                          gradient_checkpointing=checkpointing)
+        out = tmp_path / f"ckpt_{checkpointing}"
+        train(files, out, cfg)
+        runs[checkpointing] = {name: load_file(out / name) for name in ("adapter_model.safetensors", "heads.safetensors")}
+    for name, tensors in runs[False].items():
+        assert tensors.keys() == runs[True][name].keys()
+        for key, value in tensors.items():
+            torch.testing.assert_close(runs[True][name][key], value, rtol=1e-5, atol=1e-6, msg=f"{name}:{key}")
+    assert recomputed  # the second run really went through checkpointed layers
+    base = load_file(tmp_path / "ckpt_False" / "adapter_model.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in base.items() if "lora_B" in k)  # training moved the adapter

@@ -399,7 +399,7 @@ class LogprobJudge(Judge):
                     kv = self._new_cache()
                     self._extend(kv, self._encode(before + trace.head, True))
                     head_length = kv.get_seq_length()
-                kv.crop(head_length)
+                _crop_to(kv, head_length)
                 self._extend(kv, self._encode(trace.omitted(start))
                              + [i for k in range(start, group[0]) for i in self._encode(trace.steps[k])])
                 pending = [(t, self._encode(trace.steps[t]), self._encode(trace.questions[t] + after) + extra)
@@ -491,6 +491,18 @@ class LogprobJudge(Judge):
 def _causal_pairs(past: int, n: int) -> int:
     """(query, key) pairs of a causal forward of ``n`` tokens after ``past`` cached ones."""
     return n * past + n * (n + 1) // 2
+
+
+def _crop_to(kv: Any, length: int) -> None:
+    """Drop the KV cache's tokens after the first ``length``.
+
+    Through transformers 5.14 ``crop(n)`` with ``n >= 0`` meant "keep n tokens"; 5.15 and later reject it and
+    take only a negative count of tokens to remove, which every version reads the same way (and ``crop(0)``
+    would empty the cache on the older ones, hence the guard).
+    """
+    surplus = kv.get_seq_length() - length
+    if surplus > 0:
+        kv.crop(-surplus)
 
 
 BLOCK_TOKENS = 1024  # tokens per forward of the cached judge: amortises the per-forward cost over several steps

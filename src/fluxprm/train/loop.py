@@ -554,7 +554,9 @@ def _train_end_to_end(prm: FluxPRM, encs: list[Encoded], train_ex: list[Example]
                                                                lora_dropout=cfg.lora_dropout,
                                                                target_modules=cfg.lora_targets))
     if cfg.gradient_checkpointing:
-        prm.backbone.gradient_checkpointing_enable()
+        # transformers 5.23 renamed it (the old name warns, and goes in v6); earlier ones have only the old one
+        enable = getattr(prm.backbone, "activation_checkpointing_enable", None)
+        (enable or prm.backbone.gradient_checkpointing_enable)()
         if hasattr(prm.backbone, "enable_input_require_grads"):
             prm.backbone.enable_input_require_grads()
     prm.backbone.float().train()
