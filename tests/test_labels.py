@@ -472,3 +472,17 @@ def test_the_default_judge_and_encoder_load_without_progress_bars(capfd):
     err = capfd.readouterr().err
     assert "Loading weights" not in err and "it/s]" not in err, err[-500:]
     assert hf_logging.is_progress_bar_enabled()  # restored for the caller's own loads
+
+
+def test_a_chunk_without_thinking_steps_encodes_without_a_warning():
+    """A chunk of response-only traces encodes no text; asking sentence-transformers 6 for the width by its old
+    name printed a FutureWarning into a new user's first label run on a mixed pool."""
+    import warnings
+
+    from fluxprm.labels.encoder import Encoder
+
+    encoder = Encoder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        empty = encoder.encode([])
+    assert empty.shape == (0, encoder.encode(["one step"]).shape[1]) and empty.shape[1] > 0

@@ -152,7 +152,8 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, monkeypatch):
                           gradient_checkpointing=checkpointing)
         out = tmp_path / f"ckpt_{checkpointing}"
         train(files, out, cfg)
-        runs[checkpointing] = {name: load_file(out / name) for name in ("adapter_model.safetensors", "heads.safetensors")}
+        runs[checkpointing] = {name: load_file(out / name)
+                               for name in ("adapter_model.safetensors", "heads.safetensors")}
     for name, tensors in runs[False].items():
         assert tensors.keys() == runs[True][name].keys()
         for key, value in tensors.items():

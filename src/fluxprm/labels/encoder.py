@@ -65,7 +65,9 @@ class Encoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
-            dim = self.model.get_sentence_embedding_dimension() or 0
+            # sentence-transformers 6 renamed it (the old name warns); 3.x-5.x have only the old one
+            width = getattr(self.model, "get_embedding_dimension", None)
+            dim = (width or self.model.get_sentence_embedding_dimension)() or 0
             return np.zeros((0, dim), dtype=np.float32)
         emb = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
                                 normalize_embeddings=True, show_progress_bar=False)
