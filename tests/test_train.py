@@ -122,6 +122,7 @@ def test_frozen_training_is_reproducible(tmp_path):
     assert sa.trajectory_reward is not None and len(sa.step_rewards) == sa.num_steps
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # none reaches a user of the newest transformers
 def test_lora_training_saves_an_adapter_that_loads(tmp_path):
     files = [str(FIXTURES / "prmbench_train_sample.jsonl")]
     cfg = TrainConfig(mode="lora", max_steps=2, batch_size=2, max_length=256, lora_r=4)
@@ -132,6 +133,7 @@ def test_lora_training_saves_an_adapter_that_loads(tmp_path):
     assert all(0.0 <= r <= 1.0 for r in s.step_rewards)
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # none reaches a user of the newest transformers
 def test_gradient_checkpointing_trains_the_same_weights(tmp_path, monkeypatch):
     """``gradient_checkpointing`` trades compute for memory and nothing else: LoRA training with it writes the
     adapter and heads that training without it writes (same seed; recomputation replays the RNG state)."""

@@ -1,17 +1,22 @@
-"""Loading weights without transformers' progress bars.
+"""Loading weights without noise a fluxprm user cannot act on.
 
 transformers 5 draws a "Loading weights" bar per ``from_pretrained``; in a log (``nohup``, CI) each is a run of
 carriage returns, and it interleaves with fluxprm's own progress lines. Every place fluxprm loads weights
 (the PRM backbone, the judge LLM, the sentence encoder) goes through :func:`no_loading_bars`. Warnings and
 errors are untouched: a broken checkpoint still says so.
+
+peft 0.21 reads transformers 5.23's deprecated ``is_gradient_checkpointing`` whenever it wraps a model, a
+FutureWarning in every LoRA training run and every load of a LoRA checkpoint; :func:`peft_quietly` drops that
+one warning and no other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Iterator
 
-__all__ = ["no_loading_bars"]
+__all__ = ["no_loading_bars", "peft_quietly"]
 
 
 @contextlib.contextmanager
@@ -26,3 +31,11 @@ def no_loading_bars() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Inside the block, peft's use of transformers' deprecated ``is_gradient_checkpointing`` warns no more."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.* is deprecated", FutureWarning)
+        yield

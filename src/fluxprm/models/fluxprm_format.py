@@ -214,7 +214,10 @@ def load_fluxprm(folder: Path, *, name: str, device: torch.device, dtype: torch.
     if config.lora:
         from peft import PeftModel
 
-        backbone = PeftModel.from_pretrained(backbone, str(folder)).merge_and_unload()
+        from fluxprm.quiet import peft_quietly
+
+        with peft_quietly():
+            backbone = PeftModel.from_pretrained(backbone, str(folder)).merge_and_unload()
     tokenizer = load_tokenizer(base)
     state = load_file(str(folder / HEADS_NAME))
     in_features = feature_size(backbone, config.feature_layers)

@@ -50,6 +50,7 @@ from fluxprm.jobs import CauseCounter, OutputPathError, check_inputs
 from fluxprm.metrics import best_threshold, first_error_of_labels, threshold_f1
 from fluxprm.models.base import Encoded, TraceTooLong, pad_batch
 from fluxprm.models.fluxprm_format import FluxPRM, feature_size, make_heads, make_signal_head, resolve_base
+from fluxprm.quiet import peft_quietly
 from fluxprm.records import BadRecord
 from fluxprm.steps import PRMInput
 from fluxprm.train.checkpoint import save_checkpoint
@@ -550,9 +551,10 @@ def _train_end_to_end(prm: FluxPRM, encs: list[Encoded], train_ex: list[Example]
     if cfg.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
-        prm.backbone = get_peft_model(prm.backbone, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                               lora_dropout=cfg.lora_dropout,
-                                                               target_modules=cfg.lora_targets))
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=cfg.lora_targets)
+        with peft_quietly():
+            prm.backbone = get_peft_model(prm.backbone, lora)
     if cfg.gradient_checkpointing:
         # transformers 5.23 renamed it (the old name warns, and goes in v6); earlier ones have only the old one
         enable = getattr(prm.backbone, "activation_checkpointing_enable", None)
