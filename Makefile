@@ -32,7 +32,7 @@ demo: install
 	$(PY) examples/show_scores.py out/demo_scores.jsonl
 
 # Two pytest-xdist workers, each taking whole test files, each with one torch thread: on this 2-core machine the
-# suite takes ~10 min this way against ~14 with one process and two threads (two threads per worker would
+# suite takes ~10 min this way against ~15 with one process and two threads (two threads per worker would
 # spin against each other). TEST_WORKERS=0 TEST_THREADS=2 runs it in one process.
 TEST_WORKERS ?= 2
 TEST_THREADS ?= 1

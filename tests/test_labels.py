@@ -475,8 +475,8 @@ def test_the_default_judge_and_encoder_load_without_progress_bars(capfd):
 
 
 def test_a_chunk_without_thinking_steps_encodes_without_a_warning():
-    """A chunk of response-only traces encodes no text; asking sentence-transformers 6 for the width by its old
-    name printed a FutureWarning into a new user's first label run on a mixed pool."""
+    """A chunk of response-only traces encodes no text; asking sentence-transformers ≥ 5.4 for the width by its
+    old name printed a FutureWarning into a new user's first label run on a mixed pool."""
     import warnings
 
     from fluxprm.labels.encoder import Encoder

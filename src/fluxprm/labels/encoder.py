@@ -65,7 +65,7 @@ class Encoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
-            # sentence-transformers 6 renamed it (the old name warns); 3.x-5.x have only the old one
+            # renamed in sentence-transformers 5.4 (the old name warns); earlier versions have only the old one
             width = getattr(self.model, "get_embedding_dimension", None)
             dim = (width or self.model.get_sentence_embedding_dimension)() or 0
             return np.zeros((0, dim), dtype=np.float32)
