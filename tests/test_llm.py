@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -499,3 +500,23 @@ def test_smollm2_dir_built_once_by_concurrent_processes(tmp_path):
     assert log.read_text() == "convert\n"
     assert sorted(p.name for p in target.iterdir()) == [".complete", "config.json"]
     assert [p.name for p in target.parent.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+
+
+def test_the_first_build_of_the_embedded_backbone_draws_no_progress_bars(tmp_path):
+    """A new user's first `make demo` began with two runs of carriage returns: transformers' GGUF reader draws
+    its de-quantisation bar with tqdm directly (past transformers' own switch) and save_pretrained a shard bar."""
+    env = dict(os.environ, FLUXPRM_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", "import fluxprm.embedded as e; print(e.smollm2_dir())"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    built = Path(done.stdout.strip())
+    assert built.parent == tmp_path / "cache" and (built / "model.safetensors").is_file()
+    assert "de-quantizing" not in done.stderr and "Writing model shards" not in done.stderr, done.stderr[-500:]
+    assert "it/s]" not in done.stderr, done.stderr[-500:]
+    from transformers import modeling_gguf_pytorch_utils as gguf_module
+    from fluxprm.quiet import no_loading_bars
+
+    before = gguf_module.tqdm
+    with no_loading_bars():
+        assert gguf_module.tqdm is not before
+    assert gguf_module.tqdm is before  # restored for the caller's own GGUF loads

@@ -96,5 +96,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         model.generation_config.temperature = None
         model.generation_config.top_p = None
         model.generation_config.top_k = None
-    model.save_pretrained(out, safe_serialization=True)
+    with no_loading_bars():
+        model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
