@@ -55,8 +55,8 @@ class RayOptions:
     """Where and how wide a distributed run is: the cluster and the actor pool (``fluxprm score --ray ...``)."""
 
     ray: bool = field(default=False, metadata={
-        "help": f"Score on a Ray cluster with Ray Data: an actor pool of --workers model copies; output, errors "
-                f"file and --resume are the same as without --ray. Needs {INSTALL_HINT}."})
+        "help": f"Score on a Ray cluster with Ray Data: an actor pool of --workers model copies, writing the same "
+                f"files as without --ray. Needs {INSTALL_HINT}."})
     address: str | None = field(default=None, metadata={
         "help": "Ray cluster to join (with --ray): HOST:PORT of a `ray start --head` node, ray://HOST:10001 for "
                 "Ray Client, or 'local' for a new cluster on this machine.  [default: RAY_ADDRESS, else the "

@@ -4,7 +4,7 @@ Mirrors :mod:`fluxprm.score_job`: input is streamed in chunks of ``chunk_size`` 
 in input order, rejected records go to the errors file, and output is crash-safe and resumable through
 :class:`fluxprm.outputs.ResumableWriter` (a resumed run equals an uninterrupted one byte for byte).
 
-Per chunk: segment every trace with :func:`fluxprm.engine.prepare` (the same segmentation ``fluxprm
+Per chunk: segment every trace with :func:`fluxprm.steps.prepare` (the same segmentation ``fluxprm
 score`` uses, so labels line up with scored steps); encode all texts of the chunk in one encoder call;
 compute alignment and coherence; score every thinking step with the judge; run the template-guided
 rollouts; fuse. Coherence negatives come from a pool sampled over the whole run in a first pass
