@@ -266,3 +266,21 @@ def test_model_scores_are_cached_in_the_report_folder(prmbench, tmp_path: Path, 
     second = run_eval("prmbench", [data], src, tmp_path / "rep", EvalOptions(threshold=0.45)).output.metrics
     assert runs == [str(tmp_path / "rep" / "scores" / "toy.jsonl")]  # scored once
     assert first["prmscore"] != second["prmscore"] and second["threshold"] == 0.45
+
+
+def test_processbench_calibrates_on_prmbench_rows_of_a_score_file_covering_both_files(processbench, prmbench,
+                                                                                       tmp_path: Path) -> None:
+    """The README's `eval processbench ... --scores a.jsonl --calibrate train.jsonl`: one score file of both files
+    used to pair nothing (the streaming join stopped at the other file's scores). PRMBench rows scored ahead of
+    time bring no original processes, so there is nothing correct to calibrate on: one clear line says so."""
+    data, scores = processbench
+    prm_data, prm_scores = prmbench
+    both = tmp_path / "both.jsonl"
+    both.write_text(Path(prm_scores).read_text() + Path(scores).read_text())
+    with pytest.raises(EvalError, match=r"--calibrate .*: 3 erroneous and 0 correct samples .* only when scored now"):
+        run_eval("processbench", [data], sources_from(None, [str(both)], None), tmp_path / "rep",
+                 EvalOptions(calibrate=prm_data))
+    # the same file as the evaluated one's calibration joins through the index and gives the hand-computed result
+    result = run_eval("processbench", [data], sources_from(None, [str(both)], None), tmp_path / "rep2",
+                      EvalOptions(calibrate=data))
+    assert result.output.metrics["threshold"] == pytest.approx(0.375)

@@ -94,3 +94,37 @@ def test_ordered_join_streams_and_refuses_a_broken_order(tmp_path):
     assert scores_in_order([path])
     path.write_text("".join(json.dumps(s.to_json()) + "\n" for s in reversed(scores)))
     assert not scores_in_order([path])
+
+
+def _score_lines(traces: list) -> list[str]:
+    return [json.dumps(TraceScore(id=t.id, score=float(t.line), step_rewards=[0.5], thinking_step_rewards=[],
+                                  response_step_rewards=[0.5], trajectory_reward=None, num_steps=1, truncated=False,
+                                  model="m", source=t.source, line=t.line).to_json()) + "\n" for t in traces]
+
+
+def test_a_score_file_of_more_files_or_another_file_order_still_joins(tmp_path, monkeypatch):
+    """A pool scored once (`fluxprm score a.jsonl b.jsonl -o all.jsonl`) and then selected, Best-of-N'd or evaluated
+    in parts, or with its files in another order: the streaming join used to pair no trace at all (every record
+    "no score"), because it met the other file's scores first and never moved past them."""
+    from fluxprm.scored import ScoreSource, scored_traces
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        Path(f"{name}.jsonl").write_text("".join(json.dumps({"id": f"{name}{i}", "problem": "p", "response": "x y"})
+                                                 + "\n" for i in range(3)))
+    a, b = list(iter_traces(["a.jsonl"])), list(iter_traces(["b.jsonl"]))
+    Path("all.jsonl").write_text("".join(_score_lines(a) + _score_lines(b)))
+    Path("revisit.jsonl").write_text("".join(_score_lines(a[:1]) + _score_lines(b) + _score_lines(a[1:])))
+
+    assert scores_in_order(["all.jsonl"], ["a.jsonl", "b.jsonl"])  # exactly the inputs, in order: streams
+    assert scores_in_order(["all.jsonl"], ["./a.jsonl", str(tmp_path / "b.jsonl")])
+    assert not scores_in_order(["all.jsonl"], ["b.jsonl"])
+    assert not scores_in_order(["all.jsonl"], ["b.jsonl", "a.jsonl"])
+    assert not scores_in_order(["revisit.jsonl"], ["a.jsonl", "b.jsonl"])
+    assert not scores_in_order(["all.jsonl"], ["a.jsonl", "a.jsonl", "b.jsonl"])
+    for inputs, scores in [(["b.jsonl"], "all.jsonl"), (["a.jsonl"], "all.jsonl"), (["b.jsonl", "a.jsonl"], "all.jsonl"),
+                           (["a.jsonl", "b.jsonl"], "all.jsonl"), (["a.jsonl", "b.jsonl"], "revisit.jsonl")]:
+        pairs = list(scored_traces(inputs, ScoreSource(scores=[scores])))
+        expected = [t.id for path in inputs for t in (a if path == "a.jsonl" else b)]
+        assert [t.id for t, _ in pairs] == expected, (inputs, scores)
+        assert all(s is not None and s.id == t.id and s.score == float(t.line) for t, s in pairs), (inputs, scores)

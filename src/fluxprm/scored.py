@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from fluxprm.distributed import RayOptions, ray_session  # imports neither Ray nor torch
 from fluxprm.records import BadRecord
-from fluxprm.scores import TraceScore, join_scores, read_scores, scores_in_order
+from fluxprm.scores import TraceScore, join_key, join_scores, read_scores, scores_in_order
 from fluxprm.traces import FieldMap, Trace, iter_traces
 
 __all__ = ["ScoreSource", "scored_traces", "field_score", "scoring_cluster"]
@@ -113,8 +113,9 @@ def scored_traces(inputs: Sequence[str], source: ScoreSource, fields: FieldMap |
         paths = [str(p) for p in source.scores]
     else:
         raise ValueError("no scores: give a scores file, a model, or a score field")
-    ordered = scores_in_order(paths)
-    scores = (s for s in read_scores(paths) if isinstance(s, TraceScore))
+    ordered = scores_in_order(paths, inputs)
+    wanted = {join_key(path, 0)[0] for path in inputs}  # a score file may cover more files than these inputs
+    scores = (s for s in read_scores(paths) if isinstance(s, TraceScore) and s.key[0] in wanted)
     yield from join_scores(scores, iter_traces(inputs, fields), ordered=ordered)
 
 

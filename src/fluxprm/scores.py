@@ -225,15 +225,34 @@ def join_scores(scores: Iterable[TraceScore], traces: Iterable[Any], ordered: bo
             yield trace, None  # rejected when scoring: no score in its place
 
 
-def scores_in_order(paths: Iterable[str | os.PathLike]) -> bool:
-    """Whether a score file's records are in input order (one streaming pass over their keys)."""
+def scores_in_order(paths: Iterable[str | os.PathLike], inputs: Sequence[str | os.PathLike] | None = None) -> bool:
+    """Whether a score file's records are in input order (one streaming pass over their keys).
+
+    Lines must rise within each file. Given ``inputs``, the files must also come in the inputs' order, each
+    once, and be inputs: :func:`join_scores` can stream only then. A score file of more files than the inputs
+    (a whole pool scored once, then one part selected) or of the same files in another order is not in order,
+    and is joined through the index instead.
+    """
+    rank: dict[str, int] | None = None
+    if inputs is not None:
+        resolved = [join_key(str(p), 0)[0] for p in inputs]
+        if len(set(resolved)) != len(resolved):
+            return False
+        rank = {path: i for i, path in enumerate(resolved)}
     previous = None
     for rec in read_scores(paths):
         if isinstance(rec, BadRecord):
             continue
-        if previous is not None and not _after(rec.key, previous, same_file_only=False):
+        key = rec.key
+        if rank is not None and key[0] not in rank:
             return False
-        previous = rec.key
+        if previous is not None:
+            if rank is not None and key[0] != previous[0]:
+                if rank[key[0]] < rank[previous[0]]:
+                    return False
+            elif not _after(key, previous, same_file_only=False):
+                return False
+        previous = key
     return True
 
 

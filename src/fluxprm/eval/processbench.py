@@ -77,10 +77,12 @@ def run_processbench(ctx: TaskContext) -> TaskOutput:
         calibrated: dict[str, Any] | None = None
         if calibration is not None:
             cal_rewards, cal_labels = samples_for(ctx, src, [calibration], ".calibrate", record_errors=False)
-            try:
-                threshold = best_threshold(cal_rewards, cal_labels)
-            except ValueError as exc:
-                raise EvalError(f"--calibrate {opts.calibrate}: {exc}") from None
+            n_error, n_correct = sum(label >= 0 for label in cal_labels), cal_labels.count(-1)
+            if not n_error or not n_correct:
+                raise EvalError(f"--calibrate {opts.calibrate}: {n_error} erroneous and {n_correct} correct samples "
+                                f"for {src.name}; a threshold needs both (PRMBench rows bring their original "
+                                "processes as the correct samples only when scored now, with -m)")
+            threshold = best_threshold(cal_rewards, cal_labels)
             fit = threshold_f1(cal_rewards, cal_labels, threshold)
             calibrated = {"file": opts.calibrate, "samples": len(cal_labels), "f1": fit.f1,
                           "limit": opts.calibrate_limit, "seed": opts.seed if opts.calibrate_limit else None}
