@@ -284,3 +284,23 @@ def test_processbench_calibrates_on_prmbench_rows_of_a_score_file_covering_both_
     result = run_eval("processbench", [data], sources_from(None, [str(both)], None), tmp_path / "rep2",
                       EvalOptions(calibrate=data))
     assert result.output.metrics["threshold"] == pytest.approx(0.375)
+
+
+def test_a_score_file_made_in_another_folder_is_named_as_the_cause(processbench, tmp_path: Path, monkeypatch) -> None:
+    """`fluxprm score pb.jsonl` run inside the data folder, `fluxprm eval`/`bon` run above it with data/pb.jsonl:
+    the scores name another file from here, and the one error line says to run from the scoring folder."""
+    from fluxprm.bon import BonError, BonOptions, run_bon
+
+    data, scores = processbench
+    relative = tmp_path / "relative.jsonl"
+    relative.write_text(Path(scores).read_text().replace(json.dumps(data), json.dumps("pb.jsonl")))
+    (tmp_path / "up").mkdir()
+    monkeypatch.chdir(tmp_path / "up")
+    inside = str(Path("..") / "pb.jsonl")
+    cause = "names its input 'pb.jsonl', which from this folder is"
+    with pytest.raises(EvalError, match=f"{cause} .*run this command from that folder"):
+        run_eval("processbench", [inside], sources_from(None, [str(relative)], None), tmp_path / "rep")
+    with pytest.raises(BonError, match=f"no candidate has a score: .*{cause}"):
+        run_bon([inside], tmp_path / "bon", BonOptions(scores=[str(relative)]))
+    monkeypatch.chdir(tmp_path)  # from the folder the scores were made in, the same command works
+    run_eval("processbench", ["pb.jsonl"], sources_from(None, [str(relative)], None), tmp_path / "rep")

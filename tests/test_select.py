@@ -364,7 +364,15 @@ def test_an_input_spelled_otherwise_joins_but_another_file_gets_a_hint(tmp_path,
     monkeypatch.chdir(copy)  # "pool.jsonl" now names the copy (a relative path must not be resolved from elsewhere)
     result, recs = select(tmp_path, Path("pool.jsonl"), sc, name="sel2.jsonl", top_k=1)
     assert recs == [] and result.counts.unscored == 2
-    assert "pass the input path exactly as it was given to fluxprm score" in result.error_causes[0].hint
+    assert f"scored '{inp}', another file than 'pool.jsonl' ({copy / 'pool.jsonl'})" in result.error_causes[0].hint
+    relative = tmp_path / "relative.scores.jsonl"  # `fluxprm score pool.jsonl` run inside copy/ ...
+    relative.write_text(sc.read_text().replace(json.dumps(str(inp)), json.dumps("pool.jsonl")))
+    monkeypatch.chdir(tmp_path)  # ... and `fluxprm select copy/pool.jsonl` run above it
+    result, recs = select(tmp_path, Path("copy/pool.jsonl"), relative, name="sel3.jsonl", top_k=1)
+    assert recs == [] and result.counts.unscored == 2
+    assert (f"names its input 'pool.jsonl', which from this folder is {tmp_path / 'pool.jsonl'}, not "
+            "'copy/pool.jsonl'" in result.error_causes[0].hint and "run this command from that folder"
+            in result.error_causes[0].hint)
 
 
 def test_select_imports_no_torch_with_a_scores_file(tmp_path):

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from fluxprm import metrics
 from fluxprm.grading import Grader, extract_answer
 from fluxprm.records import BadRecord, iter_records
-from fluxprm.scored import ScoreSource, scored_traces
+from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
 from fluxprm.scores import TraceScore, aggregate, join_key, trace_key
 from fluxprm.traces import (CORRECT_FIELDS, GOLD_FIELDS, ID_FIELDS, PROBLEM_FIELDS, RESPONSE_FIELDS, FieldMap,
                             Trace, iter_traces)
@@ -800,7 +800,8 @@ def run_bon(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, opt
     scored = sum(c.score is not None for c in candidates)
     if not scored:
         if options.scores:
-            why = "the score files must come from `fluxprm score` on these inputs, given by the same paths"
+            why = (unmatched_source_hint(paths, options.scores)
+                   or "the score files must come from `fluxprm score` on these inputs, given by the same paths")
         elif options.score_field:
             why = f"no record has a number in field {options.score_field!r}"
         else:

@@ -3,7 +3,8 @@
 Three sources, one stream of ``(trace, score)`` pairs in input order:
 
 - ``scores=[S.jsonl, ...]`` — score files written earlier by ``fluxprm score`` on the same inputs, joined by
-  the ``(source, line, candidate)`` key (streaming when the file is in input order, as ``score`` writes it);
+  the ``(source, line, candidate)`` key (streaming when the files hold exactly these inputs' scores in input
+  order, as ``score`` writes them; a file of more inputs or another order is indexed, keeping these inputs' scores);
 - ``model=NAME`` — score now: ``fluxprm score`` runs into ``scores_out`` (resumable, like any score run), then
   the pairs stream from that file;
 - ``score_field=FIELD`` — a number already in each record (a pool's own reward-model score, e.g. ``pred_score``;
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ from fluxprm.records import BadRecord
 from fluxprm.scores import TraceScore, join_key, join_scores, read_scores, scores_in_order
 from fluxprm.traces import FieldMap, Trace, iter_traces
 
-__all__ = ["ScoreSource", "scored_traces", "field_score", "scoring_cluster"]
+__all__ = ["ScoreSource", "scored_traces", "field_score", "scoring_cluster", "unmatched_source_hint"]
 
 # The cluster (and torch threads per actor) that scoring with a model uses when its ScoreSource names none: set
 # for a whole command by scoring_cluster, because some commands build their ScoreSource deep inside the library
@@ -137,3 +139,33 @@ def _score_now(inputs: list[str], source: ScoreSource, fields: FieldMap | None, 
     with scoring_model(source.model, source.model_options, cluster, batching=options.batching,
                        threads=threads if cluster is not None and cluster.ray else None) as prm:
         run_score_job(prm, inputs, scores_out, None, options, fields, resume, on_progress=on_progress)
+
+
+def unmatched_source_hint(inputs: Sequence[str], score_paths: Sequence[str], limit: int = 1000) -> str | None:
+    """Why a score file pairs with none of ``inputs`` when it names one of them from another folder, else None.
+
+    The join key is the input's path as ``fluxprm score`` was given it, resolved from the folder the command
+    runs in: ``fluxprm score pool.jsonl`` run inside ``data/`` and ``fluxprm select data/pool.jsonl`` run above
+    it name two different files. Looks at the first ``limit`` distinct sources of each file.
+    """
+    given = {join_key(str(p), 0)[0] for p in inputs}
+    for path in score_paths:
+        seen: set[str] = set()
+        for rec in read_scores([path]):
+            if not isinstance(rec, TraceScore) or rec.source in seen:
+                continue
+            seen.add(rec.source)
+            resolved = join_key(rec.source, 0)[0]
+            if resolved not in given:
+                same = next((p for p in inputs if Path(p).name == Path(rec.source).name), None)
+                if same is not None and os.path.isabs(rec.source):
+                    return (f"{path} scored '{rec.source}', another file than '{same}' "
+                            f"({join_key(same, 0)[0]}): scores join by the scored file's path, line and candidate; "
+                            f"pass '{rec.source}' as the input")
+                if same is not None:
+                    return (f"{path} names its input '{rec.source}', which from this folder is {resolved}, not "
+                            f"'{same}': scores join by the path fluxprm score was given, resolved from the folder "
+                            "it ran in; run this command from that folder (or score again from here)")
+            if len(seen) >= limit:
+                break
+    return None

@@ -53,8 +53,8 @@ import orjson
 from fluxprm.jobs import CauseCounter, ErrorCause, check_inputs, check_outputs
 from fluxprm.outputs import default_errors_path
 from fluxprm.records import BadRecord, RawRecord, iter_records
-from fluxprm.scored import ScoreSource, scored_traces
-from fluxprm.scores import AGGREGATES, TraceScore, aggregate, join_key, read_scores
+from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
+from fluxprm.scores import AGGREGATES, TraceScore, aggregate
 from fluxprm.traces import RESPONSE_FIELDS, FieldMap, Trace
 
 __all__ = ["SelectOptions", "SelectCounts", "SelectResult", "SelectFailure", "run_select", "normalise_problem",
@@ -349,7 +349,7 @@ class _Selection:
         self.scores_out, self.resume, self.on_progress = scores_out, resume, on_progress
         self.scored_once = False
         self.warnings: list[str] = []
-        self.unscored_hint = _source_mismatch(inputs, source.scores) if source.scores else None
+        self.unscored_hint = unmatched_source_hint(inputs, source.scores) if source.scores else None
 
     # -- streams
 
@@ -487,22 +487,6 @@ class _Selection:
             self.warnings.append(f"the stored scores are not {self.options.aggregate}(step rewards) + α·trajectory "
                                  "for one α: pass the scoring model's --aggregate, or --alpha re-weights "
                                  "something else than it scored")
-
-
-def _source_mismatch(inputs: list[str], scores: Sequence[str]) -> str | None:
-    """A hint when a scores file names its input by another spelling of the path (``../data/x.jsonl`` vs
-    ``/work/data/x.jsonl``): the join key is the path as given to ``fluxprm score``, so nothing would join."""
-    given = {join_key(p, 0)[0] for p in inputs}
-    for path in scores:
-        first = next((s for s in read_scores([path]) if isinstance(s, TraceScore)), None)
-        if first is None or join_key(first.source, 0)[0] in given:
-            continue
-        same = next((p for p in inputs if os.path.realpath(p) == os.path.realpath(first.source)
-                     or Path(p).name == Path(first.source).name), None)
-        if same is not None:
-            return (f"{path} names its input '{first.source}', given here as '{same}': pass the input path "
-                    "exactly as it was given to fluxprm score (scores join by that path, line and candidate)")
-    return None
 
 
 def _trace_key(trace: Trace) -> tuple[str, int, int | None]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from fluxprm.records import BadRecord
-from fluxprm.scored import ScoreSource, scored_traces
+from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
 from fluxprm.scores import TraceScore
 from fluxprm.traces import FieldMap, Trace
 
@@ -153,9 +153,10 @@ def load_scored(inputs: Sequence[str], src: EvalSource, fields: FieldMap | None,
     if source.scores and result.unscored:
         ids = [t.id for t in result.unscored]
         shown = ", ".join(ids[:10]) + (f", … ({len(ids) - 10} more)" if len(ids) > 10 else "")
+        hint = unmatched_source_hint(inputs, source.scores) if not result.pairs else None
         raise EvalError(f"scores {', '.join(source.scores)} do not match the traces: no score for {len(ids)} of "
-                        f"{len(ids) + len(result.pairs)} traces (ids {shown}); score these inputs with "
-                        "`fluxprm score` or pass -m")
+                        f"{len(ids) + len(result.pairs)} traces (ids {shown}); "
+                        + (hint or "score these inputs with `fluxprm score` or pass -m"))
     return result
 
 
