@@ -304,3 +304,26 @@ def test_a_score_file_made_in_another_folder_is_named_as_the_cause(processbench,
         run_bon([inside], tmp_path / "bon", BonOptions(scores=[str(relative)]))
     monkeypatch.chdir(tmp_path)  # from the folder the scores were made in, the same command works
     run_eval("processbench", ["pb.jsonl"], sources_from(None, [str(relative)], None), tmp_path / "rep")
+
+
+def test_the_score_cache_is_not_reused_for_a_checkpoint_retrained_in_place(processbench, tmp_path: Path) -> None:
+    """`eval ... -m ./my-prm` caches the model's scores in REPORT_DIR/scores; after `fluxprm train -o my-prm` again
+    the rerun said "reusing cached scores" and reported the old model's numbers."""
+    from builders import build_qwen_prm
+
+    data, _ = processbench
+    folder = build_qwen_prm(tmp_path / "my-prm", seed=0)
+    options = {"dtype": "float32", "device": "cpu"}
+    statuses: list[str] = []
+
+    def scored_file() -> bytes:
+        run_eval("processbench", [data], sources_from([str(folder)], None, None, options), tmp_path / "rep",
+                 on_status=statuses.append)
+        [cached] = (tmp_path / "rep" / "scores").glob("*my-prm.jsonl")
+        return cached.read_bytes()
+
+    first = scored_file()
+    assert scored_file() == first and any("reusing cached scores" in s for s in statuses)
+    statuses.clear()
+    build_qwen_prm(folder, seed=1)  # retrained into the same folder
+    assert scored_file() != first and not any("reusing cached scores" in s for s in statuses)

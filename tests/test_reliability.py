@@ -195,3 +195,27 @@ def test_an_unknown_device_is_a_value_error_naming_it():
 
     with pytest.raises(ValueError, match="unknown device 'bogus'"):
         resolve_device("bogus")
+
+
+def test_a_checkpoint_retrained_in_place_is_not_resumed_into(tmp_path):
+    """A model is named by its folder, the same for every retraining: `score -m my-prm --resume` after
+    `fluxprm train ... -o my-prm` again said "already complete" and kept the old model's scores. The run's
+    identity now holds what the folder holds (each file's path, size and mtime), so the resume is refused."""
+    folder = build_qwen_prm(tmp_path / "my-prm", seed=0)
+    src = _write(tmp_path / "in.jsonl", [_rec(i) for i in range(3)])
+    out = tmp_path / "out.jsonl"
+    first = load_prm(str(folder), dtype="float32", device="cpu")
+    _score(first, src, out)
+    before = out.read_bytes()
+    _score(load_prm(str(folder), dtype="float32", device="cpu"), src, out, resume=True)  # the same model: resumes
+    assert out.read_bytes() == before
+    (folder / "README.md").write_text("a model card edited after scoring\n")  # no weights or settings: same model
+    _score(load_prm(str(folder), dtype="float32", device="cpu"), src, out, resume=True)
+    build_qwen_prm(folder, seed=1)  # "retrained": the same folder, other weights
+    retrained = load_prm(str(folder), dtype="float32", device="cpu")
+    assert retrained.name == first.name and retrained.weights_id != first.weights_id
+    with pytest.raises(ResumeMismatch, match="the model"):
+        _score(retrained, src, out, resume=True)
+    assert out.read_bytes() == before  # untouched
+    _score(retrained, src, out)
+    assert out.read_bytes() != before

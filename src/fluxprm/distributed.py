@@ -547,8 +547,8 @@ class _ScoreWorker:
 
         mode, how = resolve_batching(self.prm, batching)
         prm = self.prm
-        return {"name": prm.name, "format": prm.format, "max_length": prm.max_length, "aggregate": prm.aggregate,
-                "alpha": prm.alpha, "dtype": str(prm.dtype), "device": str(prm.device),
+        return {"name": prm.name, "weights_id": prm.weights_id, "format": prm.format, "max_length": prm.max_length,
+                "aggregate": prm.aggregate, "alpha": prm.alpha, "dtype": str(prm.dtype), "device": str(prm.device),
                 "trained_steps": prm.trained_steps, "batching": mode, "batching_how": how, "setup": self.setup()}
 
     def score(self, options: ScoreOptions, chunk: list) -> tuple[list, dict[str, float], tuple[str, str]]:
@@ -587,6 +587,7 @@ class RemotePRM:
 
     pool: RayPool
     name: str
+    weights_id: str | None
     format: str
     max_length: int
     aggregate: str

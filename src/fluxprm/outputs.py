@@ -47,6 +47,33 @@ def fingerprint(inputs: Iterable[str], options: dict[str, Any]) -> str:
     return h.hexdigest()[:32]
 
 
+# Files of a model folder that hold no weights or settings: editing a model card must not block a resume.
+_NOT_MODEL_FILES = (".md", ".png", ".jpg", ".lock")
+
+
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """What a model folder holds now: each file's relative path, size and mtime (ns), hashed.
+
+    A checkpoint retrained into the same folder changes it, so a ``--resume`` or a cached score file is never
+    completed with another model's scores; contents are not read, so a multi-GB checkpoint costs a stat per file.
+    A model's name alone cannot tell: it is the folder's name, the same for every retraining.
+    """
+    root = Path(folder)
+    h = hashlib.sha256(str(root.resolve()).encode())
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith(_NOT_MODEL_FILES):
+                continue
+            path = Path(dirpath) / name
+            try:
+                st = path.stat()
+            except OSError:  # a dangling link: nothing to load from it either
+                continue
+            h.update(f"{path.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
 @dataclass
 class _State:
     done: int = 0
@@ -87,9 +114,9 @@ def _read_checkpoint(path: Path, run_id: str | None) -> _State:
     if not isinstance(data, dict):
         raise ResumeMismatch(f"{path}: not a checkpoint (expected a JSON object){again}")
     if run_id is not None and data.get("run") != run_id:
-        raise ResumeMismatch(f"{path}: the inputs or options differ from the interrupted run (an input is "
-                             f"identified by its path, size and modification time: a rewritten file is a new "
-                             f"input even with the same bytes){again}")
+        raise ResumeMismatch(f"{path}: the inputs, the model or the options differ from the interrupted run (an "
+                             f"input or a model folder is identified by its files' paths, sizes and modification "
+                             f"times: a rewritten file is a new one even with the same bytes){again}")
     for key in ("done", "out_bytes", "err_bytes"):
         value = data.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -43,9 +43,9 @@ def run_score_job(prm: TransformerPRM | RemotePRM, inputs: Sequence[str], out: P
     inputs = [str(p) for p in inputs]
     if options.steps is None:
         options = replace(options, steps=step_config_for(prm.trained_steps))
-    identity = {"model": prm.name, "format": prm.format, "max_length": prm.max_length, "aggregate": prm.aggregate,
-                "alpha": prm.alpha, "dtype": str(prm.dtype), "steps": asdict(options.steps), "long": options.long,
-                "spans": options.spans, "fields": asdict(fields) if fields else None}
+    identity = {"model": prm.name, "weights": prm.weights_id, "format": prm.format, "max_length": prm.max_length,
+                "aggregate": prm.aggregate, "alpha": prm.alpha, "dtype": str(prm.dtype), "steps": asdict(options.steps),
+                "long": options.long, "spans": options.spans, "fields": asdict(fields) if fields else None}
     earlier = checkpoint_meta(out, resume)
     batching, how = options.batching, "given"
     if earlier is not None and earlier.get("batching") in ("single", "padded"):

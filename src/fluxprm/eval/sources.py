@@ -45,7 +45,8 @@ class EvalSource:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+    """A file name for a model: ``./my-prm`` gives ``my-prm`` (not ``._my-prm``, a file `ls` would hide)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "model"
 
 
 def _model_name_of(path: str) -> str:
@@ -97,14 +98,31 @@ class Scored:
 
 
 def _identity(inputs: Sequence[str], src: EvalSource, fields: FieldMap | None) -> str:
-    """What a cached scores file was made from: resolved inputs with size and mtime, model, fields."""
+    """What a cached scores file was made from: resolved inputs with size and mtime, the model and what its
+    folder holds (a checkpoint retrained in place is another model), fields."""
     files = []
     for p in inputs:
         st = os.stat(p)
         files.append([str(Path(p).resolve()), st.st_size, int(st.st_mtime)])
-    blob = json.dumps({"inputs": files, "model": src.source.model, "model_options": src.source.model_options,
+    blob = json.dumps({"inputs": files, "model": src.source.model, "weights": _model_fingerprint(src.source.model),
+                       "model_options": src.source.model_options,
                        "fields": asdict(fields) if fields else None}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _model_fingerprint(spec: str | None) -> str | None:
+    """:func:`fluxprm.outputs.folder_fingerprint` of the folder ``spec`` resolves to, without loading it; None
+    when it does not resolve here (scoring it then fails with the loader's own message)."""
+    if not spec:
+        return None
+    from fluxprm.models.resolve import resolve_model
+    from fluxprm.outputs import folder_fingerprint
+
+    try:
+        folder, _ = resolve_model(spec)
+    except Exception:  # noqa: BLE001 - any failure to resolve is reported by the load that follows
+        return None
+    return folder_fingerprint(folder)
 
 
 def load_scored(inputs: Sequence[str], src: EvalSource, fields: FieldMap | None, out_dir: Path, *,

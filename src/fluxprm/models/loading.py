@@ -10,6 +10,7 @@ from fluxprm.device import resolve_device, resolve_dtype
 from fluxprm.models.base import LoadRequest, TransformerPRM
 from fluxprm.models.formats import detect_format, get_format
 from fluxprm.models.resolve import DEFAULT_MODEL, resolve_model
+from fluxprm.outputs import folder_fingerprint
 
 __all__ = ["load_prm"]
 
@@ -30,4 +31,6 @@ def load_prm(name_or_path: str | None = None, *, format: str | None = None, devi
     dev = resolve_device(device)
     request = LoadRequest(folder, entry.name if entry else folder.name, dev, resolve_dtype(dtype, dev),
                           max_length, aggregate, alpha, opts)
-    return fmt.load(request)
+    prm = fmt.load(request)
+    prm.weights_id = folder_fingerprint(folder)
+    return prm
