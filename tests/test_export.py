@@ -47,3 +47,17 @@ def test_export_round_trip(tmp_path):
 def test_export_refuses_what_the_format_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match="layout.*head_type.*backbone"):
         export_qwen_prm(bundled_model_dir("fluxprm-mini"), tmp_path / "x")
+
+
+def test_export_of_a_checkpoint_whose_backbone_is_missing_is_one_line(tmp_path):
+    """A full fine-tune's `./backbone` left behind when the checkpoint was copied: a FileNotFoundError traceback."""
+    import shutil
+
+    ckpt = tmp_path / "copied"
+    shutil.copytree(bundled_model_dir("fluxprm-mini"), ckpt)
+    config = json.loads((ckpt / "fluxprm_config.json").read_text())
+    (ckpt / "fluxprm_config.json").write_text(json.dumps({**config, "base": "./backbone"}))
+    done = subprocess.run([sys.executable, "-m", "fluxprm", "export", str(ckpt), "-o", str(tmp_path / "x")],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-800:]
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "its backbone" in done.stderr

@@ -163,3 +163,31 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, monkeypatch):
     assert recomputed  # the second run really went through checkpointed layers
     adapter = runs[False]["adapter_model.safetensors"]
     assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # training moved the adapter
+
+
+def test_a_base_given_as_a_relative_folder_loads_from_anywhere(tmp_path, monkeypatch):
+    """`fluxprm train ... --base ./tinyqwen` recorded "./tinyqwen", which a checkpoint reads as a folder inside
+    itself: score, export and serve then died with a FileNotFoundError traceback. The base is now recorded as
+    its absolute path, and a checkpoint whose backbone is missing is one error naming it."""
+    import shutil
+
+    from fluxprm.embedded import smollm2_dir
+    from fluxprm.models.resolve import ModelNotFound
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mybase").symlink_to(smollm2_dir(), target_is_directory=True)
+    cfg = TrainConfig(base="./mybase", max_steps=2, batch_size=2, val_fraction=0.0, max_length=256,
+                      feature_cache=str(tmp_path / "feats"))
+    train([str(FIXTURES / "prmbench_train_sample.jsonl")], tmp_path / "ckpt", cfg)
+    recorded = json.loads((tmp_path / "ckpt" / "fluxprm_config.json").read_text())["base"]
+    assert recorded == str((tmp_path / "mybase").resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    prm = load_prm(str(tmp_path / "ckpt"), dtype="float32")
+    [s] = fluxprm.score(prm, [json.loads((FIXTURES / "prmbench_train_sample.jsonl").read_text().splitlines()[0])])
+    assert s.trajectory_reward is not None
+    shutil.copytree(tmp_path / "ckpt", tmp_path / "moved")  # a full fine-tune's ./backbone left behind
+    config = json.loads((tmp_path / "moved" / "fluxprm_config.json").read_text())
+    (tmp_path / "moved" / "fluxprm_config.json").write_text(json.dumps({**config, "base": "./backbone"}))
+    with pytest.raises(ModelNotFound, match=r"its backbone \(base './backbone' in .*\) is missing"):
+        load_prm(str(tmp_path / "moved"), dtype="float32")

@@ -30,6 +30,6 @@ def export(
         die(f"{checkpoint}: not a fluxprm checkpoint (no fluxprm_config.json)")
     try:
         folder = export_qwen_prm(checkpoint, out)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:  # FileNotFoundError: ModelNotFound, a missing backbone
         die(str(exc))
     say(f"exported {checkpoint} as {format} → {folder}")

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIG_NAME", "HEADS_NAME", "SUPPORTED_VERSION", "FluxPRMOptions", "FluxPRMConfig",
+__all__ = ["CONFIG_NAME", "HEADS_NAME", "SUPPORTED_VERSION", "EMBEDDED_BASES", "FluxPRMOptions", "FluxPRMConfig",
            "recorded_error_threshold"]
 
 CONFIG_NAME = "fluxprm_config.json"
+EMBEDDED_BASES = ("smollm2", "smollm2-135m-instruct")  # ``base`` names of the embedded SmolLM2, never a folder
 SUPPORTED_VERSION = 2
 HEADS_NAME = "heads.safetensors"
 

@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fluxprm.models.base import CheckpointFormat, LoadRequest, TransformerPRM
-from fluxprm.models.fluxprm_config import CONFIG_NAME, HEADS_NAME, SUPPORTED_VERSION, FluxPRMConfig, FluxPRMOptions
+from fluxprm.models.fluxprm_config import (CONFIG_NAME, EMBEDDED_BASES, HEADS_NAME, SUPPORTED_VERSION, FluxPRMConfig,
+                                           FluxPRMOptions)
 from fluxprm.steps import PRMInput
 
 __all__ = ["CONFIG_NAME", "HEADS_NAME", "SUPPORTED_VERSION", "FluxPRMOptions", "FluxPRMConfig", "FluxPRM", "RewardHead",
@@ -72,8 +73,15 @@ def resolve_base(base: str, checkpoint: Path | None = None) -> Path:
     """The backbone folder of a fluxprm checkpoint: the embedded SmolLM2, a folder (``./x`` is relative
     to the checkpoint, as a full fine-tune saves it), or a cached hub id."""
     if checkpoint is not None and base.startswith("./"):
-        return checkpoint / base[2:]
-    if base in ("smollm2", "smollm2-135m-instruct"):
+        from fluxprm.models.resolve import ModelNotFound
+
+        inside = checkpoint / base[2:]
+        if not (inside / "config.json").is_file():
+            raise ModelNotFound(f"{checkpoint}: its backbone (base {base!r} in {checkpoint / 'fluxprm_config.json'}) "
+                                f"is missing: {inside} has no config.json; put the backbone there or set base to "
+                                "its folder")
+        return inside
+    if base in EMBEDDED_BASES:
         from fluxprm.embedded import smollm2_dir
 
         return smollm2_dir()

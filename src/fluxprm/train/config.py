@@ -23,7 +23,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Union, get_args, get_origin, get_type_hints
 
-from fluxprm.models.fluxprm_config import FluxPRMConfig, FluxPRMOptions
+from fluxprm.models.fluxprm_config import EMBEDDED_BASES, FluxPRMConfig, FluxPRMOptions
 from fluxprm.scores import AGGREGATES
 from fluxprm.steps import StepConfig
 
@@ -361,8 +361,17 @@ class TrainConfig(FluxPRMOptions):
 
     def model_config(self) -> FluxPRMConfig:
         """What the checkpoint records: the model options copied by name, whether a LoRA adapter is saved,
-        and the segmentation trained with."""
-        return FluxPRMConfig.from_options(self, lora=self.mode == "lora", steps=self.segmentation())
+        and the segmentation trained with.
+
+        A ``base`` given as a local folder is recorded as its absolute path: a checkpoint reads ``./x`` as
+        relative to itself (where a full fine-tune saves its backbone), so ``--base ./tinyqwen`` recorded as
+        given named a folder inside the checkpoint, and score, export and serve could not load it.
+        """
+        config = FluxPRMConfig.from_options(self, lora=self.mode == "lora", steps=self.segmentation())
+        local = Path(self.base).expanduser()
+        if self.base not in EMBEDDED_BASES and local.is_dir():
+            config.base = str(local.resolve())
+        return config
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
