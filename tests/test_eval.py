@@ -137,7 +137,8 @@ def test_processbench_calibrate_picks_the_best_threshold_on_another_file(process
 
 
 def test_processbench_uses_the_threshold_each_checkpoint_records(processbench, tmp_path: Path) -> None:
-    """Per model: a fluxprm checkpoint's recorded error_threshold, 0.5 for a scores file; --threshold wins."""
+    """Per model: a fluxprm checkpoint's recorded error_threshold; for a scores file, the threshold of the registry
+    model it names (fluxprm-mini), else 0.5 with a note; --threshold wins."""
     import shutil
 
     from fluxprm.models.bundled import bundled_model_dir
@@ -156,6 +157,14 @@ def test_processbench_uses_the_threshold_each_checkpoint_records(processbench, t
     assert (mini["threshold"], mini["threshold_from"]) == (0.123, "checkpoint")
     assert (toy["threshold"], toy["threshold_from"]) == (0.5, "default")
     assert "its checkpoint records" in (tmp_path / "rep" / "summary.md").read_text()
+    assert any("toy: threshold 0.5 (default): a scores file names its model" in n
+               for n in json.loads((tmp_path / "rep" / "metrics.json").read_text())["notes"])
+    by_mini = tmp_path / "by_mini.jsonl"  # the same scores, written by the embedded model
+    by_mini.write_text(Path(scores).read_text().replace('"model": "toy"', '"model": "fluxprm-mini"'))
+    named = run_eval("processbench", [data], sources_from(None, [str(by_mini)], None), tmp_path / "rep2")
+    recorded = recorded_error_threshold("fluxprm-mini")
+    assert recorded is not None and named.output.metrics["threshold_from"] == "checkpoint"
+    assert named.output.metrics["threshold"] == recorded
     given = run_eval("processbench", [data], sources, tmp_path / "rep", EvalOptions(threshold=0.3))
     mini = given.output.metrics["models"][str(ckpt)]
     assert (mini["threshold"], mini["threshold_from"]) == (0.3, "--threshold")

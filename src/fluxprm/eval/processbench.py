@@ -26,6 +26,8 @@ from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdo
 from fluxprm.eval.sources import EvalError, EvalSource
 from fluxprm.metrics import best_threshold, first_error_of_labels, threshold_f1
 from fluxprm.models.fluxprm_config import recorded_error_threshold
+from fluxprm.models.registry import lookup
+from fluxprm.scores import TraceScore, read_scores
 from fluxprm.traces import Trace
 
 __all__ = ["run_processbench", "first_error_label", "samples_for"]
@@ -64,6 +66,25 @@ def samples_for(ctx: TaskContext, src: EvalSource, inputs: Sequence[str], tag: s
     return rewards, labels
 
 
+def _recorded_threshold(src: EvalSource) -> float | None:
+    """The first-error threshold the source's model records: the model scored now (``-m``), or a registry model
+    a scores file names (``fluxprm-mini``). Any other name in a scores file is only a folder's name, which may
+    not be the folder here, so nothing is read for it."""
+    if src.scored_now:
+        return recorded_error_threshold(src.source.model)
+    if src.source.scores:
+        named = {_model_named(path) for path in src.source.scores}
+        if len(named) == 1 and (name := named.pop()) and lookup(name) is not None:
+            return recorded_error_threshold(name)
+    return None
+
+
+def _model_named(path: str) -> str | None:
+    """The ``model`` of a scores file's first record."""
+    first = next((s for s in read_scores([path]) if isinstance(s, TraceScore)), None)
+    return first.model if first is not None else None
+
+
 def run_processbench(ctx: TaskContext) -> TaskOutput:
     opts = ctx.options
     calibration = None
@@ -89,8 +110,12 @@ def run_processbench(ctx: TaskContext) -> TaskOutput:
             chosen_by = "--calibrate"
         rewards, labels = samples_for(ctx, src, ctx.inputs, "")
         if threshold is None:  # read after scoring: the model has resolved by now
-            recorded = recorded_error_threshold(src.source.model) if src.scored_now else None
+            recorded = _recorded_threshold(src)
             threshold, chosen_by = (DEFAULT_THRESHOLD, "default") if recorded is None else (recorded, "checkpoint")
+            if recorded is None and src.source.scores:
+                ctx.notes.append(f"{src.name}: threshold {DEFAULT_THRESHOLD} (default): a scores file names its model "
+                                 "but not where it is; give --threshold (or score with -m to use the threshold a "
+                                 "fluxprm checkpoint records)")
         result = threshold_f1(rewards, labels, threshold)
         models[src.name] = {"f1": result.f1, "acc_error": result.acc_erroneous, "acc_correct": result.acc_correct,
                             "threshold": threshold, "threshold_from": chosen_by, "n_error": result.n_erroneous,

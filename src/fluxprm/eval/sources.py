@@ -116,7 +116,7 @@ def _model_fingerprint(spec: str | None) -> str | None:
     if not spec:
         return None
     from fluxprm.models.resolve import resolve_model
-    from fluxprm.outputs import folder_fingerprint
+    from fluxprm.models.identity import folder_fingerprint
 
     try:
         folder, _ = resolve_model(spec)

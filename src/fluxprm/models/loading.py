@@ -10,7 +10,7 @@ from fluxprm.device import resolve_device, resolve_dtype
 from fluxprm.models.base import LoadRequest, TransformerPRM
 from fluxprm.models.formats import detect_format, get_format
 from fluxprm.models.resolve import DEFAULT_MODEL, resolve_model
-from fluxprm.outputs import folder_fingerprint
+from fluxprm.models.identity import folder_fingerprint
 
 __all__ = ["load_prm"]
 
