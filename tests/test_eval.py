@@ -336,3 +336,15 @@ def test_the_score_cache_is_not_reused_for_a_checkpoint_retrained_in_place(proce
     statuses.clear()
     build_qwen_prm(folder, seed=1)  # retrained into the same folder
     assert scored_file() != first and not any("reusing cached scores" in s for s in statuses)
+
+
+def test_cli_nothing_to_evaluate_exits_1_with_the_causes(processbench, tmp_path: Path) -> None:
+    """Every record rejected (separation without the group field, prmbench on ProcessBench rows) printed an
+    all-"–" table and exited 0; the contract is exit 1 with the commonest causes and a hint."""
+    data, scores = processbench
+    res = run_cli("separation", data, "--scores", scores, "-o", str(tmp_path / "sep"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "4  no group field 'model'" in res.stderr and "hint: try --group-field FIELD" in res.stderr
+    assert "nothing to evaluate" in res.stderr and res.stdout == ""
+    res = run_cli("prmbench", data, "--scores", scores, "-o", str(tmp_path / "prm"))
+    assert res.returncode == 1 and "not a PRMBench record" in res.stderr and "nothing to evaluate" in res.stderr

@@ -15,7 +15,7 @@ import typer
 from fluxprm.cli.common import FIELD_OVERRIDES, Inputs, checked_inputs, count_inputs
 from fluxprm.cli.model_options import ScoringDevice, ScoringDtype
 from fluxprm.cli.options import generated_options
-from fluxprm.cli.report import die, progress_bar, say, warn
+from fluxprm.cli.report import die, print_causes, progress_bar, say, warn
 from fluxprm.distributed import DistributedError, RayOptions, RayUnavailable, ray_flags_without_ray
 from fluxprm.eval.context import EvalOptions
 from fluxprm.eval.tasks import TASKS
@@ -27,7 +27,7 @@ __all__ = ["eval"]
 @generated_options
 def eval(  # noqa: A001 (the command's name)
     *,
-    task: Annotated[str, typer.Argument(help="One of: " + "; ".join(f"{k}: {v.rstrip('.')}" for k, (_, v) in TASKS.items()),
+    task: Annotated[str, typer.Argument(help="One of: " + "; ".join(f"{k}: {t.help}" for k, t in TASKS.items()),
                                         metavar="TASK", show_default=False)],
     inputs: Inputs,
     out: Annotated[Path, typer.Option("-o", "--out", help="Report folder: metrics.json, summary.md, PNG plots, "
@@ -92,6 +92,18 @@ def eval(  # noqa: A001 (the command's name)
         die(str(exc))
     except OSError as exc:
         die(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
+    if result.nothing_evaluated:  # an all-"–" table would read as a result: say why instead, exit 1
+        from fluxprm.jobs import CauseCounter
+
+        for note in result.output.notes:
+            warn(note)
+        counter = CauseCounter()
+        for bad in result.rejected:
+            counter.add(bad)
+        print_causes(len({(b.source, b.line) for b in result.rejected}), result.files.get("errors"),
+                     counter.summary())
+        die(f"nothing to evaluate: no record of {', '.join(map(str, paths))} could be used for {task}"
+            + ("; see the causes above" if result.rejected else ""), code=1)
     typer.echo(f"fluxprm eval {task} · {', '.join(src.name for src in sources)}")
     typer.echo(result.output.table)
     for note in result.output.notes:

@@ -94,8 +94,8 @@ def label_problem(trace: Trace) -> str | None:
     return warning.removesuffix("; ignored") + ": the sample's gold labels cannot be trusted; not evaluated"
 
 
-def reject(trace: Trace, why: str) -> BadRecord:
-    return BadRecord(trace.source, trace.line, why, id=trace.id)
+def reject(trace: Trace, why: str, hint: str | None = None) -> BadRecord:
+    return BadRecord(trace.source, trace.line, why, id=trace.id, hint=hint)
 
 
 def _raw_records(paths: Sequence[str]) -> list[RawRecord]:

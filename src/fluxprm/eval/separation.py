@@ -44,7 +44,8 @@ def run_separation(ctx: TaskContext) -> TaskOutput:
         for trace, score in ctx.scored(src).pairs:
             value = trace.meta.get(name)
             if value is None or score.score is None:
-                ctx.rejected.append(reject(trace, f"no group field {name!r}" if value is None else "no trace score"))
+                ctx.rejected.append(reject(trace, f"no group field {name!r}", "--group-field FIELD") if value is None
+                                    else reject(trace, "no trace score"))
                 continue
             groups.setdefault(str(value), []).append(float(score.score))
         pairs = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from fluxprm.eval.bontask import run_bon_task
 from fluxprm.eval.context import EvalOptions, TaskContext, TaskOutput
@@ -22,13 +22,24 @@ from fluxprm.traces import FieldMap
 
 __all__ = ["TASKS", "EvalOptions", "EvalResult", "run_eval"]
 
-# name → (function, one line for --help)
-TASKS: dict[str, tuple[Callable[[TaskContext], TaskOutput], str]] = {
-    "prmbench": (run_prmbench, "PRMBench PRMScore, overall and per error class (ssmisya/PRMBench's code)."),
-    "processbench": (run_processbench, "ProcessBench first-error F1 (QwenLM/ProcessBench's code); --calibrate."),
-    "outcome": (run_outcome, "AUROC, AUPRC, ECE and reliability diagram of trace scores vs correctness."),
-    "separation": (run_separation, "Score distributions per group (e.g. source model), pairwise AUROC, overlap."),
-    "bon": (run_bon_task, "Best-of-N accuracy of every rule, by fluxprm bon's evaluator."),
+class Task(NamedTuple):
+    run: Callable[[TaskContext], TaskOutput]
+    help: str  # one line for --help
+    evaluated: Callable[[dict[str, Any]], int] | None  # samples one model's metrics were computed on (None: n/a)
+
+
+TASKS: dict[str, Task] = {
+    "prmbench": Task(run_prmbench, "PRMBench PRMScore, overall and per error class (ssmisya/PRMBench's code)",
+                     lambda m: m.get("samples") or 0),
+    "processbench": Task(run_processbench, "ProcessBench first-error F1 (QwenLM/ProcessBench's code) at the "
+                         "checkpoint's threshold, --threshold or --calibrate",
+                         lambda m: (m.get("n_error") or 0) + (m.get("n_correct") or 0)),
+    "outcome": Task(run_outcome, "AUROC, AUPRC, ECE and reliability diagram of trace scores vs correctness",
+                    lambda m: m.get("n") or 0),
+    "separation": Task(run_separation, "score distributions per group (e.g. source model), pairwise AUROC, "
+                       "overlap", lambda m: sum(g["n"] for g in m.get("groups", {}).values())),
+    # bon stops by itself (BonError) when no candidate has a score
+    "bon": Task(run_bon_task, "Best-of-N accuracy of every rule, by fluxprm bon's evaluator", None),
 }
 
 
@@ -38,6 +49,11 @@ class EvalResult:
     output: TaskOutput
     rejected: list[BadRecord] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    evaluated: int | None = None  # the most samples any model was evaluated on; 0: nothing could be used
+
+    @property
+    def nothing_evaluated(self) -> bool:
+        return self.evaluated == 0
 
 
 def run_eval(task: str, inputs: Sequence[str], sources: Sequence[EvalSource], out_dir: str | Path,
@@ -57,7 +73,7 @@ def run_eval(task: str, inputs: Sequence[str], sources: Sequence[EvalSource], ou
     out.mkdir(parents=True, exist_ok=True)
     ctx = TaskContext(list(map(str, inputs)), list(sources), options or EvalOptions(), out, fields or FieldMap(),
                       on_progress, on_status)
-    output = TASKS[task][0](ctx)
+    output = TASKS[task].run(ctx)
     output.notes = ctx.notes + output.notes
     metrics: dict[str, Any] = {"task": task, **output.metrics, "inputs": ctx.inputs,
                                "rejected": len({(b.source, b.line) for b in ctx.rejected}), "notes": output.notes}
@@ -68,4 +84,7 @@ def run_eval(task: str, inputs: Sequence[str], sources: Sequence[EvalSource], ou
     elif (out / "errors.jsonl").exists():
         (out / "errors.jsonl").unlink()  # a stale file from an earlier run would misreport this one
     output.metrics = metrics
-    return EvalResult(task, output, ctx.rejected, files)
+    count = TASKS[task].evaluated
+    models = list(output.metrics.get("models", {}).values())
+    evaluated = max((count(m) for m in models), default=0) if count is not None else None
+    return EvalResult(task, output, ctx.rejected, files, evaluated)
