@@ -327,3 +327,14 @@ def test_help_at_80_columns_shows_every_option_whole() -> None:
     flags = command_flags("bon")
     assert set(generated) <= set(flags) and "--model" in flags and "--score-field" in flags
     assert [f for f in flags if not appears_whole(f, text)] == []
+
+
+def test_missing_scores_file_is_named_by_its_option(tmp_path) -> None:
+    """One line naming --scores, worded as `fluxprm eval` words it, not a raw ``[Errno 2]``."""
+    inp = rows_layout(tmp_path / "pool.jsonl")
+    missing = tmp_path / "nonexist.jsonl"
+    res = CliRunner().invoke(app, ["bon", str(inp), "--scores", str(missing), "-o", str(tmp_path / "b")])
+    assert res.exit_code == 2 and res.output.strip() == f"error: --scores {missing}: no such file"
+    res = CliRunner().invoke(app, ["bon", str(inp), "--scores", str(tmp_path), "-o", str(tmp_path / "b")])
+    assert res.exit_code == 2
+    assert res.output.strip() == f"error: --scores {tmp_path} is a directory; give the scores file"

@@ -356,3 +356,33 @@ def test_progress_lines_estimate_time_left_from_this_runs_pace_on_resume(capsys,
     advance(16)
     (task,) = bar.tasks
     assert task.completed == 48 and sum(sample.completed for sample in task._progress) == 16
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_models_fits_the_terminal_and_keeps_every_field(columns):
+    """At 80 columns the descriptions fold under their rows; wider, they are a column. Nothing is cut."""
+    from fluxprm.models.registry import REGISTRY
+
+    res = subprocess.run([sys.executable, "-m", "fluxprm", "models"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": str(columns)})
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(map(len, lines)) <= columns, [line for line in lines if len(line) > columns]
+    words = res.stdout.split()
+    for e in REGISTRY.values():
+        assert e.name in words and e.format in words and (e.hub_id or f"bundled:{e.bundled}") in words
+        start = words.index(e.description.split()[0])
+        assert words[start:start + len(e.description.split())] == e.description.split()
+
+
+def test_windows_print_no_tokenizer_warning_the_user_cannot_act_on(tmp_path):
+    """Clipping context for windows decodes tokens; with the embedded model's tokenizer (BPE, cleanup on in its
+    config) transformers warned about clean_up_tokenization_spaces. The scores stay those of the clipped text."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "traces.jsonl"
+    src = tmp_path / "long.jsonl"
+    src.write_text(example.read_text().splitlines()[2] + "\n")  # a long trace that needs several windows
+    out = tmp_path / "w.jsonl"
+    res = fluxprm("score", str(src), "-o", str(out), "--long", "windows")
+    assert res.returncode == 0, res.stderr
+    assert all(json.loads(x)["windows"] > 1 for x in out.read_text().splitlines())
+    assert "clean_up_tokenization" not in res.stderr, res.stderr

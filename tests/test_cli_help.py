@@ -229,3 +229,65 @@ def test_trained_segmentation_wins_unless_a_flag_is_given():
     assert CliRunner().invoke(command, ["toy", "--min-chars", "0"]).exit_code == 0
     trained = {"separator": "\n", "min_chars": 12, "max_thinking_steps": 8, "max_response_steps": 4}
     assert step_config_for(trained, seen["explicit"]) == StepConfig("\n", 0, 8, 4)
+
+
+def test_bon_help_shows_the_system_prompt_default_with_its_one_backslash():
+    """--system-prompt reads no escapes, so its default is shown as it is (one backslash), as one would type it."""
+    from fluxprm.bon import BonOptions
+
+    text = " ".join(help_text("bon").split())
+    assert "\\boxed{}" in BonOptions().system_prompt and "\\\\boxed" not in BonOptions().system_prompt
+    assert "within \\boxed{}.]" in text and "\\\\boxed" not in text
+
+
+@dataclass
+class _Bounded:
+    pattern: str = field(default="\\d+", metadata={"help": "Pattern."})
+    lines: str = field(default="a\nb", metadata={"help": "Lines."})
+    budget: int = field(default=500, metadata={"help": "Budget.", "min": 100})
+    count: int = field(default=3, metadata={"help": "Count.", "min": 1})
+
+
+def test_generated_help_shows_unguessable_minimums_and_backslashes_as_typed():
+    def toy(*, options: _Bounded) -> None:
+        pass
+
+    command = typer.Typer(add_completion=False, rich_markup_mode=None)
+    command.command("toy")(generated_options(toy))
+    command.command("other")(lambda: None)
+    text = " ".join(CliRunner().invoke(command, ["toy", "--help"], env={"COLUMNS": "80"}).output.split())
+    assert "[default: \\d+]" in text and "[default: a\\nb]" in text  # a newline cannot be shown as it is
+    assert "[default: 500; minimum: 100]" in text and "[default: 3]" in text
+    result = CliRunner().invoke(command, ["toy", "--budget", "99"])
+    assert result.exit_code == 2 and "must be >= 100" in result.output
+
+
+def test_label_on_error_help_names_only_the_choices_it_offers():
+    """`raise` is the library's default; the CLI offers skip|fail, and its help must not describe a third value."""
+    text = help_text("label")
+    section = text[text.index("--on-error"):text.index("--no-judge")]
+    assert "<skip|fail>" in section and "raise" not in section
+    result = CliRunner().invoke(app, ["label", "in.jsonl", "-o", "out.jsonl", "--on-error", "raise"])
+    assert result.exit_code == 2
+
+
+def test_every_string_option_with_an_unprintable_default_reads_escapes():
+    """Help shows such a default escaped (`--joiner` `[default: \\n\\n]`); typed as shown, an option that does not
+    read escapes got two backslashes and two n's. Checked over every options dataclass the CLI is generated from."""
+    import dataclasses
+
+    from fluxprm.bon import BonOptions
+    from fluxprm.engine.options import ScoreOptions
+    from fluxprm.eval.context import EvalOptions
+    from fluxprm.labels.pipeline import LabelConfig
+    from fluxprm.select import SelectOptions
+    from fluxprm.serve.options import ServeOptions
+    from fluxprm.steps import StepConfig
+    from fluxprm.train.config import TrainConfig
+    from fluxprm.view.options import ViewOptions
+
+    unread = [f"{cls.__name__}.{f.name}" for cls in (BonOptions, ScoreOptions, EvalOptions, LabelConfig, SelectOptions,
+                                                    ServeOptions, StepConfig, TrainConfig, ViewOptions)
+              for f in dataclasses.fields(cls)
+              if isinstance(f.default, str) and not f.default.isprintable() and not f.metadata.get("escapes")]
+    assert unread == []

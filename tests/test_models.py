@@ -114,3 +114,42 @@ def test_unknown_folder_format_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}))
     with pytest.raises(ValueError, match="--format"):
         detect_format(tmp_path)
+
+
+@pytest.mark.parametrize("spec", ["./nonexistent", "../nonexistent", "/nonexistent/ckpt", "~/nonexistent",
+                                  "runs/a/ckpt", "ckpt/"])
+def test_missing_local_folder_is_not_reported_as_a_hub_model(spec, monkeypatch):
+    """A spec that can only be a path says the folder is missing, not that the hub cache lacks it."""
+    from fluxprm.models.resolve import ModelNotFound, resolve_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFound) as info:
+        resolve_model(spec)
+    assert str(info.value) == f"model folder {spec} does not exist"
+
+
+def test_a_file_given_as_model_folder_is_named(tmp_path):
+    from fluxprm.models.resolve import ModelNotFound, resolve_model
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ModelNotFound, match="is a file, not a model folder"):
+        resolve_model(str(weights))
+
+
+def test_hub_id_whose_org_is_a_local_folder_also_says_the_folder_is_missing(tmp_path, monkeypatch):
+    """``runs/ckpt`` is both a hub id and a relative path: with ``runs/`` present locally, both are named."""
+    from fluxprm.models.resolve import ModelNotFound, resolve_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ModelNotFound, match=r"Hugging Face cache.*There is no folder runs/ckpt either\.$"):
+        resolve_model("runs/ckpt")
+
+
+def test_math_shepherd_format_on_a_checkpoint_without_an_lm_head_is_refused():
+    """`--format math-shepherd` on a qwen-prm checkpoint read its (untied) input embeddings as an LM head and
+    scored every step with numbers that meant nothing (0.0003), silently."""
+    with pytest.raises(ValueError, match="no 'lm_head.weight' and untied embeddings: not a causal language model"):
+        _load(build_qwen_prm(None), format="math-shepherd")

@@ -282,3 +282,28 @@ def test_parquet_streams_in_batches(tmp_path):
 def test_bad_record_to_json_is_the_errors_record():
     assert BadRecord("f.jsonl", 3, "boom", id="x").to_json() == {"source": "f.jsonl", "line": 3, "id": "x",
                                                                  "error": "boom"}
+
+
+def test_json_errors_read_naturally_with_their_position(tmp_path):
+    """The parser's "starting at" / "character at" reasons end in "at": the position follows once, not "at at"."""
+    path = write_lines(tmp_path / "u.jsonl", ['{"id": "a", "question": "q}'])
+    (err,) = read(path)
+    assert (err.line, err.error) == (1, "invalid JSON: Unterminated string starting at column 25")
+    doc = tmp_path / "c.json"
+    doc.write_text('[\n  {"id": "a",\n   "steps": ["x", "y\n]}\n]\n')
+    (err,) = read(doc)
+    assert (err.line, err.error) == (0, "invalid JSON document: Invalid control character at line 3 column 21")
+
+
+def test_broken_pretty_printed_object_is_one_error_at_its_line(tmp_path):
+    """A multi-line object is not JSONL: its error keeps the line within the file, not one error per line."""
+    path = tmp_path / "obj.json"
+    path.write_text('{\n  "id": "a",\n  "question": "q",\n  "steps": ["x" "y"]\n}\n')
+    (err,) = read(path)
+    assert (err.line, err.error) == (0, "invalid JSON document: Expecting ',' delimiter at line 4 column 17")
+
+
+def test_json_named_jsonl_with_a_broken_first_line_is_still_read_line_by_line(tmp_path):
+    path = write_lines(tmp_path / "l.json", ['{"id": 1, "x": tru}', '{"id": 2}', '{"id": 3}'])
+    records = read(path)
+    assert [r.line for r in bad(records)] == [1] and [r.data["id"] for r in good(records)] == [2, 3]

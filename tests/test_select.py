@@ -476,3 +476,12 @@ def test_100k_pool_selects_with_memory_bounded_by_k(tmp_path):
     assert holding > 50_000, holding  # the pool in memory: tens of megabytes (KB here)
     assert selecting < holding / 4, (selecting, holding)
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 100
+
+
+def test_missing_scores_file_is_named_by_its_option(tmp_path):
+    """A missing --scores file is not called an input file; the message matches `fluxprm eval`'s."""
+    inp = write_jsonl(tmp_path / "pool.jsonl", rows(2))
+    res = fluxprm("select", str(inp), "--scores", "nonexist.jsonl", "--top-k", "1", "-o", str(tmp_path / "s.jsonl"))
+    assert res.returncode == 2 and res.stderr.strip() == "error: --scores nonexist.jsonl: no such file"
+    with pytest.raises(IsADirectoryError, match=r"^--scores .* is a directory; give the scores file$"):
+        run_select([str(inp)], tmp_path / "s.jsonl", ScoreSource(scores=[str(tmp_path)]), SelectOptions(top_k=1))

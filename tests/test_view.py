@@ -448,3 +448,9 @@ def test_browser_shows_unsegmented_and_shortened_traces(browser, tmp_path):
     assert "characters left out" in cut.inner_text() and "page-size guard" in cut.get_attribute("title")
     assert errors == []
     page.close()
+
+
+def test_view_help_states_the_minimums_it_enforces():
+    """--max-bytes below 100000 and --page-size below 10 are refused, so the help says so (from the field metadata)."""
+    text = " ".join(CliRunner().invoke(app, ["view", "--help"], env={"COLUMNS": "80"}).output.split())
+    assert "[default: 200000000; minimum: 100000]" in text and "[default: 100; minimum: 10]" in text

@@ -181,9 +181,15 @@ def _decode_standard(raw: bytes, fallback: str | None = None) -> tuple[Any, str 
     try:
         return json.loads(text), None
     except json.JSONDecodeError as e:
-        return None, f"invalid JSON: {e.msg} at column {e.colno}"
+        return None, f"invalid JSON: {_json_reason(e)} at column {e.colno}"
     except (ValueError, RecursionError) as e:
         return None, f"invalid JSON: {fallback or e}"
+
+
+def _json_reason(e: json.JSONDecodeError) -> str:
+    """The parser's reason without its own trailing "at": some reasons ("Unterminated string starting at",
+    "Invalid control character at") are written to be followed by the position, which we add ourselves."""
+    return e.msg.removesuffix(" at")
 
 
 def _as_record(source: str, line: int, value: Any) -> RawRecord | BadRecord:
@@ -217,8 +223,10 @@ def _iter_json(source: str, gzipped: bool) -> Iterator[RawRecord | BadRecord]:
 
     The JSONL fallback covers the common ``.json`` file that really holds one object per line.
     A file whose first line is a complete object is streamed as JSONL straight away, so a huge
-    JSONL file misnamed ``.json`` is never loaded whole. A broken JSON *array* is reported as one
-    ``BadRecord`` (line 0) instead: reading it line by line would only produce noise.
+    JSONL file misnamed ``.json`` is never loaded whole. A broken JSON *array*, or a broken object spread
+    over several lines (its second line does not open another object, as a JSONL line would), is reported as
+    one ``BadRecord`` (line 0) whose message gives the line and column: reading it line by line would only
+    produce noise that hides where the error is.
     """
     try:
         first_line = _first_nonblank_line(source, gzipped)
@@ -242,7 +250,8 @@ def _iter_json(source: str, gzipped: bool) -> Iterator[RawRecord | BadRecord]:
             yield _as_record(source, i + 1, item)
     elif error is None:
         yield _as_record(source, 1, value)
-    elif first_line.startswith(b"[") and not first_line_parses:
+    elif not first_line_parses and (first_line.startswith(b"[") or (
+            first_line.startswith(b"{") and not _second_nonblank_line(source, gzipped).startswith(b"{"))):
         yield BadRecord(source, 0, error)
     else:
         yield from _iter_jsonl(source, gzipped)
@@ -254,6 +263,17 @@ def _first_nonblank_line(source: str, gzipped: bool) -> bytes:
         while line and not line.strip(_WHITESPACE):
             line = f.readline()
     return line.strip(_WHITESPACE)
+
+
+def _second_nonblank_line(source: str, gzipped: bool) -> bytes:
+    with _open(source, gzipped) as f:
+        seen = 0
+        for line in f:
+            line = line.removeprefix(_BOM).strip(_WHITESPACE)
+            seen += bool(line)
+            if seen == 2:
+                return line
+    return b""
 
 
 def _decode_document(raw: bytes) -> tuple[Any, str | None]:
@@ -268,7 +288,7 @@ def _decode_document(raw: bytes) -> tuple[Any, str | None]:
         except UnicodeDecodeError as e:
             return None, f"invalid UTF-8 in JSON document: byte 0x{raw[e.start]:02x} at position {e.start}"
         except json.JSONDecodeError as e:
-            return None, f"invalid JSON document: {e.msg} at line {e.lineno} column {e.colno}"
+            return None, f"invalid JSON document: {_json_reason(e)} at line {e.lineno} column {e.colno}"
         except (ValueError, RecursionError) as e:
             return None, f"invalid JSON document: {e}"
 

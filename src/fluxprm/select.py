@@ -690,8 +690,11 @@ def _check_paths(inputs: list[str], source: ScoreSource, out: Path, errors: Path
                  scores_out: Path | None) -> None:
     """Refuse, before any work, outputs that are inputs, directories, or one another."""
     check_inputs(inputs)
-    if source.scores:
-        check_inputs([str(s) for s in source.scores])
+    for s in source.scores or []:  # named by its option, as `fluxprm eval` words it: it is not an input file
+        if Path(s).is_dir():
+            raise IsADirectoryError(f"--scores {s} is a directory; give the scores file")
+        if not Path(s).is_file():
+            raise FileNotFoundError(f"--scores {s}: no such file")
     readable = inputs + [str(s) for s in source.scores or []]
     check_outputs(readable, out, errors)
     for what, path in (("--sft", options.sft), ("the scores file", scores_out)):

@@ -57,6 +57,11 @@ def bon(
         options = replace(options, model=model)  # -m is the shared --model option, not a generated one
     except ValueError as exc:
         die(str(exc))
+    for s in options.scores or []:  # named by its option, as `fluxprm eval` does, not as a bare OSError
+        if Path(s).is_dir():
+            die(f"--scores {s} is a directory; give the scores file")
+        if not Path(s).is_file():
+            die(f"--scores {s}: no such file")
     scoring = not options.scores and not options.score_field
     if misplaced := ray_flags_without_ray(cluster, explicit):
         die(f"{', '.join(misplaced)} only apply with --ray")

@@ -65,11 +65,11 @@ def eval(  # noqa: A001 (the command's name)
         die(f"-o {out} is a file; give a folder for the report")
     if out.resolve() in {Path(p).resolve() for p in paths}:
         die(f"-o {out} is an input file")
-    for s in scores or []:
-        if not s.is_file():
-            die(f"--scores {s}: no such file")
-    if options.calibrate and not Path(options.calibrate).is_file():
-        die(f"--calibrate {options.calibrate}: no such file")
+    for flag, given in [("--scores", s) for s in scores or []] + [("--calibrate", options.calibrate)]:
+        if given and Path(given).is_dir():
+            die(f"{flag} {given} is a directory; give the file")
+        if given and not Path(given).is_file():
+            die(f"{flag} {given}: no such file")
     if options.threads:  # read by torch when first imported (only scoring imports it)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(options.threads)
     sources = sources_from(model, [str(s) for s in scores or []], score_field, {"dtype": dtype, "device": device})

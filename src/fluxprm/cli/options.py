@@ -8,7 +8,8 @@ once, as a field with ``metadata``, and its flag, type, default and help follow 
 - flag ``--field-name`` (plus an optional suffix), ``--x/--no-x`` for ``bool`` fields;
 - type from the annotation (``str``, ``int``, ``float``, ``bool``, ``Path``, ``list[...]``, ``X | None``);
 - ``metadata``: ``help``; ``choices`` (or ``cli_choices`` where the CLI allows fewer than the library);
-  ``cli_default`` where the CLI's default differs; ``min`` (checked, naming the flag); ``escapes``
+  ``cli_default`` where the CLI's default differs; ``min`` (checked, naming the flag; shown unless 0 or 1, the
+  bounds a count or amount goes without saying); ``escapes``
   (backslash escapes are read: ``--separator '\\n'`` means a newline, as users expect);
 - a field whose type is a dataclass (or ``X | None``, or that names one in ``flatten``) is flattened into
   that dataclass's fields, and left at its default if none of them is given.
@@ -81,13 +82,16 @@ def _default(f: Field, meta: Mapping[str, Any]) -> Any:
     return f.default_factory() if f.default_factory is not MISSING else None  # type: ignore[misc]
 
 
-def _show_default(value: Any, flag: str) -> str | None:
+def _show_default(value: Any, flag: str, escapes: bool = False) -> str | None:
+    """The default as one would type it: escaped where the option reads escapes, or where it holds characters
+    a terminal cannot show (newlines); elsewhere as it is, since ``\\boxed{}`` typed to an option that does not
+    read escapes means two backslashes."""
     if value is None:
         return None
     if isinstance(value, bool):
         return flag if value else "--no-" + flag[2:]
     if isinstance(value, str):
-        return show_escapes(value)
+        return show_escapes(value) if escapes or not value.isprintable() else value or "''"
     if isinstance(value, (list, tuple)):
         return " ".join(map(str, value)) or None
     return str(value)
@@ -137,9 +141,12 @@ def _options(cls: type, spec: Expand, path: tuple[str, ...] = ()) -> list[_Optio
         help_text = meta.get("help", "")
         if get_origin(tp) is list:
             help_text += " Repeat the flag for several values."
-        shown = _show_default(_default(f, meta), flag)
-        if shown is not None:
-            help_text += f"  [default: {shown}]"
+        shown = _show_default(_default(f, meta), flag, bool(meta.get("escapes")))
+        facts = [f"default: {shown}"] if shown is not None else []
+        if meta.get("min") not in (None, 0, 1):  # checked in _build; said where a user could not guess it
+            facts.append(f"minimum: {meta['min']}")
+        if facts:
+            help_text += f"  [{'; '.join(facts)}]"
         decls = (f"{flag}/--no-{flag[2:]}",) if tp is bool else (flag,)
         option = typer.Option(*decls, help=help_text, show_default=False)
         param = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,

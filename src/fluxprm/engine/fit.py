@@ -28,6 +28,7 @@ step's end, so its end is what must be seen). Clipped traces are flagged ``trunc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fluxprm.engine.options import DEFAULT_CONTEXT_TOKENS
 from fluxprm.models.base import Encoded, TraceTooLong, TransformerPRM
@@ -93,9 +94,21 @@ def _clip(prm: TransformerPRM, text: str, max_tokens: int, keep: str) -> str:
         return text
     max_tokens = max(1, max_tokens)
     if keep == "tail":
-        return "…" + prm.tokenizer.decode(ids[-max_tokens:])
+        return "…" + _decode(prm.tokenizer, ids[-max_tokens:])
     half = max_tokens // 2
-    return prm.tokenizer.decode(ids[:half]) + " … " + prm.tokenizer.decode(ids[len(ids) - (max_tokens - half):])
+    return _decode(prm.tokenizer, ids[:half]) + " … " + _decode(prm.tokenizer, ids[len(ids) - (max_tokens - half):])
+
+
+def _decode(tokenizer: Any, ids: list[int]) -> str:
+    """``tokenizer.decode(ids)``, saying whether to clean up tokenization spaces rather than leaving it to the
+    tokenizer's config: transformers ignores ``clean_up_tokenization_spaces=True`` for BPE tokenizers (it would
+    strip real spaces before punctuation) and warns that it does, a warning the user can do nothing about. The
+    value passed is the one transformers would apply, so the text is what it was."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    bpe = (backend is not None and type(backend.model).__name__ == "BPE"
+           and not getattr(tokenizer, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", False))
+    cleanup = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False)) and not bpe
+    return tokenizer.decode(ids, clean_up_tokenization_spaces=cleanup)
 
 
 def _fit_one(prm: TransformerPRM, problem: str, steps: list[str]) -> tuple[list[int], list[int]] | None:

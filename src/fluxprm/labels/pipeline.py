@@ -128,9 +128,11 @@ class LabelConfig:
                 "~/.cache/fluxprm/llm-cache.sqlite)."})
     chunk_size: int = field(default=16, metadata={
         "help": "Traces per chunk (encoder batch and checkpoint interval)."})
+    # "raise", the library's default, acts as "fail"; the CLI offers skip|fail only (ON_ERROR_CLI), so the help
+    # describes those two, as ScoreOptions.on_error's does
     on_error: str = field(default="raise", metadata={
         "help": "Bad records. skip: write them to the errors file and go on; fail: stop at the first one "
-                "(exit 1) after writing every record before it; raise (the library's default): as fail."})
+                "(exit 1) after writing every record before it."})
 
     def __post_init__(self) -> None:
         if self.tau <= 0:

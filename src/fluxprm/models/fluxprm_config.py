@@ -33,7 +33,8 @@ class FluxPRMOptions:
         "help": "Hidden-state layers concatenated as the heads' input (-1 = last)."})
     head_hidden: int = field(default=256, metadata={"help": "Hidden width of the step and trajectory heads."})
     joiner: str = field(default="\n\n", metadata={
-        "help": "Text between steps in the assistant turn (layout chat)."})
+        "help": "Text between steps in the assistant turn (layout chat); backslash escapes are read (\\n).",
+        "escapes": True})
     system_prompt: str | None = field(default=None, metadata={
         "help": "System turn placed before the problem; none by default."})
     aggregate: str = field(default="mean", metadata={

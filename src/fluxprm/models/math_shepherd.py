@@ -66,7 +66,12 @@ def _load(req: LoadRequest) -> MathShepherdPRM:
     good, bad = req.options.get("good_token", "+"), req.options.get("bad_token", "-")
     cand = tokenizer.encode(f"{good} {bad}", add_special_tokens=False)
     rows = read_tensors(req.folder, ("lm_head.weight",)).get("lm_head.weight")
-    if rows is None:  # tied embeddings
+    if rows is None and not getattr(config, "tie_word_embeddings", False):
+        # not a causal LM (e.g. a qwen-prm checkpoint under --format math-shepherd): reading the embeddings as an
+        # LM head would score every step with numbers that mean nothing
+        raise ValueError(f"{req.folder}: no 'lm_head.weight' and untied embeddings: not a causal language model, "
+                         "so not a math-shepherd checkpoint")
+    if rows is None:  # tied embeddings: the LM head is the input embedding matrix
         rows = backbone.get_input_embeddings().weight.detach().cpu()
     candidate_rows = rows[[cand[0], cand[-1]]].to(req.device, req.dtype)
     return MathShepherdPRM(backbone, tokenizer, candidate_rows, step_tag=req.options.get("step_tag", STEP_TAG),

@@ -26,6 +26,9 @@ def resolve_model(name_or_path: str) -> tuple[Path, ModelEntry | None]:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path, None
+    if _names_a_path(name_or_path):  # the hub would only answer "invalid repo id": say what is really wrong
+        raise ModelNotFound(f"model {name_or_path} is a file, not a model folder" if path.exists()
+                            else f"model folder {name_or_path} does not exist")
     entry = lookup(name_or_path)
     if entry and entry.bundled:
         return bundled_model_dir(entry.bundled), entry
@@ -41,8 +44,27 @@ def resolve_model(name_or_path: str) -> tuple[Path, ModelEntry | None]:
                                    allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.pt",
                                                    "*.tiktoken", "*.jinja"])
     except Exception as exc:  # noqa: BLE001 - any hub failure gets the same actionable message
+        # ``org/name`` is also a relative path: when ``org/`` is a local folder the user may have meant one
+        neither = (f" There is no folder {name_or_path} either."
+                   if entry is None and path.parent != Path(".") and path.parent.is_dir() else "")
         raise ModelNotFound(
             f"model {name_or_path!r} (hub id {hub_id}) is not in the local Hugging Face cache and could not be "
             f"downloaded ({type(exc).__name__}). Download it where the hub is reachable "
-            f"(`huggingface-cli download {hub_id} --local-dir DIR`) and pass DIR instead.") from exc
+            f"(`huggingface-cli download {hub_id} --local-dir DIR`) and pass DIR instead.{neither}") from exc
     return Path(folder), entry
+
+
+def _names_a_path(spec: str) -> bool:
+    """Whether ``spec`` can only be a file-system path, never a registry name or a hub id (``org/name``).
+
+    Hub ids are exactly two names joined by one ``/``; a spec starting with ``.``, ``/`` or ``~``, ending with a
+    separator, holding a backslash separator or several ``/``, or naming a drive is a path the user typed.
+    """
+    seps = tuple(s for s in (os.sep, os.altsep, "/") if s)
+    if spec in (".", "..") or spec.startswith(("~", *seps)) or spec.endswith(seps):
+        return True
+    if spec.startswith(tuple(f"{dots}{s}" for dots in (".", "..") for s in seps)):
+        return True
+    if any(s in spec for s in seps if s != "/") or spec.count("/") > 1:
+        return True
+    return bool(Path(spec).drive)
