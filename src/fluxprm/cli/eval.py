@@ -92,7 +92,8 @@ def eval(  # noqa: A001 (the command's name)
         die(str(exc))
     except OSError as exc:
         die(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
-    if result.nothing_evaluated:  # an all-"–" table would read as a result: say why instead, exit 1
+    if result.nothing_evaluated and result.rejected:  # records read, none usable: causes instead of an all-"–"
+        # table, exit 1 (the CLI contract; an input with no records at all is a warning and exit 0, as elsewhere)
         from fluxprm.jobs import CauseCounter
 
         for note in result.output.notes:
@@ -102,8 +103,8 @@ def eval(  # noqa: A001 (the command's name)
             counter.add(bad)
         print_causes(len({(b.source, b.line) for b in result.rejected}), result.files.get("errors"),
                      counter.summary())
-        die(f"nothing to evaluate: no record of {', '.join(map(str, paths))} could be used for {task}"
-            + ("; see the causes above" if result.rejected else ""), code=1)
+        die(f"nothing to evaluate: no record of {', '.join(map(str, paths))} could be used for {task}; see the "
+            "causes above", code=1)
     typer.echo(f"fluxprm eval {task} · {', '.join(src.name for src in sources)}")
     typer.echo(result.output.table)
     for note in result.output.notes:
