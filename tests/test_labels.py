@@ -486,3 +486,24 @@ def test_a_chunk_without_thinking_steps_encodes_without_a_warning():
         warnings.simplefilter("error")
         empty = encoder.encode([])
     assert empty.shape == (0, encoder.encode(["one step"]).shape[1]) and empty.shape[1] > 0
+
+
+def test_a_resumed_label_run_knows_a_local_model_folder_changed(tmp_path):
+    """A label run's identity held the judge's path only: `--resume` after retraining a local judge into the same
+    folder would have finished the file with another judge. Folders given as models now count by their contents;
+    registry, embedded and served models leave the identity as it was."""
+    import shutil
+
+    from fluxprm.embedded import smollm2_dir
+    from fluxprm.labels.pipeline import _model_folders
+
+    assert _model_folders(LabelConfig()) == {}  # defaults: the identity of existing runs is unchanged
+    judge = tmp_path / "judge"
+    judge.mkdir()
+    for f in smollm2_dir().iterdir():
+        (judge / f.name).symlink_to(f)
+    before = _model_folders(LabelConfig(judge=str(judge)))
+    assert set(before) == {"judge"} and _model_folders(LabelConfig(judge=str(judge))) == before
+    (judge / "config.json").unlink()
+    shutil.copyfile(smollm2_dir() / "config.json", judge / "config.json")
+    assert _model_folders(LabelConfig(judge=str(judge))) != before

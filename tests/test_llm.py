@@ -520,3 +520,28 @@ def test_the_first_build_of_the_embedded_backbone_draws_no_progress_bars(tmp_pat
     with no_loading_bars():
         assert gguf_module.tqdm is not before
     assert gguf_module.tqdm is before  # restored for the caller's own GGUF loads
+
+
+def test_a_local_judge_retrained_in_place_is_not_served_from_the_cache(tmp_path):
+    """The LLM cache keyed a local model by its path: a judge retrained into the same folder answered with the old
+    model's cached verdicts. The key now holds what the folder holds (models.identity.folder_fingerprint)."""
+    import shutil
+
+    from fluxprm.embedded import smollm2_dir
+
+    judge = tmp_path / "judge"
+    judge.mkdir()
+    for f in smollm2_dir().iterdir():
+        (judge / f.name).symlink_to(f)
+    cache = LLMCache(tmp_path / "cache.sqlite")
+    prompt, choices = "The capital of France is", [" Paris", " Rome"]
+    first = TransformersLLM(str(judge), cache=cache)
+    answer = first.choice_logprobs(prompt, choices)
+    again = TransformersLLM(str(judge), cache=cache)
+    assert again.choice_logprobs(prompt, choices) == answer and again.stats["forwards"] == 0  # same folder: a hit
+    (judge / "config.json").unlink()
+    shutil.copyfile(smollm2_dir() / "config.json", judge / "config.json")  # "retrained": the folder changed
+    retrained = TransformersLLM(str(judge), cache=cache)
+    assert retrained.cache_name != first.cache_name and retrained.name == first.name
+    retrained.choice_logprobs(prompt, choices)
+    assert retrained.stats["forwards"] == 1  # not served from the old model's cache

@@ -494,6 +494,16 @@ class Labeler:
         }
 
 
+def _model_folders(config: LabelConfig) -> dict[str, str]:
+    """The fingerprint of each model given as a local folder (judge, policy, expert, encoder): a model retrained into
+    the same folder is another model, and a ``--resume`` must not finish the run with it."""
+    from fluxprm.models.identity import folder_fingerprint
+
+    specs = {"judge": config.judge, "policy": config.policy, "expert": config.expert, "encoder": config.encoder}
+    return {role: folder_fingerprint(Path(spec).expanduser()) for role, spec in specs.items()
+            if isinstance(spec, str) and Path(spec).expanduser().is_dir()}
+
+
 def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, config: LabelConfig,
                   resume: bool = False, on_progress: Callable[[int], None] | None = None,
                   fields: FieldMap | None = None, labeler: Labeler | None = None,
@@ -521,6 +531,8 @@ def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, 
         raise ValueError("the labeler was built for a different LabelConfig")
     identity = {"label": {k: v for k, v in asdict(config).items() if k not in ("on_error", "cache")},
                 "fields": asdict(fields) if fields else None}
+    if folders := _model_folders(config):  # only then: runs on registry, embedded or served models keep their id
+        identity["model_folders"] = folders
 
     def read() -> Iterator[Trace | BadRecord]:
         return iter_traces(inputs, fields)

@@ -104,6 +104,12 @@ def build_judge_prompt(problem: str, thinking_steps: Sequence[str], t: int, resp
                 "the trace was cut off)")
 
 
+def _cache_name(llm: Any) -> str:
+    """What the LLM cache keys ``llm``'s answers by: a local model's folder as it is now (``cache_name``), else its
+    name (a server's model name is all there is to go by)."""
+    return getattr(llm, "cache_name", None) or llm.name
+
+
 @dataclass(frozen=True)
 class JudgeTrace:
     """The v2 judge prompts of one trace, kept as pieces so that consecutive steps share a prefix.
@@ -284,7 +290,8 @@ class LogprobJudge(Judge):
 
         text = self._render(prompt)
         cache = getattr(self.llm, "cache", None)
-        key = LLMCache.key(self.llm.name, text, {"score_logprobs": list(CHOICES), "version": 1}) if cache is not None else None
+        key = (LLMCache.key(_cache_name(self.llm), text, {"score_logprobs": list(CHOICES), "version": 1})
+               if cache is not None else None)
         if key is not None and (hit := cache.get(key)) is not None:
             return {c: (-math.inf if v is None else v) for c, v in hit.items()}
         result = self._one_forward(text)
@@ -384,7 +391,7 @@ class LogprobJudge(Judge):
         out: list[list[float | None]] = []
         for trace in traces:
             before, after = self._pieces()
-            keys = [LLMCache.key(self.llm.name, before + trace.prompt(t) + after,
+            keys = [LLMCache.key(_cache_name(self.llm), before + trace.prompt(t) + after,
                                  {"score_logprobs": list(CHOICES), "version": 2, "tokenized": "pieces"})
                     if cache_db is not None else None for t in range(len(trace))]
             found: list[dict[str, float] | None] = [None] * len(trace)

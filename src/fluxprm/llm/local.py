@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from fluxprm.models.identity import folder_fingerprint
+
 from .base import GenParams, Prompt
 from .cache import LLMCache, cache_lookup, cached_map
 
@@ -72,11 +74,14 @@ class TransformersLLM:
                 self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
             self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
             self.name = name or path
+            # cached answers are this folder's as it is now: a judge retrained into the same folder is another model
+            self.cache_name = f"{self.name}@{folder_fingerprint(path)}" if os.path.isdir(path) else self.name
         else:
             if tokenizer is None:
                 raise ValueError("pass the tokenizer along with a model object")
             self.model, self.tokenizer = model_or_path, tokenizer
             self.name = name or getattr(model_or_path.config, "_name_or_path", "") or type(model_or_path).__name__
+            self.cache_name = self.name
         self.model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -101,12 +106,12 @@ class TransformersLLM:
         params = params or GenParams()
         with self._lock:
             if params.temperature > 0:
-                return cached_map(prompts, params, self._sample_one, cache=self.cache, model=self.name,
+                return cached_map(prompts, params, self._sample_one, cache=self.cache, model=self.cache_name,
                                   count_hits=lambda k: self._count("cache_hits", k))
             return self._generate_greedy(prompts, params)
 
     def _generate_greedy(self, prompts: list[Prompt], params: GenParams) -> list[list[str]]:
-        results, missing = cache_lookup(self.cache, self.name, prompts, params)
+        results, missing = cache_lookup(self.cache, self.cache_name, prompts, params)
         self._count("cache_hits", len(prompts) - len(missing))
         todo = [(i, key, self._ids(prompts[i])) for i, key in missing]
         todo.sort(key=lambda t: len(t[2]))  # similar lengths together: less padding
@@ -160,7 +165,8 @@ class TransformersLLM:
         (e.g. ``"10"`` when digits are split) add one batched forward. No sampling."""
         import torch
 
-        key = LLMCache.key(self.name, prompt, {"choice_logprobs": list(choices)}) if self.cache is not None else None
+        key = (LLMCache.key(self.cache_name, prompt, {"choice_logprobs": list(choices)}) if self.cache is not None
+               else None)
         if key is not None and (hit := self.cache.get(key)) is not None:
             self._count("cache_hits")
             return hit
