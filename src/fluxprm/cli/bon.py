@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from fluxprm.bon import BonError, BonOptions, format_table, run_bon
-from fluxprm.cli.common import FIELD_OVERRIDES, Inputs, Model, Resume, checked_inputs, count_inputs, job_errors
+from fluxprm.cli.common import (FIELD_OVERRIDES, Inputs, Model, Resume, check_option_files, checked_inputs, count_inputs,
+                                job_errors)
 from fluxprm.cli.model_options import ScoringDevice, ScoringDtype
 from fluxprm.cli.options import Expand, generated_options
 from fluxprm.cli.report import die, print_causes, progress_bar, say, warn
@@ -57,11 +58,7 @@ def bon(
         options = replace(options, model=model)  # -m is the shared --model option, not a generated one
     except ValueError as exc:
         die(str(exc))
-    for s in options.scores or []:  # named by its option, as `fluxprm eval` does, not as a bare OSError
-        if Path(s).is_dir():
-            die(f"--scores {s} is a directory; give the scores file")
-        if not Path(s).is_file():
-            die(f"--scores {s}: no such file")
+    check_option_files("--scores", options.scores or [], "the scores file")  # named by its option, not an OSError
     scoring = not options.scores and not options.score_field
     if misplaced := ray_flags_without_ray(cluster, explicit):
         die(f"{', '.join(misplaced)} only apply with --ray")

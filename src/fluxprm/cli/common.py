@@ -56,6 +56,16 @@ def checked_inputs(inputs: Sequence[Path]) -> list[str]:
     return paths
 
 
+def check_option_files(flag: str, paths: Sequence[str | Path | None], what: str) -> None:
+    """Every file given to ``flag`` (``--scores``, ``--calibrate``) exists and is a file: else one line naming the
+    option and ``what`` it wants (exit 2). Not an input-file error: these are not the records being read."""
+    for given in paths:
+        if given and Path(given).is_dir():
+            die(f"{flag} {given} is a directory; give {what}")
+        if given and not Path(given).is_file():
+            die(f"{flag} {given}: no such file")
+
+
 def checked_outputs(paths: Sequence[str], out: Path | None, errors: Path | None, resume: bool = False) -> None:
     """Refuse, before any model loads or progress shows, an output that is an input or a directory, and a
     ``--resume`` whose checkpoint or outputs are damaged (the job checks again, with the run's identity)."""

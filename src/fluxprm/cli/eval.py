@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from fluxprm.cli.common import FIELD_OVERRIDES, Inputs, checked_inputs, count_inputs
+from fluxprm.cli.common import FIELD_OVERRIDES, Inputs, check_option_files, checked_inputs, count_inputs
 from fluxprm.cli.model_options import ScoringDevice, ScoringDtype
 from fluxprm.cli.options import generated_options
 from fluxprm.cli.report import die, print_causes, progress_bar, say, warn
@@ -65,11 +65,8 @@ def eval(  # noqa: A001 (the command's name)
         die(f"-o {out} is a file; give a folder for the report")
     if out.resolve() in {Path(p).resolve() for p in paths}:
         die(f"-o {out} is an input file")
-    for flag, given in [("--scores", s) for s in scores or []] + [("--calibrate", options.calibrate)]:
-        if given and Path(given).is_dir():
-            die(f"{flag} {given} is a directory; give the file")
-        if given and not Path(given).is_file():
-            die(f"{flag} {given}: no such file")
+    check_option_files("--scores", scores or [], "the scores file")
+    check_option_files("--calibrate", [options.calibrate], "the calibration file")
     if options.threads:  # read by torch when first imported (only scoring imports it)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(options.threads)
     sources = sources_from(model, [str(s) for s in scores or []], score_field, {"dtype": dtype, "device": device})

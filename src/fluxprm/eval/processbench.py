@@ -23,11 +23,10 @@ from typing import Any, Sequence
 from fluxprm.eval.context import (DEFAULT_THRESHOLD, TaskContext, TaskOutput, label_problem, prmbench_original_file,
                                   reject, sample_file)
 from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
-from fluxprm.eval.sources import EvalError, EvalSource
+from fluxprm.eval.sources import EvalError, EvalSource, recorded_model
 from fluxprm.metrics import best_threshold, first_error_of_labels, threshold_f1
 from fluxprm.models.fluxprm_config import recorded_error_threshold
 from fluxprm.models.registry import lookup
-from fluxprm.scores import TraceScore, read_scores
 from fluxprm.traces import Trace
 
 __all__ = ["run_processbench", "first_error_label", "samples_for"]
@@ -73,16 +72,10 @@ def _recorded_threshold(src: EvalSource) -> float | None:
     if src.scored_now:
         return recorded_error_threshold(src.source.model)
     if src.source.scores:
-        named = {_model_named(path) for path in src.source.scores}
+        named = {recorded_model(path) for path in src.source.scores}
         if len(named) == 1 and (name := named.pop()) and lookup(name) is not None:
             return recorded_error_threshold(name)
     return None
-
-
-def _model_named(path: str) -> str | None:
-    """The ``model`` of a scores file's first record."""
-    first = next((s for s in read_scores([path]) if isinstance(s, TraceScore)), None)
-    return first.model if first is not None else None
 
 
 def run_processbench(ctx: TaskContext) -> TaskOutput:

@@ -49,8 +49,8 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "model"
 
 
-def _model_name_of(path: str) -> str:
-    """A scores file's model name (its first record's ``model``), else the file's stem."""
+def recorded_model(path: str) -> str | None:
+    """The model a scores file names (its first record's ``model``); None when it names none."""
     try:
         with open(path, encoding="utf-8") as fh:
             first = json.loads(fh.readline() or "{}")
@@ -58,7 +58,12 @@ def _model_name_of(path: str) -> str:
             return first["model"]
     except (OSError, ValueError):
         pass
-    return Path(path).stem
+    return None
+
+
+def _model_name_of(path: str) -> str:
+    """A scores file's model name (its first record's ``model``), else the file's stem."""
+    return recorded_model(path) or Path(path).stem
 
 
 def sources_from(models: Sequence[str] | None, scores: Sequence[str] | None, score_field: str | None,
