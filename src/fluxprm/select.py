@@ -38,6 +38,7 @@ inside :mod:`fluxprm.scored`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import json
@@ -349,7 +350,12 @@ class _Selection:
         self.scores_out, self.resume, self.on_progress = scores_out, resume, on_progress
         self.scored_once = False
         self.warnings: list[str] = []
-        self.unscored_hint = unmatched_source_hint(inputs, source.scores) if source.scores else None
+
+    @functools.cached_property
+    def unscored_hint(self) -> str | None:
+        """Why the scores file pairs with no trace, when it was made in another folder; read on the first unscored
+        trace only, since finding it takes a pass over the scores file."""
+        return unmatched_source_hint(self.inputs, self.source.scores) if self.source.scores else None
 
     # -- streams
 
