@@ -143,6 +143,7 @@ def load_scored(inputs: Sequence[str], src: EvalSource, fields: FieldMap | None,
     status = on_status or (lambda message: None)
     source = src.source
     scores_out: Path | None = None
+    ident = ""
     resume = False
     if source.model:
         cache = out_dir / "scores"
@@ -172,7 +173,8 @@ def load_scored(inputs: Sequence[str], src: EvalSource, fields: FieldMap | None,
             return load_scored(inputs, src, fields, out_dir, tag=tag, on_progress=on_progress, on_status=on_status)
         raise
     if source.model and scores_out is not None:
-        scores_out.with_name(scores_out.name + ".done").write_text(_identity(inputs, src, fields) + "\n")
+        # what was scored, as checked before scoring (the model folder's fingerprint is not taken twice)
+        scores_out.with_name(scores_out.name + ".done").write_text(ident + "\n")
     if source.scores and result.unscored:
         ids = [t.id for t in result.unscored]
         shown = ", ".join(ids[:10]) + (f", … ({len(ids) - 10} more)" if len(ids) > 10 else "")

@@ -9,8 +9,8 @@ import torch
 from fluxprm.device import resolve_device, resolve_dtype
 from fluxprm.models.base import LoadRequest, TransformerPRM
 from fluxprm.models.formats import detect_format, get_format
-from fluxprm.models.resolve import DEFAULT_MODEL, resolve_model
 from fluxprm.models.identity import folder_fingerprint
+from fluxprm.models.resolve import DEFAULT_MODEL, resolve_model
 
 __all__ = ["load_prm"]
 
