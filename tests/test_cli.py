@@ -326,6 +326,27 @@ def test_progress_in_a_log_is_plain_throttled_lines(capsys):
     assert len(err) >= 3 and set(err) == {"labelling 0/16 records  0%  0:00 elapsed"}  # heartbeats, final count
 
 
+def test_progress_shows_what_the_chunk_in_hand_is_doing(capsys):
+    """A label chunk of long traces takes minutes with no record finished: its stage ("judge 120/262 steps") shows
+    in brackets on the heartbeat lines of a log and in a column of the terminal's bar, and "" clears it."""
+    from rich.progress import Progress
+
+    from fluxprm.cli.report import _ProgressLines, _RichAdvance
+
+    with _ProgressLines("labelling", 6, every=0.15) as lines:
+        lines.detail("judge 120/262 steps")
+        time.sleep(0.4)
+        lines.detail("")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "labelling 0/6 records  0% (judge 120/262 steps)  0:00 elapsed"
+    assert err[-1] == "labelling 0/6 records  0%  0:00 elapsed"  # cleared at the end of the chunk
+
+    bar = Progress(disable=True)
+    advance = _RichAdvance(bar, bar.add_task("labelling", total=6, detail=""))
+    advance.detail("encoding 40 steps")
+    assert bar.tasks[0].fields["detail"] == "encoding 40 steps"
+
+
 def test_progress_lines_estimate_time_left_from_this_runs_pace_on_resume(capsys, monkeypatch):
     """A --resume run first reports the 32 records an earlier run finished (run_job → report_resumed); the time
     left must come from the 16 this run labelled in 2 minutes (89 left: ~11 min), not from 48 "done" in 2

@@ -507,3 +507,75 @@ def test_a_resumed_label_run_knows_a_local_model_folder_changed(tmp_path):
     (judge / "config.json").unlink()
     shutil.copyfile(smollm2_dir() / "config.json", judge / "config.json")
     assert _model_folders(LabelConfig(judge=str(judge))) != before
+
+
+class _Progress:
+    """What the CLI's progress display is given by a label run: record counts, and details of the chunk in hand."""
+
+    def __init__(self) -> None:
+        self.records: list[int] = []
+        self.details: list[str] = []
+
+    def __call__(self, n: int) -> None:
+        self.records.append(n)
+
+    def detail(self, text: str) -> None:
+        self.details.append(text)
+
+
+def _judged(details: list[str]) -> list[tuple[int, int]]:
+    return [tuple(int(x) for x in d.split()[1].split("/")) for d in details if d.startswith("judge ")]
+
+
+def test_a_label_run_tells_its_progress_within_a_chunk(tmp_path, minilm, smollm2):
+    """A chunk of 16 long traces can take ten minutes; progress counted in records stood at 0% all that time (a new
+    user's default run on 6 long Sky-T1 traces showed "0/6 records" for 2.5 minutes). The display is now told the
+    stage of the chunk in hand and how many of its steps the judge has graded, forward by forward, whether the
+    steps are judged now or come from the LLM cache."""
+    traces = [dict(t, problem=t["problem"] + " (progress test)") for t in TRACES[:3]]  # not in the module's cache
+    src = tmp_path / "traces.jsonl"
+    src.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    cfg = LabelConfig(chunk_size=2, negatives=4, device="cpu")
+    labeler = Labeler(cfg, encoder=minilm, judge_llm=smollm2)
+    forwards = []
+    block_forward = LogprobJudge._block_forward
+
+    def counting(self, kv, block, keep):
+        forwards.append(len(block))
+        return block_forward(self, kv, block, keep)
+
+    progress = _Progress()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LogprobJudge, "_block_forward", counting)
+        run_label_job([str(src)], tmp_path / "out.jsonl", None, cfg, on_progress=progress, labeler=labeler)
+    steps = [len(r["thinking_steps"]) for r in _records(tmp_path / "out.jsonl")]
+    assert progress.records == [2, 1]
+    assert progress.details[0] == "sampling coherence negatives from every trace"
+    chunks = "\n".join(progress.details[1:]).split("\n\n")  # "" closes each chunk
+    assert len(chunks) == 2 and progress.details[-1] == ""
+    for chunk, expected in zip(chunks, (steps[:2], steps[2:])):
+        lines = chunk.strip("\n").split("\n")
+        total = sum(expected)
+        assert lines[0].startswith("encoding ") and lines[0].endswith(" steps")
+        judged = _judged(lines)
+        assert judged[0] == (0, total) and judged[-1] == (total, total)
+        assert [done for done, _ in judged] == sorted(done for done, _ in judged)
+    assert len(_judged(progress.details)) == 2 + len(forwards)  # "0/n" per chunk, then one per forward
+    assert labeler.on_detail is None  # the labeler is the caller's again
+
+    again = _Progress()
+    run_label_job([str(src)], tmp_path / "again.jsonl", None, cfg, on_progress=again, labeler=labeler)
+    first = sum(steps[:2])  # every step from the LLM cache: told trace by trace
+    assert [j for j in _judged(again.details) if j[0]] == [(steps[0], first), (first, first), (steps[2], steps[2])]
+
+
+def test_a_text_judge_tells_each_step_once_however_many_retries(tmp_path):
+    from fluxprm.llm import LLMCache, load_llm
+
+    answers = iter(["no idea", "Score: 7", "still no idea", "nothing", "nope"] + ["?"] * 10)
+    with ChatServer(lambda req: next(answers)) as server:
+        llm = load_llm(f"{server.url}#judge", cache=LLMCache(tmp_path / "c.sqlite"), max_retries=0, concurrency=1)
+        told: list[int] = []
+        scores = TextJudge(llm, retries=2).score_prompts(["first", "second"], told.append)
+    assert scores[1] == 0.7 and scores[0] is None
+    assert sum(told) == 2 and told == [1, 0, 1]  # "second" parsed at once; "first" given up after two retries

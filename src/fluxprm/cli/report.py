@@ -109,7 +109,9 @@ def progress_bar(label: str, total: int | None, enabled: bool = True):
     end, so a plain line is printed at most every ``LOG_EVERY_SECONDS`` instead, and one with the final count at
     the end (as rich does; not for a run that did nothing): an hour-long ``label`` run in a log shows where it is.
     ``advance(n)`` counts records this run finished; ``advance.resumed(n)`` (called by
-    :func:`fluxprm.jobs.report_resumed`) counts those an earlier run finished, which the time left ignores.
+    :func:`fluxprm.jobs.report_resumed`) counts those an earlier run finished, which the time left ignores;
+    ``advance.detail(text)`` says what the chunk in hand is doing (``label``: ``judge 120/262 steps``), shown
+    beside the count until the next detail (``""`` clears it).
     """
     from rich.console import Console
 
@@ -120,8 +122,9 @@ def progress_bar(label: str, total: int | None, enabled: bool = True):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TimeRemainingColumn(), console=console, transient=False, disable=not enabled)
-    return progress, _RichAdvance(progress, progress.add_task(label, total=total))
+                        TimeRemainingColumn(), TextColumn("{task.fields[detail]}"), console=console, transient=False,
+                        disable=not enabled)
+    return progress, _RichAdvance(progress, progress.add_task(label, total=total, detail=""))
 
 
 class _RichAdvance:
@@ -137,6 +140,9 @@ class _RichAdvance:
     def resumed(self, n: int) -> None:
         self.progress.reset(self.task, completed=n)
 
+    def detail(self, text: str) -> None:
+        self.progress.update(self.task, detail=text)
+
 
 LOG_EVERY_SECONDS = 30.0
 
@@ -147,7 +153,8 @@ def _clock(seconds: float) -> str:
 
 
 class _ProgressLines:
-    """Progress as throttled plain lines (``labelling 32/137 records  23%  7:41 elapsed  ~17:30 left``).
+    """Progress as throttled plain lines (``labelling 32/137 records  23% (judge 120/262 steps)  7:41 elapsed
+    ~17:30 left``; the part in brackets is the chunk in hand's :meth:`detail`).
 
     A line is printed when records finish and ``every`` seconds have passed since the last one, and also, from
     a background thread, when ``every`` seconds pass with no record finished: a label run's chunk of 16 long
@@ -162,6 +169,7 @@ class _ProgressLines:
         self.label, self.total, self.done, self.every = label, total, 0, every
         self.started = self.last = 0.0
         self.printed = False
+        self.note = ""  # what the chunk in hand is doing (detail)
         self.pace_from: tuple[float, int] | None = None  # (time, done) the pace is measured from
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -197,6 +205,11 @@ class _ProgressLines:
             self.done += n
             self.pace_from = (time.monotonic(), self.done)
 
+    def detail(self, text: str) -> None:
+        """What the chunk in hand is doing; shown on the next line printed (no line of its own)."""
+        with self._lock:
+            self.note = text
+
     def _line(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self.last, self.printed = now, True
@@ -204,6 +217,8 @@ class _ProgressLines:
         text = f"{self.label} {self.done}" + (f"/{self.total}" if self.total else "") + " records"
         if self.total:
             text += f"  {100 * self.done / self.total:.0f}%"
+        if self.note:
+            text += f" ({self.note})"
         text += f"  {_clock(elapsed)} elapsed"
         since, done_then = self.pace_from or (self.started, 0)
         if self.total and done_then < self.done < self.total:

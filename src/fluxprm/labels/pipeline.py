@@ -268,6 +268,9 @@ class Labeler:
         self.pool: NegativePool | None = None
         self.config_hash = label_config_hash(config)
         self._judge_template = load_prompt(JUDGE_PROMPTS[config.judge_prompt])
+        # Told what the chunk in hand is doing ("judge 120/262 steps"): a chunk of 16 long traces can take ten
+        # minutes, and progress counted in records alone would stand still that long.
+        self.on_detail: Callable[[str], None] | None = None
 
     # -- lazily loaded parts
 
@@ -380,8 +383,10 @@ class Labeler:
         coh_lp = [list(a) for a in align]
         qual = [list(a) for a in align]
 
+        detail = self.on_detail or (lambda text: None)
         if c.uses_encoder and work:
             start = time.perf_counter()
+            detail(f"encoding {sum(len(inp.thinking_steps) + len(inp.response_steps) for *_, inp in work)} steps")
             vectors = self._encode_chunk(work)
             for j, (_, index, _, inp) in enumerate(work):
                 think = vectors(inp.thinking_steps)
@@ -398,6 +403,15 @@ class Labeler:
 
         if self.judge is not None:
             start = time.perf_counter()
+            judging = sum(len(inp.thinking_steps) for *_, inp in work)
+            judged_so_far = 0
+
+            def on_steps(n: int) -> None:
+                nonlocal judged_so_far
+                judged_so_far += n
+                detail(f"judge {judged_so_far}/{judging} steps")
+
+            detail(f"judge 0/{judging} steps")
             if c.judge_prompt == "v1":
                 prompts, owners = [], []
                 for j, (_, _, _, inp) in enumerate(work):
@@ -407,14 +421,14 @@ class Labeler:
                                                           self._judge_template, c.judge_context,
                                                           c.judge_text_chars))
                         owners.append((j, t))
-                for (j, t), s in zip(owners, self.judge.score_prompts(prompts) if prompts else []):
+                for (j, t), s in zip(owners, self.judge.score_prompts(prompts, on_steps) if prompts else []):
                     qual[j][t] = s
                 judged = len(prompts)
             else:
                 traces = [JudgeTrace.build(inp.problem, inp.thinking_steps, "\n\n".join(inp.response_steps),
                                            self._judge_template, c.judge_context, c.judge_window_chars,
                                            c.judge_text_chars) for _, _, _, inp in work]
-                for j, scores in enumerate(self.judge.score_traces(traces)):
+                for j, scores in enumerate(self.judge.score_traces(traces, on_steps)):
                     qual[j] = list(scores)
                 judged = sum(len(t) for t in traces)
             for j in range(n):
@@ -428,6 +442,7 @@ class Labeler:
         trajectories = [None] * n
         if self.rewarder is not None and work:
             start = time.perf_counter()
+            detail(f"rollouts for {len(work)} traces")
             items = [TrajectoryItem(inp.problem, "\n\n".join(inp.thinking_steps), "\n\n".join(inp.response_steps),
                                     trace.gold) for _, _, trace, inp in work]
             trajectories = self.rewarder.run(items)
@@ -445,6 +460,7 @@ class Labeler:
             self.stats.thinking_steps += len(inp.thinking_steps)
             self.stats.response_steps += len(inp.response_steps)
         self.stats.errors += sum(isinstance(r, BadRecord) for r in results)
+        detail("")
         return results  # type: ignore[return-value]
 
     def _encode_chunk(self, work: list[tuple[int, int, Trace, PRMInput]]) -> Callable[[Sequence[str]], np.ndarray]:
@@ -511,8 +527,10 @@ def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, 
     """Label every record of ``inputs``; each ends in ``out`` or in ``errors``, in input order.
 
     With ``out=None`` records go to stdout and rejected records to stderr (no resume possible).
-    ``on_progress(n)`` is called after each chunk with the number of input records just finished.
-    ``labeler`` reuses already loaded models (its config must be ``config``).
+    ``on_progress(n)`` is called after each chunk with the number of input records just finished; when it has
+    a ``detail(text)`` method (the CLI's progress display), that is told what the chunk in hand is doing
+    (``"judge 120/262 steps"``; ``""`` once the chunk is done). ``labeler`` reuses already loaded models (its
+    config must be ``config``).
 
     With ``cluster.ray`` the chunks are labelled on a Ray Data actor pool (``cluster.workers`` actors, each with
     its own ``Labeler(config)`` and ``threads`` torch threads, default ``cluster.cpus_per_worker`` on CPUs; see
@@ -549,6 +567,9 @@ def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, 
         else:
             assert labeler is not None
             local, stats, checked = labeler, labeler.stats, False
+            if on_progress is not None and callable(getattr(on_progress, "detail", None)):
+                stack.callback(setattr, local, "on_detail", local.on_detail)  # a reused labeler gets its own back
+                local.on_detail = on_progress.detail  # type: ignore[attr-defined]
 
             def process(chunk: list[Trace | BadRecord], start: int) -> list[dict[str, Any] | BadRecord]:
                 nonlocal checked
@@ -557,6 +578,8 @@ def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, 
                     checked = True
                 if config.coherence and local.pool is None:
                     # Negatives come from a pool over the whole run, built once, so they do not depend on chunking.
+                    if local.on_detail is not None:
+                        local.on_detail("sampling coherence negatives from every trace")
                     local.build_pool(enumerate(read()))
                 return local.label_chunk(list(enumerate(chunk, start)))
 

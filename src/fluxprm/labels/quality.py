@@ -39,7 +39,7 @@ import math
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 __all__ = ["JUDGE_PROMPT", "JUDGE_PROMPTS", "load_prompt", "fill", "clip", "build_judge_prompt", "JudgeTrace",
            "parse_score", "score_from_logprobs", "Judge", "LogprobJudge", "TextJudge", "make_judge",
@@ -248,14 +248,17 @@ class Judge:
     def name(self) -> str:
         return getattr(self.llm, "name", type(self.llm).__name__)
 
-    def score_prompts(self, prompts: list[str]) -> list[float | None]:  # pragma: no cover - interface
+    def score_prompts(self, prompts: list[str], on_steps: Callable[[int], None] | None = None
+                      ) -> list[float | None]:  # pragma: no cover - interface
+        """One score per prompt; ``on_steps(n)`` is told as prompts are answered (progress of a long chunk)."""
         raise NotImplementedError
 
-    def score_traces(self, traces: Sequence[JudgeTrace]) -> list[list[float | None]]:
+    def score_traces(self, traces: Sequence[JudgeTrace], on_steps: Callable[[int], None] | None = None
+                     ) -> list[list[float | None]]:
         """Scores of every step of each trace's v2 prompts. Sent as whole prompts, in trace and step order,
         so a server with a prefix cache (llama.cpp ``cache_prompt``, vLLM/SGLang automatic prefix caching)
-        reuses each step's prefix for the next one."""
-        flat = self.score_prompts([trace.prompt(t) for trace in traces for t in range(len(trace))])
+        reuses each step's prefix for the next one. ``on_steps(n)``: ``n`` more steps judged."""
+        flat = self.score_prompts([trace.prompt(t) for trace in traces for t in range(len(trace))], on_steps)
         out, at = [], 0
         for trace in traces:
             out.append(flat[at : at + len(trace)])
@@ -274,7 +277,7 @@ class LogprobJudge(Judge):
             return text + SCORE_PREFIX
         return prompt + "\n" + SCORE_PREFIX
 
-    def score_prompts(self, prompts: list[str]) -> list[float | None]:
+    def score_prompts(self, prompts: list[str], on_steps: Callable[[int], None] | None = None) -> list[float | None]:
         out: list[float | None] = []
         for prompt in prompts:
             try:
@@ -282,6 +285,8 @@ class LogprobJudge(Judge):
             except ValueError as exc:
                 logger.warning("judge %s: %s; quality recorded as missing", self.name, exc)
                 out.append(None)
+            if on_steps is not None:
+                on_steps(1)
         return out
 
     def logprobs(self, prompt: str) -> dict[str, float]:
@@ -369,8 +374,10 @@ class LogprobJudge(Judge):
             raise ValueError("this tokenizer needs several forwards per answer; the cached judge cannot run it")
         return self._forward(self.trace_ids(trace, t), choice_ids, extra)
 
-    def score_traces(self, traces: Sequence[JudgeTrace]) -> list[list[float | None]]:
-        """Every step of each trace, reading the trace once per segment.
+    def score_traces(self, traces: Sequence[JudgeTrace], on_steps: Callable[[int], None] | None = None
+                     ) -> list[list[float | None]]:
+        """Every step of each trace, reading the trace once per segment; ``on_steps(n)`` after each forward
+        (and for the steps the LLM cache answered), so a chunk of long traces shows its progress.
 
         Per trace, one forward puts the chat header, problem and response in a KV cache. Per segment the cache
         is cropped back to them and extended with the omitted-steps note and the earlier steps in view. Then
@@ -386,7 +393,8 @@ class LogprobJudge(Judge):
 
         choice_ids, extra = self._choices()
         if extra is None or not _can_crop(self.llm.model):
-            return super().score_traces(traces)
+            return super().score_traces(traces, on_steps)
+        tell = on_steps or (lambda n: None)
         cache_db = getattr(self.llm, "cache", None)
         out: list[list[float | None]] = []
         for trace in traces:
@@ -398,6 +406,8 @@ class LogprobJudge(Judge):
             for t, key in enumerate(keys):
                 if key is not None and (hit := cache_db.get(key)) is not None:
                     found[t] = {c: (-math.inf if v is None else v) for c, v in hit.items()}
+            if cached := sum(result is not None for result in found):
+                tell(cached)
             kv, head_length = None, 0
             for start, group in trace.segments():
                 if all(found[t] is not None for t in group):
@@ -416,12 +426,15 @@ class LogprobJudge(Judge):
                     while pending and (not block or size + len(pending[0][1]) + len(pending[0][2]) <= BLOCK_TOKENS):
                         block.append(pending.pop(0))
                         size += len(block[-1][1]) + len(block[-1][2])
+                    fresh = 0
                     for (t, _, _), logits in zip(block, self._block_forward(kv, block, 1 + len(extra))):
                         if found[t] is None:
+                            fresh += 1
                             found[t] = _answers(logits, choice_ids, extra)
                             if keys[t] is not None:
                                 cache_db.put(keys[t], self.llm.name,
                                              {c: (None if v == -math.inf else v) for c, v in found[t].items()})
+                    tell(fresh)
             scores: list[float | None] = []
             for result in found:
                 try:
@@ -574,7 +587,7 @@ class TextJudge(Judge):
         self.retry_temperature, self.seed = retry_temperature, seed
         self.attempts = 0
 
-    def score_prompts(self, prompts: list[str]) -> list[float | None]:
+    def score_prompts(self, prompts: list[str], on_steps: Callable[[int], None] | None = None) -> list[float | None]:
         from fluxprm.llm import GenParams
 
         scores: list[float | None] = [None] * len(prompts)
@@ -596,6 +609,8 @@ class TextJudge(Judge):
                     retry.append(i)
             if retry and attempt < self.retries:
                 logger.debug("judge %s: %d unparseable answers, retry %d", self.name, len(retry), attempt + 1)
+            if on_steps is not None:  # answered for good: parsed, rejected, or out of retries
+                on_steps(len(todo) - (len(retry) if attempt < self.retries else 0))
             todo = retry
         return scores
 
