@@ -194,6 +194,7 @@ def test_outcome_and_separation(tmp_path: Path) -> None:
     assert m["auroc"] == pytest.approx(sklearn_metrics.roc_auc_score(labels, values))
     assert m["auprc"] == pytest.approx(sklearn_metrics.average_precision_score(labels, values))
     assert m["ece"] is not None and (tmp_path / "o" / "reliability.png").exists()
+    assert (tmp_path / "o" / "roc.png").exists()
     s = run_eval("separation", [data], sources_from(None, [str(scores)], None), tmp_path / "s").output.metrics
     (pair,) = s["pairs"]
     assert (pair["a"], pair["b"]) == ("strong", "weak")
@@ -201,6 +202,36 @@ def test_outcome_and_separation(tmp_path: Path) -> None:
     expected = sum((a > b) + 0.5 * (a == b) for a in strong for b in weak) / 16
     assert pair["auroc"] == pytest.approx(expected)
     assert 0 <= pair["overlap"] <= 1 and (tmp_path / "s" / "separation.png").exists()
+
+
+def test_outcome_of_a_score_that_is_no_probability_draws_its_roc_and_says_why_no_reliability(tmp_path: Path) -> None:
+    """fluxprm-mini's scores lie in 0-2: the reliability diagram of a new user's first `eval outcome` was an empty
+    frame. Every source now gets its ROC curve (roc.png), and the diagram names the sources it cannot draw."""
+    import numpy as np
+    from PIL import Image
+
+    rows = [{"id": f"t{k}", "problem": "p", "response": f"answer {k}", "correct": k % 3 != 0,
+             "prob": (k % 7) / 7, "reward": 2.0 * (k % 5) / 4} for k in range(30)]
+    data = str(write_jsonl(tmp_path / "rows.jsonl", rows))
+    prob = run_eval("outcome", [data], sources_from(None, None, "prob"), tmp_path / "prob")
+    wide = run_eval("outcome", [data], sources_from(None, None, "reward"), tmp_path / "wide")
+    assert prob.output.metrics["bins"] and prob.output.metrics["ece"] is not None
+    assert wide.output.metrics["bins"] == [] and wide.output.metrics["ece"] is None
+    assert set(wide.output.files) == {"summary", "plot", "roc"}
+
+    def ink(path: Path) -> int:  # pixels that are not white or near-white
+        return int((np.asarray(Image.open(path).convert("L")) < 200).sum())
+
+    # the same ROC machinery for both; the diagram of the wide source carries a note instead of points
+    assert ink(tmp_path / "wide" / "roc.png") > 0.8 * ink(tmp_path / "prob" / "roc.png")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    from fluxprm.eval.outcome import _plot
+
+    class _Ctx:
+        out_dir = bare
+    empty = _plot(_Ctx(), {"none": []})  # what the diagram looked like before: frame and diagonal only
+    assert ink(tmp_path / "wide" / "reliability.png") > ink(empty) + 500
 
 
 # ---- command line ----------------------------------------------------------------------------------------

@@ -65,6 +65,29 @@ def test_auroc_matches_pairwise_count_and_sklearn() -> None:
     assert metrics.auroc(scores, labels) == pytest.approx(sklearn_metrics.roc_auc_score(labels, scores), abs=1e-12)
 
 
+def test_roc_points_are_sklearns_curve_and_their_area_is_the_auroc() -> None:
+    """eval outcome draws these points as the ROC curve beside the AUROC in its table: with ties entering
+    together, the trapezoids under them must add up to the same number."""
+    rng = random.Random(1)
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    for _ in range(100):
+        n = rng.randint(2, 40)
+        scores = [round(rng.random(), 1) if rng.random() < 0.5 else rng.random() for _ in range(n)]
+        labels = [rng.random() < 0.5 for _ in range(n)]
+        points = metrics.roc_points(scores, labels)
+        if all(labels) or not any(labels):
+            assert points == []
+            continue
+        assert points[0] == (0.0, 0.0) and points[-1] == (1.0, 1.0)
+        area = sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in zip(points, points[1:]))
+        assert area == pytest.approx(metrics.auroc(scores, labels), abs=1e-12)
+        fpr, tpr, _ = sklearn_metrics.roc_curve(labels, scores, drop_intermediate=False)
+        assert [c for point in points for c in point] == pytest.approx(
+            [float(c) for point in zip(fpr, tpr) for c in point], abs=1e-12)
+    with pytest.raises(ValueError, match="2 scores but 1 labels"):
+        metrics.roc_points([0.1, 0.2], [True])
+
+
 # ---- grouping and picking -----------------------------------------------------------------------------
 
 def test_group_keeps_first_seen_order_and_candidate_order() -> None:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 __all__ = [
-    "auroc",
+    "auroc", "roc_points",
     "group", "top_candidates", "pick_best", "vote_winners", "majority_vote", "weighted_vote",
     "pick_accuracy", "vote_accuracy", "random_pick_accuracy", "oracle_accuracy", "best_of_n", "accuracy_at_n",
     "pick_value", "vote_value", "oracle_value", "subsets", "SubsetAccuracy", "subset_accuracy",
@@ -88,6 +88,30 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
         start = end + 1
     u = rank_sum_pos - positives * (positives + 1) / 2
     return u / (positives * negatives)
+
+
+def roc_points(scores: Sequence[float], labels: Sequence[bool]) -> list[tuple[float, float]]:
+    """The ROC curve as ``(false positive rate, true positive rate)`` points, from ``(0, 0)`` to ``(1, 1)``: one
+    point per distinct score, highest first, tied scores entering together (sklearn's ``roc_curve`` with
+    ``drop_intermediate=False``). The trapezoids under these points add up to :func:`auroc` exactly, so the plot
+    and the number in the table are the same ranking. Empty when either class is empty."""
+    if len(scores) != len(labels):
+        raise ValueError(f"roc_points: {len(scores)} scores but {len(labels)} labels")
+    positives = sum(1 for y in labels if y)
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return []
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    points, tp, fp, start = [(0.0, 0.0)], 0, 0, 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and scores[order[end + 1]] == scores[order[start]]:
+            end += 1
+        hits = sum(1 for i in order[start:end + 1] if labels[i])
+        tp, fp = tp + hits, fp + (end + 1 - start - hits)
+        points.append((fp / negatives, tp / positives))
+        start = end + 1
+    return points
 
 
 # ---- Best-of-N: grouping and selection ----------------------------------------------------------------

@@ -1,5 +1,10 @@
-"""``fluxprm eval outcome``: how well a trace's score predicts its correctness — AUROC, AUPRC, ECE and a
-reliability diagram. Records need a correctness flag (``correct``/``is_correct``, or a pool's list)."""
+"""``fluxprm eval outcome``: how well a trace's score predicts its correctness — AUROC, AUPRC, ECE, the ROC curve
+and a reliability diagram. Records need a correctness flag (``correct``/``is_correct``, or a pool's list).
+
+The ROC curve is drawn for every source: it is the picture of the AUROC in the table and means the same on any
+score scale. The reliability diagram only has points for sources whose scores are probabilities (all in
+[0, 1]); one whose scores are not (fluxprm-mini's lie in 0–2) is named in the diagram instead, so the picture
+is never an unexplained empty frame."""
 
 from __future__ import annotations
 
@@ -7,14 +12,15 @@ from typing import Any
 
 from fluxprm.eval.context import TaskContext, TaskOutput, reject
 from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
-from fluxprm.metrics import auprc, auroc, ece, reliability_bins
+from fluxprm.metrics import auprc, auroc, ece, reliability_bins, roc_points
 
 __all__ = ["run_outcome"]
 
 
 def run_outcome(ctx: TaskContext) -> TaskOutput:
     models: dict[str, dict[str, Any]] = {}
-    bins_by_model: dict[str, list] = {}
+    bins_by_model: dict[str, list | None] = {}  # None: not probabilities, no diagram
+    roc_by_model: dict[str, list[tuple[float, float]]] = {}
     for src in ctx.sources:
         scores: list[float] = []
         labels: list[bool] = []
@@ -34,7 +40,8 @@ def run_outcome(ctx: TaskContext) -> TaskOutput:
                             "n": len(labels), "bins": [{
                                 "low": b.low, "high": b.high, "count": b.count, "mean_score": b.mean_score,
                                 "accuracy": b.accuracy} for b in bins]}
-        bins_by_model[src.name] = bins
+        bins_by_model[src.name] = bins if in_unit or not scores else None
+        roc_by_model[src.name] = roc_points(scores, labels)
         if scores and not in_unit:
             ctx.notes.append(f"{src.name}: scores outside [0, 1]; no calibration (ECE) for a non-probability")
     first = next(iter(models))
@@ -46,17 +53,45 @@ def run_outcome(ctx: TaskContext) -> TaskOutput:
                                    ("Method", "AUROC (Mann–Whitney), AUPRC as average precision (sklearn's), "
                                     f"ECE over {ctx.options.bins} equal-width bins; the base rate is a random "
                                     "scorer's AUPRC.")])
-    return TaskOutput(metrics, text_table(header, rows), {"summary": md, "plot": _plot(ctx, bins_by_model)})
+    return TaskOutput(metrics, text_table(header, rows), {"summary": md, "plot": _plot(ctx, bins_by_model),
+                                                          "roc": _roc_plot(ctx, roc_by_model, models)})
 
 
-def _plot(ctx: TaskContext, bins_by_model: dict[str, list]):
+def _roc_plot(ctx: TaskContext, roc_by_model: dict[str, list[tuple[float, float]]],
+              models: dict[str, dict[str, Any]]):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 5.0))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="random (AUROC 0.5)")
+    for k, (name, points) in enumerate(roc_by_model.items()):
+        if points:
+            ax.plot([x for x, _ in points], [y for _, y in points], "-", color=f"C{k}", linewidth=1.4,
+                    label=f"{name} (AUROC {models[name]['auroc']:.3f}, {models[name]['n']} traces)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("false positive rate (wrong traces ranked above the cut)")
+    ax.set_ylabel("true positive rate (correct traces above the cut)")
+    ax.set_title("ROC: score vs correctness", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    fig.tight_layout()
+    path = ctx.out_dir / "roc.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot(ctx: TaskContext, bins_by_model: dict[str, list | None]):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 5.0))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="perfectly calibrated")
     for k, (name, bins) in enumerate(bins_by_model.items()):
-        used = [b for b in bins if b.count]
+        used = [b for b in bins or [] if b.count]
         if used:
             ax.plot([b.mean_score for b in used], [b.accuracy for b in used], "o-", color=f"C{k}", label=name)
+    if unplotted := [name for name, bins in bins_by_model.items() if bins is None]:
+        ax.text(0.5, 0.5, "Not drawn (scores outside [0, 1], not probabilities):\n" + "\n".join(unplotted)
+                + "\nSee roc.png for their ranking.", ha="center", va="center", fontsize=9, color="0.35",
+                transform=ax.transAxes, bbox={"facecolor": "white", "edgecolor": "0.8", "boxstyle": "round,pad=0.5"})
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("mean score in bin")
