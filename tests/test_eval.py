@@ -234,6 +234,15 @@ def test_outcome_of_a_score_that_is_no_probability_draws_its_roc_and_says_why_no
     assert ink(tmp_path / "wide" / "reliability.png") > ink(empty) + 500
 
 
+def test_separation_of_a_single_group_says_there_is_nothing_to_compare(tmp_path: Path) -> None:
+    """The first 300 records of a pool came from one model: the pairs table was only a header, unexplained."""
+    rows = [{"id": f"t{k}", "problem": "p", "response": f"answer {k}", "model": "only", "s": k / 10} for k in range(5)]
+    data = str(write_jsonl(tmp_path / "rows.jsonl", rows))
+    m = run_eval("separation", [data], sources_from(None, None, "s"), tmp_path / "s").output.metrics
+    assert m["pairs"] == [] and any("every scored trace has model 'only'" in n and "--group-field" in n
+                                    for n in m["notes"])
+
+
 # ---- command line ----------------------------------------------------------------------------------------
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

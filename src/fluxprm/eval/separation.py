@@ -53,6 +53,9 @@ def run_separation(ctx: TaskContext) -> TaskOutput:
             scores = groups[g] + groups[h]
             labels = [True] * len(groups[g]) + [False] * len(groups[h])
             pairs.append({"a": g, "b": h, "auroc": auroc(scores, labels), "overlap": overlap(groups[g], groups[h])})
+        if len(groups) == 1:
+            ctx.notes.append(f"{src.name}: every scored trace has {name} {next(iter(groups))!r}: no pair of groups to "
+                             f"compare (--group-field picks another field)")
         models[src.name] = {"group_field": name, "groups": {g: {"n": len(v), "mean": sum(v) / len(v)}
                                                             for g, v in sorted(groups.items())}, "pairs": pairs}
         groups_by_model[src.name] = groups
