@@ -125,7 +125,8 @@ def _plot(ctx: TaskContext, models: dict[str, dict[str, Any]], classes: list[str
     ax.set_ylim(0, 1)
     ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
     ax.set_ylabel("PRMScore")
-    ax.set_title(f"PRMBench PRMScore (threshold {next(iter(models.values()))['threshold']}; dashed: 0.5)", fontsize=10)
+    ax.set_title(f"PRMBench PRMScore (threshold {next(iter(models.values()))['threshold']}; "
+                 "dashed: 0.5, a coin flip on balanced steps)", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
