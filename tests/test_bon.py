@@ -192,6 +192,27 @@ def test_qwen25math_pool_exact_reproduction_on_the_original_file(tmp_path) -> No
     assert "disagree on 1 of 800 candidates" in done.output
 
 
+def test_full_agreement_with_the_pools_flags_is_no_warning(tmp_path) -> None:
+    """`eval bon` printed "warning: math-verify and the pool's correctness flags disagree on 0 of 160 candidates" for
+    a new user's first run: agreement is now a plain line of `fluxprm bon`, not a note (eval shows notes as
+    warnings), and summary.json records the check either way."""
+    pool = write_jsonl(tmp_path / "pool.jsonl", [
+        {"id": i, "problem": f"Problem {i}", "gold": "1", "response": ["\\boxed{1}", "\\boxed{2}"],
+         "correct": [True, False], "s": [0.9, 0.1]} for i in range(3)])
+    done = CliRunner().invoke(app, ["bon", str(pool), "--score-field", "s", "-o", str(tmp_path / "out")])
+    assert done.exit_code == 0, done.output
+    assert "math-verify agrees with the pool's correctness flags on all 6 candidates" in done.output
+    assert "disagree" not in done.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["correctness"]
+    assert (summary["compared"], summary["disagreements"]) == (6, 0)
+
+    from fluxprm.eval import run_eval
+    from fluxprm.eval.sources import sources_from
+
+    notes = run_eval("bon", [str(pool)], sources_from(None, None, "s"), tmp_path / "eval").output.metrics["notes"]
+    assert not any("math-verify" in n for n in notes), notes
+
+
 def test_a_pool_without_gold_picks_and_says_so(tmp_path, grader) -> None:
     pool = write_jsonl(tmp_path / "pool.jsonl", [
         {"id": "q", "problem": "Name a prime.", "response": ["\\boxed{4}", "\\boxed{7}", "\\boxed{7.0}"],

@@ -839,10 +839,9 @@ def run_bon(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, opt
     if report.timeouts:
         notes.append(f"{report.timeouts} math-verify comparison{'s' * (report.timeouts != 1)} timed out "
                      f"(> {options.grading_timeout:g} s): counted as wrong / not equivalent")
-    if report.compared:
-        examples = " (examples in summary.json)" if report.disagreements else ""
+    if report.disagreements:  # full agreement is no news: summary.json's "correctness" records the check either way
         notes.append(f"math-verify and the pool's correctness flags disagree on {report.disagreements} of "
-                     f"{report.compared} candidates{examples}")
+                     f"{report.compared} candidates (examples in summary.json)")
     picks = _picks(problems, paths, fields, weight)
     facts = {"scored_by": sorted(scorers), "grouping": rule, "vote_weight": weight_rule,
              "correctness": report.as_dict()}

@@ -89,6 +89,8 @@ def bon(
         say(format_table(result.rows, options.samples))
     for note in result.notes:
         (warn if note.startswith("no gold") else say)(note)
+    if (checked := s.get("correctness") or {}).get("compared") and not checked.get("disagreements"):
+        say(f"math-verify agrees with the pool's correctness flags on all {checked['compared']} candidates")
     for name in ("metrics", "plot", "picks", "summary", "scores", "candidates"):
         if name in result.files:
             say(f"{name} → {result.files[name]}")
