@@ -312,6 +312,14 @@ def test_report_counts_correctness_and_histograms(tmp_path):
     assert sum(hist["m1"]["selected"]) == 2 and sum(hist["m2"]["not selected"]) == 3
     for png in ("scores.png", "scores_by_model.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    # a pool of one model made a 3.4-inch figure whose title ran off both edges
+    one = tmp_path / "one"
+    one.mkdir()
+    inp1, sc1 = pool(one, [dict(r, model="m1") for r in data], [0.9, 0.8, 0.3, 0.1, 0.2, 0.7])
+    select(one, inp1, sc1, top_k=2, report=one / "report")
+    assert Image.open(one / "report" / "scores_by_model.png").size[0] >= 6.5 * 110
     # per problem: the random baseline and the ceiling are per problem (A: 2 of 4 correct, B: 1 of 2)
     result, recs = select(tmp_path, inp, sc, top_k=1, per_problem=True)
     assert lines_of(recs) == [1, 6]  # A: 0.9 (wrong); B: 0.7 (wrong)

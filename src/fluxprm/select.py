@@ -841,8 +841,9 @@ def _plot_histograms(folder: Path, tally: _Tally) -> list[str]:
     models = sorted(tally.hist, key=lambda m: (-sum(map(sum, tally.hist[m].values())), m))
     cols = min(4, len(models))
     rows = math.ceil(len(models) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows + 0.7), squeeze=False, sharex=True,
-                             layout="constrained")
+    # at least 6.5 inches wide: one or two panels must still fit the title above them
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3.4 * cols, 6.5), 2.6 * rows + 0.9), squeeze=False,
+                             sharex=True, layout="constrained")
     for i, model in enumerate(models):
         ax = axes[i // cols][i % cols]
         draw(ax, tally.hist[model], _short(model))
@@ -854,7 +855,7 @@ def _plot_histograms(folder: Path, tally: _Tally) -> list[str]:
     for j in range(len(models), rows * cols):
         axes[j // cols][j % cols].axis("off")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles[::-1], labels[::-1], loc="outside upper right", ncol=2, fontsize=9, frameon=False)
+    fig.legend(handles[::-1], labels[::-1], loc="outside lower center", ncol=2, fontsize=9, frameon=False)
     fig.suptitle("score histogram by source model (the record's model field)", fontsize=10)
     fig.savefig(folder / "scores_by_model.png", dpi=110)
     plt.close(fig)
