@@ -579,3 +579,11 @@ def test_a_text_judge_tells_each_step_once_however_many_retries(tmp_path):
         scores = TextJudge(llm, retries=2).score_prompts(["first", "second"], told.append)
     assert scores[1] == 0.7 and scores[0] is None
     assert sum(told) == 2 and told == [1, 0, 1]  # "second" parsed at once; "first" given up after two retries
+
+    # a chunk's many steps are reported slice by slice (8 requests per connection), not all at the end
+    with ChatServer(lambda req: "Score: 5") as server:
+        llm = load_llm(f"{server.url}#judge", cache=LLMCache(tmp_path / "c2.sqlite"), max_retries=0, concurrency=2)
+        told = []
+        assert TextJudge(llm).score_prompts([f"step {k}" for k in range(35)], told.append) == [0.5] * 35
+        assert told == [16, 16, 3]
+        assert {_content(r) for r in server.requests[:16]} == {f"step {k}" for k in range(16)}  # slices in order

@@ -258,7 +258,9 @@ class Judge:
         """Scores of every step of each trace's v2 prompts. Sent as whole prompts, in trace and step order,
         so a server with a prefix cache (llama.cpp ``cache_prompt``, vLLM/SGLang automatic prefix caching)
         reuses each step's prefix for the next one. ``on_steps(n)``: ``n`` more steps judged."""
-        flat = self.score_prompts([trace.prompt(t) for trace in traces for t in range(len(trace))], on_steps)
+        prompts = [trace.prompt(t) for trace in traces for t in range(len(trace))]
+        # a subclass written before on_steps existed still works when no progress is asked for
+        flat = self.score_prompts(prompts, on_steps) if on_steps is not None else self.score_prompts(prompts)
         out, at = [], 0
         for trace in traces:
             out.append(flat[at : at + len(trace)])
@@ -597,22 +599,34 @@ class TextJudge(Judge):
                 break
             params = GenParams(max_tokens=self.max_tokens, temperature=0.0 if attempt == 0 else self.retry_temperature,
                                seed=self.seed + attempt)
-            messages = [[{"role": "user", "content": prompts[i]}] for i in todo]
             self.attempts += len(todo)
-            texts = _generate_isolating(self.llm, messages, params)
             retry: list[int] = []
-            for i, text in zip(todo, texts):
-                if text == _FAILED:  # rejected by the server: retrying would not help
-                    continue
-                scores[i] = _to_unit(parse_score(text))
-                if scores[i] is None:
-                    retry.append(i)
+            # With progress wanted, the requests go in slices (several per concurrent connection, in order, so a
+            # server's prefix cache still hits): a chunk's thousand steps would otherwise report all at once.
+            size = len(todo) if on_steps is None else max(1, PROGRESS_SLICE * getattr(self.llm, "concurrency", 1))
+            for at in range(0, len(todo), size):
+                part = todo[at : at + size]
+                texts = _generate_isolating(self.llm, [[{"role": "user", "content": prompts[i]}] for i in part],
+                                            params)
+                unparsed = 0
+                for i, text in zip(part, texts):
+                    if text == _FAILED:  # rejected by the server: retrying would not help
+                        continue
+                    scores[i] = _to_unit(parse_score(text))
+                    if scores[i] is None:
+                        retry.append(i)
+                        unparsed += 1
+                if on_steps is not None:  # answered for good: parsed, rejected, or out of retries
+                    on_steps(len(part) - (unparsed if attempt < self.retries else 0))
             if retry and attempt < self.retries:
                 logger.debug("judge %s: %d unparseable answers, retry %d", self.name, len(retry), attempt + 1)
-            if on_steps is not None:  # answered for good: parsed, rejected, or out of retries
-                on_steps(len(todo) - (len(retry) if attempt < self.retries else 0))
             todo = retry
         return scores
+
+
+# Requests per concurrent connection between two progress reports of the text judge. Each slice waits for its slowest
+# request: 512 requests to a local server answering in 20-60 ms, 8 connections, took 1-8 % longer than in one call.
+PROGRESS_SLICE = 8
 
 
 def _to_unit(score: float | None) -> float | None:
