@@ -347,6 +347,21 @@ def test_progress_shows_what_the_chunk_in_hand_is_doing(capsys):
     assert bar.tasks[0].fields["detail"] == "encoding 40 steps"
 
 
+def test_stage_progress_in_a_log_prints_each_stage(capsys):
+    """`fluxprm train` in a log: one throttled display per stage (features, then optimizer steps), each ending with
+    the line that says where it stopped; the rich bar it used printed nothing off a terminal."""
+    from fluxprm.cli.report import stage_progress
+
+    display, report = stage_progress("training")
+    with display:
+        for i in range(1, 4):
+            report("features", i, 3)
+        report("steps", 1, 40)
+        report("steps", 7, 40)
+    assert capsys.readouterr().err.splitlines() == ["training features 3/3  100%  0:00 elapsed",
+                                                    "training steps 7/40  18%  0:00 elapsed  ~0:00 left"]
+
+
 def test_progress_lines_estimate_time_left_from_this_runs_pace_on_resume(capsys, monkeypatch):
     """A --resume run first reports the 32 records an earlier run finished (run_job → report_resumed); the time
     left must come from the 16 this run labelled in 2 minutes (89 left: ~11 min), not from 48 "done" in 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,9 @@ def test_label_train_score_end_to_end(tmp_path):
     assert run.returncode == 0, run.stderr
     assert (ckpt / "fluxprm_config.json").exists() and (ckpt / "heads.safetensors").exists()
     assert (ckpt / "loss.png").exists()
+    # in a log each stage says where it ended (a LoRA run in nohup printed nothing until its last line)
+    assert re.search(r"^training features (\d+)/\1  100%  \d+:\d\d elapsed$", run.stderr, re.M), run.stderr
+    assert re.search(r"^training steps 6/6  100%  \d+:\d\d elapsed$", run.stderr, re.M), run.stderr
     log = [json.loads(x) for x in (ckpt / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in log)
 
@@ -103,6 +107,16 @@ def test_label_train_score_end_to_end(tmp_path):
         assert s["trajectory_reward"] is not None
         mean = sum(s["step_rewards"]) / len(s["step_rewards"])
         assert s["score"] == pytest.approx(mean + s["trajectory_reward"], abs=1e-6)
+
+
+def test_run_steps_tells_each_step_and_the_total():
+    from fluxprm.train.loop import run_steps
+
+    told: list[tuple[int, int]] = []
+    cfg = TrainConfig(max_steps=5, batch_size=2)
+    assert run_steps(3, cfg, lambda idx: (torch.tensor(1.0), {}), lambda entry: None,
+                     on_step=lambda done, total: told.append((done, total))) == 5
+    assert told == [(k, 5) for k in range(1, 6)]
 
 
 def test_frozen_training_is_reproducible(tmp_path):

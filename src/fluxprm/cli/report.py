@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from fluxprm.jobs import JobResult
 
 __all__ = ["die", "warn", "say", "table", "print_table", "print_rejections", "print_duplicates", "progress_bar",
-           "exit_if_nothing_written"]
+           "stage_progress", "exit_if_nothing_written"]
 
 _GAP = "  "
 
@@ -127,6 +127,59 @@ def progress_bar(label: str, total: int | None, enabled: bool = True):
     return progress, _RichAdvance(progress, progress.add_task(label, total=total, detail=""))
 
 
+def stage_progress(label: str):
+    """Progress of a job that runs in stages (``train``: features, then optimizer steps); returns ``(context
+    manager, report)`` where ``report(stage, i, n)`` says stage ``stage`` is at ``i`` of ``n``.
+
+    On a terminal, one transient rich bar whose description is the stage. Otherwise (a log, ``nohup``) throttled
+    plain lines as :func:`progress_bar` prints them (``training steps 300/2000  15%  1:30 elapsed  ~8:30 left``),
+    one display per stage, so an hour of LoRA training in a log is never silent.
+    """
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if console.is_terminal:
+        from rich.progress import Progress
+
+        progress = Progress(console=console, transient=True)
+        task = progress.add_task(label, total=None)
+
+        def report(stage: str, i: int, n: int) -> None:
+            progress.update(task, description=f"{label} {stage}", completed=i, total=n)
+
+        return progress, report
+    stages = _StageLines(label)
+    return stages, stages.report
+
+
+class _StageLines:
+    """One :class:`_ProgressLines` per stage, counting the stage's own unit; a new stage closes the last one (its
+    final line says where it ended)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.current: tuple[str, _ProgressLines] | None = None
+
+    def __enter__(self) -> "_StageLines":
+        return self
+
+    def report(self, stage: str, i: int, n: int) -> None:
+        if self.current is None or self.current[0] != stage:
+            self._close()
+            lines = _ProgressLines(f"{self.label} {stage}", n, unit="")
+            self.current = (stage, lines.__enter__())
+        lines = self.current[1]
+        lines.advance(i - lines.done)
+
+    def _close(self) -> None:
+        if self.current is not None:
+            self.current[1].__exit__(None, None, None)
+            self.current = None
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+
 class _RichAdvance:
     """``advance`` for a rich bar: resumed records restart the task at their count, so rich's speed (and the time
     left) is measured from this run's records only."""
@@ -165,8 +218,8 @@ class _ProgressLines:
     otherwise promise a finish far too early.
     """
 
-    def __init__(self, label: str, total: int | None, every: float = LOG_EVERY_SECONDS) -> None:
-        self.label, self.total, self.done, self.every = label, total, 0, every
+    def __init__(self, label: str, total: int | None, every: float = LOG_EVERY_SECONDS, unit: str = "records") -> None:
+        self.label, self.total, self.done, self.every, self.unit = label, total, 0, every, unit
         self.started = self.last = 0.0
         self.printed = False
         self.note = ""  # what the chunk in hand is doing (detail)
@@ -214,7 +267,7 @@ class _ProgressLines:
         now = time.monotonic() if now is None else now
         self.last, self.printed = now, True
         elapsed = now - self.started
-        text = f"{self.label} {self.done}" + (f"/{self.total}" if self.total else "") + " records"
+        text = f"{self.label} {self.done}" + (f"/{self.total}" if self.total else "") + (f" {self.unit}" if self.unit else "")
         if self.total:
             text += f"  {100 * self.done / self.total:.0f}%"
         if self.note:

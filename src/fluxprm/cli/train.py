@@ -14,7 +14,7 @@ import typer
 
 from fluxprm.cli.common import checked_inputs
 from fluxprm.cli.options import Expand, generated_options
-from fluxprm.cli.report import die, say
+from fluxprm.cli.report import die, say, stage_progress
 from fluxprm.train.config import TrainConfig
 
 __all__ = ["train"]
@@ -50,15 +50,8 @@ def train(
         die(str(exc))
     from fluxprm.train.loop import TrainError  # torch: only once the configuration is known to be valid
     from fluxprm.train.loop import train as run_train
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("features", total=None)
-
-        def on_progress(stage: str, i: int, n: int) -> None:
-            progress.update(task, description=stage, completed=i, total=n)
-
+    display, on_progress = stage_progress("training")
+    with display:
         try:
             summary = run_train(paths, out, cfg, on_progress)
         except TrainError as exc:  # nothing to train on, or the loss diverged: the run failed, nothing saved

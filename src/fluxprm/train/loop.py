@@ -96,6 +96,8 @@ def train(label_paths: Iterable[str | Path], out_dir: str | Path, cfg: TrainConf
           progress: Progress | None = None, errors_path: str | Path | None = None) -> dict[str, Any]:
     """Train a fluxprm checkpoint on label/trace files and save it to ``out_dir``; returns a summary.
 
+    ``progress(stage, i, n)`` is told how far each stage is: ``features`` and ``held-out features`` (frozen mode:
+    the backbone reads every example once), then ``steps`` (optimizer steps, both modes).
     Rejected records go to ``errors_path`` (default ``out_dir/rejected.jsonl``; none is left by a clean
     run); the summary's ``rejected``, ``errors`` and ``rejection_causes`` say how many, where and why.
     Raises ``ConfigError`` (options, ``base``; before any work), ``FileNotFoundError``/``IsADirectoryError``
@@ -131,7 +133,8 @@ def train(label_paths: Iterable[str | Path], out_dir: str | Path, cfg: TrainConf
         on_features = (lambda i, n: progress("features", i, n)) if progress else None
         feats, train_ex = _fitting(prm, train_ex, extract_features(prm, train_ex, cfg, on_features), unfit)
         if val_ex:
-            val_feats, val_ex = _fitting(prm, val_ex, extract_features(prm, val_ex, cfg), unfit)
+            on_val = (lambda i, n: progress("held-out features", i, n)) if progress else None
+            val_feats, val_ex = _fitting(prm, val_ex, extract_features(prm, val_ex, cfg, on_val), unfit)
         if not train_ex:  # every training-side example was unfit: train on the held-out ones, keep no epoch
             feats, train_ex, val_feats, val_ex = val_feats, val_ex, [], []
     else:
@@ -151,11 +154,12 @@ def train(label_paths: Iterable[str | Path], out_dir: str | Path, cfg: TrainConf
             if prm.signal_head is not None:  # standardise the signals by the training examples' statistics
                 prm.signal_head.fit_scale(_signals(prm, train_ex))
             threshold: dict[str, Any] | None = None
+            on_step = (lambda done, total: progress("steps", done, total)) if progress else None
             if cfg.mode == "frozen":
-                steps = _train_frozen(prm, feats, train_ex, val_feats, val_ex, cfg, log)
+                steps = _train_frozen(prm, feats, train_ex, val_feats, val_ex, cfg, log, on_step)
                 threshold = _heldout_error_threshold(prm, val_feats, val_ex)
             else:
-                steps = _train_end_to_end(prm, encs, train_ex, cfg, log)
+                steps = _train_end_to_end(prm, encs, train_ex, cfg, log, on_step)
         _check_weights(prm, cfg, steps)
         prm.config.error_threshold = threshold["threshold"] if threshold else None
         save_checkpoint(prm, stage, cfg)
@@ -381,13 +385,14 @@ def _batches(n: int, size: int, rng: random.Random) -> list[list[int]]:
 
 
 def run_steps(n_examples: int, cfg: TrainConfig, step: StepFn, log: Log,
-              after_epoch: Callable[[int], None] | None = None) -> int:
+              after_epoch: Callable[[int], None] | None = None,
+              on_step: Callable[[int, int], None] | None = None) -> int:
     """Run ``max_steps`` (or ``epochs`` worth of) optimizer steps over seeded shuffled batches.
 
     ``step(indices)`` does one forward, backward and update on those examples and returns the loss
     and its terms, logged every ``log_every`` steps and at the last one; ``after_epoch(step)`` runs
-    after each pass over the data, including the last, cut-short one (held-out evaluation).
-    Returns the number of steps taken.
+    after each pass over the data, including the last, cut-short one (held-out evaluation); ``on_step(done,
+    total)`` after every step (progress). Returns the number of steps taken.
     """
     if n_examples < 1 or cfg.batch_size < 1:  # no batch could be formed: the loop below would never end
         raise NoTrainingData(f"no batch can be formed from {n_examples} examples with batch_size={cfg.batch_size}")
@@ -406,6 +411,8 @@ def run_steps(n_examples: int, cfg: TrainConfig, step: StepFn, log: Log,
                                        f"was saved. Lower lr (now {cfg.lr}) or check the inputs", done)
             if done % cfg.log_every == 0 or done == total:
                 log({"step": done, "loss": value, **terms})
+            if on_step:
+                on_step(done, total)
             if done >= total:
                 break
         if after_epoch:
@@ -469,7 +476,8 @@ def _heldout_error_threshold(prm: FluxPRM, feats: list[Features], exs: list[Exam
 
 
 def _train_frozen(prm: FluxPRM, feats: list[Features], train_ex: list[Example], val_feats: list[Features],
-                  val_ex: list[Example], cfg: TrainConfig, log: Log) -> int:
+                  val_ex: list[Example], cfg: TrainConfig, log: Log,
+                  on_step: Callable[[int, int], None] | None = None) -> int:
     """Heads only, on cached features; each head keeps the epoch with its best held-out loss. Returns the steps
     taken."""
     pw = pos_weights(train_ex, cfg.balance_classes)
@@ -508,7 +516,7 @@ def _train_frozen(prm: FluxPRM, feats: list[Features], train_ex: list[Example], 
             if name not in best or part < best[name][0]:
                 best[name] = (part, done, [{k: t.clone() for k, t in m.state_dict().items()} for m in modules])
 
-    done = run_steps(len(train_ex), cfg, step, log, validate if val_ex else None)
+    done = run_steps(len(train_ex), cfg, step, log, validate if val_ex else None, on_step)
     if best:  # each head as it was at its best held-out epoch
         for name, (modules, _) in parts.items():
             for module, state in zip(modules, best[name][2]):
@@ -544,7 +552,8 @@ class _Joint(nn.Module):
         return self.step_head(h[rows, cols]), traj
 
 
-def _train_end_to_end(prm: FluxPRM, encs: list[Encoded], train_ex: list[Example], cfg: TrainConfig, log: Log) -> int:
+def _train_end_to_end(prm: FluxPRM, encs: list[Encoded], train_ex: list[Example], cfg: TrainConfig, log: Log,
+                      on_step: Callable[[int, int], None] | None = None) -> int:
     """Backbone (LoRA adapters or all weights) and heads on ``encs``, the examples laid out; returns the steps."""
     from accelerate import Accelerator
 
@@ -585,7 +594,7 @@ def _train_end_to_end(prm: FluxPRM, encs: list[Encoded], train_ex: list[Example]
             opt.zero_grad()
         return loss, terms
 
-    done = run_steps(len(train_ex), cfg, step, log)
+    done = run_steps(len(train_ex), cfg, step, log, on_step=on_step)
     prm.backbone = acc.unwrap_model(model).backbone
     prm.backbone.eval()
     return done
