@@ -57,33 +57,42 @@ def run_outcome(ctx: TaskContext) -> TaskOutput:
                                                           "roc": _roc_plot(ctx, roc_by_model, models)})
 
 
-def _roc_plot(ctx: TaskContext, roc_by_model: dict[str, list[tuple[float, float]]],
-              models: dict[str, dict[str, Any]]):
+def _unit_square(diagonal: str) -> tuple[Any, Any, Any]:
+    """``(plt, fig, ax)``: the [0, 1]² frame both outcome plots draw on, with its dashed diagonal labelled
+    ``diagonal``."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 5.0))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="random (AUROC 0.5)")
-    for k, (name, points) in enumerate(roc_by_model.items()):
-        if points:
-            ax.plot([x for x, _ in points], [y for _, y in points], "-", color=f"C{k}", linewidth=1.4,
-                    label=f"{name} (AUROC {models[name]['auroc']:.3f}, {models[name]['n']} traces)")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label=diagonal)
+    return plt, fig, ax
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Any, xlabel: str, ylabel: str, title: str, legend: str):
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("false positive rate (wrong traces ranked above the cut)")
-    ax.set_ylabel("true positive rate (correct traces above the cut)")
-    ax.set_title("ROC: score vs correctness", fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.legend(fontsize=8, frameon=False, loc=legend)
     fig.tight_layout()
-    path = ctx.out_dir / "roc.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
+def _roc_plot(ctx: TaskContext, roc_by_model: dict[str, list[tuple[float, float]]],
+              models: dict[str, dict[str, Any]]):
+    plt, fig, ax = _unit_square("random (AUROC 0.5)")
+    for k, (name, points) in enumerate(roc_by_model.items()):
+        if points:
+            ax.plot([x for x, _ in points], [y for _, y in points], "-", color=f"C{k}", linewidth=1.4,
+                    label=f"{name} (AUROC {models[name]['auroc']:.3f}, {models[name]['n']} traces)")
+    return _save(plt, fig, ax, ctx.out_dir / "roc.png", "false positive rate (wrong traces ranked above the cut)",
+                 "true positive rate (correct traces above the cut)", "ROC: score vs correctness", "lower right")
+
+
 def _plot(ctx: TaskContext, bins_by_model: dict[str, list | None]):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.6, 5.0))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="perfectly calibrated")
+    plt, fig, ax = _unit_square("perfectly calibrated")
     for k, (name, bins) in enumerate(bins_by_model.items()):
         used = [b for b in bins or [] if b.count]
         if used:
@@ -92,15 +101,5 @@ def _plot(ctx: TaskContext, bins_by_model: dict[str, list | None]):
         ax.text(0.5, 0.5, "Not drawn (scores outside [0, 1], not probabilities):\n" + "\n".join(unplotted)
                 + "\nSee roc.png for their ranking.", ha="center", va="center", fontsize=9, color="0.35",
                 transform=ax.transAxes, bbox={"facecolor": "white", "edgecolor": "0.8", "boxstyle": "round,pad=0.5"})
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("mean score in bin")
-    ax.set_ylabel("fraction correct in bin")
-    ax.set_title("Reliability diagram", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="upper left")
-    fig.tight_layout()
-    path = ctx.out_dir / "reliability.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, ctx.out_dir / "reliability.png", "mean score in bin", "fraction correct in bin",
+                 "Reliability diagram", "upper left")
