@@ -195,6 +195,13 @@ def test_label_config_hash():
     assert label_config_hash(base) == label_config_hash(LabelConfig(chunk_size=3, device="cpu"))
     assert label_config_hash(base) != label_config_hash(LabelConfig(tau=0.2))
     assert label_config_hash(LabelConfig(coherence=False)) == label_config_hash(LabelConfig(coherence=False, tau=0.3))
+    # the default fusion keeps the hash it had before coherence_fusion existed (test_judge_v2 pins v1's value);
+    # the other one is another label set, and without coherence the choice changes nothing
+    assert label_config_hash(base) != label_config_hash(LabelConfig(coherence_fusion="logp"))
+    assert label_config_hash(LabelConfig(coherence=False)) == label_config_hash(
+        LabelConfig(coherence=False, coherence_fusion="logp"))
+    with pytest.raises(ValueError, match="coherence_fusion must be one of probability, logp"):
+        LabelConfig(coherence_fusion="exp")
 
 
 # ------------------------------------------------------------------------------------------ real models
@@ -413,6 +420,33 @@ def test_coherence_negatives_do_not_depend_on_chunking(tmp_path):
     assert [r["components"]["alignment"] for r in other] == [r["components"]["alignment"] for r in recs]
 
 
+def test_coherence_fusion_logp_fuses_the_log_prob_and_changes_nothing_else(tmp_path):
+    src = _write_inputs(tmp_path / "traces.jsonl", bad_line=False)
+
+    def embed(text: str) -> list[float]:
+        return [text.lower().count(ch) + 0.1 for ch in "aeinorstu"]
+
+    recs = {}
+    for fusion in ("probability", "logp"):
+        cfg = LabelConfig(judge=None, negatives=3, coherence_fusion=fusion)
+        out = tmp_path / f"{fusion}.jsonl"
+        run_label_job([str(src)], out, None, cfg, labeler=Labeler(cfg, encoder=FunctionEncoder(embed)))
+        recs[fusion] = _records(out)
+        assert all(r["label_config"] == label_config_hash(cfg) for r in recs[fusion])
+    for p, lp in zip(recs["probability"], recs["logp"]):
+        assert p["components"] == {**lp["components"], "weights": p["components"]["weights"]}  # same components
+        comps = lp["components"]
+        assert any(c is not None for c in comps["coherence_logp"])
+        t = len(lp["thinking_steps"])
+        for name, rec, coherence in (("probability", p, comps["coherence"]), ("logp", lp, comps["coherence_logp"])):
+            expected, weights = fuse_steps(comps["alignment"], comps["quality"], coherence)
+            assert rec["step_rewards"][:t] == pytest.approx(expected, abs=2e-6), name
+            assert rec["components"]["weights"] == [None if w is None else pytest.approx(w, abs=2e-6)
+                                                    for w in weights], name
+    # a predictable step (log-prob near 0) lowers the logp-fused reward below what alignment alone gives
+    assert fuse([0.8, None, -0.01])[0] < 0.8 < fuse([0.8, None, 0.99])[0]
+
+
 def test_label_job_with_policy_trajectory_reward(tmp_path):
     def reply(req: dict) -> str:
         if "Extract the reasoning template" in _content(req):
@@ -443,7 +477,8 @@ def test_label_command(tmp_path):
     runner = CliRunner()
     help_text = runner.invoke(app, ["label", "--help"], env={"COLUMNS": "200"}).output
     for flag in ("--encoder", "--judge", "--no-judge", "--no-alignment", "--no-coherence", "--policy", "--expert",
-                 "--rollouts", "--tau", "--negatives", "--seed", "--resume", "--errors", "--on-error"):
+                 "--rollouts", "--tau", "--negatives", "--seed", "--resume", "--errors", "--on-error",
+                 "--coherence-fusion"):
         assert flag in help_text, flag
     src = _write_inputs(tmp_path / "traces.jsonl")
     out = tmp_path / "labels.jsonl"

@@ -4,9 +4,10 @@
 
 a contrastive (InfoNCE) log-probability ≤ 0, with ``sim`` the cosine, τ = 0.1 and N_t a set of k = 16
 negatives: thinking steps of *other* traces of the same run. For t = 1 the previous "step" is the
-problem x. For fusion the value is mapped to [0, 1] as ``exp(r_coh)`` — the probability the
-contrastive softmax gives the true next step; records keep both (``coherence`` and
-``coherence_logp``). With k negatives a step scoring like a random one gets ≈ 1/(k+1).
+problem x. By default the fusion reads it mapped to [0, 1] as ``exp(r_coh)`` — the probability the
+contrastive softmax gives the true next step — and with ``LabelConfig.coherence_fusion = "logp"`` the
+log-probability itself; records keep both (``coherence`` and ``coherence_logp``). With k negatives a
+step scoring like a random one gets ≈ 1/(k+1).
 
 Negatives (documented choice). They must be deterministic given the inputs and the seed, and must
 not depend on how the run is chunked or where it was resumed. So:

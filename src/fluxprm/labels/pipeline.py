@@ -60,6 +60,9 @@ LABEL_SCHEMA_VERSION = 1
 _DIGITS = 6
 
 
+# How the coherence component enters the fusion: its contrastive probability exp(r_coh), or r_coh itself
+COHERENCE_FUSIONS = ("probability", "logp")
+
 LabelFailure = JobFailure  # a record could not be labelled and ``on_error`` is not ``skip``
 
 
@@ -78,8 +81,14 @@ class LabelConfig:
         "help": "Alignment reward: cosine between each thinking step and the response step it is aligned with; "
                 "off drops it from the fusion."})
     coherence: bool = field(default=True, metadata={
-        "help": "Coherence reward: contrastive log-prob of step t following step t-1 (the problem for t=1) "
-                "against --negatives steps of other traces, fused as exp(r_coh); off drops it."})
+        "help": "Coherence reward: contrastive log-prob r_coh of step t following step t-1 (the problem for "
+                "t=1) against --negatives steps of other traces; off drops it."})
+    coherence_fusion: str = field(default="probability", metadata={
+        "choices": COHERENCE_FUSIONS,
+        "help": "What coherence puts into the softmax fusion. probability: exp(r_coh) in [0, 1], so a step "
+                "predictable from the one before raises its reward. logp: r_coh <= 0 itself, so a predictable "
+                "step adds a zero with a large weight and lowers it (on long thinking traces this ranks "
+                "correct traces up, see docs/LABEL.md). Records keep both values."})
     tau: float = field(default=0.1, metadata={"help": "Coherence temperature τ."})
     negatives: int = field(default=16, metadata={"help": "Coherence negatives k per step, from other traces."})
     negative_pool: int = field(default=4096, metadata={
@@ -143,6 +152,9 @@ class LabelConfig:
             raise ValueError(f"rollouts must be >= 1, got {self.rollouts}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.coherence_fusion not in COHERENCE_FUSIONS:
+            raise ValueError(f"coherence_fusion must be one of {', '.join(COHERENCE_FUSIONS)}, "
+                             f"got {self.coherence_fusion!r}")
         if self.judge_prompt not in JUDGE_PROMPTS:
             raise ValueError(f"judge_prompt must be one of {', '.join(JUDGE_PROMPTS)}, got {self.judge_prompt!r}")
         if self.judge_window_chars < self.judge_context:
@@ -172,8 +184,10 @@ def _output_options(config: LabelConfig) -> dict[str, Any]:
     opts = {f.name: getattr(config, f.name) for f in dc_fields(config) if f.name not in _RUN_ONLY}
     opts["steps"] = asdict(config.steps)
     if not config.coherence:
-        for k in ("tau", "negatives", "negative_pool"):
+        for k in ("tau", "negatives", "negative_pool", "coherence_fusion"):
             opts.pop(k)
+    elif config.coherence_fusion == "probability":  # the default's hash is what it was before the option existed
+        opts.pop("coherence_fusion")
     if config.judge is None:
         for k in list(opts):
             if k.startswith("judge_"):
@@ -483,7 +497,7 @@ class Labeler:
 
     def _record(self, trace: Trace, inp: PRMInput, align: list, qual: list, coh_p: list, coh_lp: list,
                 trajectory: Any, notes: list[str]) -> dict[str, Any]:
-        rewards, weights = fuse_steps(align, qual, coh_p)
+        rewards, weights = fuse_steps(align, qual, coh_lp if self.config.coherence_fusion == "logp" else coh_p)
         return {
             "id": trace.id,
             "problem": inp.problem,
@@ -547,8 +561,10 @@ def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, 
     labeler = labeler or (None if remote else Labeler(config))
     if labeler is not None and labeler.config is not config:
         raise ValueError("the labeler was built for a different LabelConfig")
-    identity = {"label": {k: v for k, v in asdict(config).items() if k not in ("on_error", "cache")},
-                "fields": asdict(fields) if fields else None}
+    label = {k: v for k, v in asdict(config).items() if k not in ("on_error", "cache")}
+    if config.coherence_fusion == "probability":  # the default: runs begun before the option existed resume
+        label.pop("coherence_fusion")
+    identity = {"label": label, "fields": asdict(fields) if fields else None}
     if folders := _model_folders(config):  # only then: runs on registry, embedded or served models keep their id
         identity["model_folders"] = folders
 
