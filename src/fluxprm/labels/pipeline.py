@@ -178,16 +178,22 @@ class LabelConfig:
 
 # Fields that change no label value (where and how fast the run happens, what happens to bad records).
 _RUN_ONLY = {"device", "encoder_batch_size", "cache", "chunk_size", "on_error"}
+# Fields added after label files existed, with their defaults: left out of a run's hash and resume identity
+# while they hold them, so the labels and runs of the defaults keep the identity they had before.
+_ADDED_LATER = {"coherence_fusion": "probability"}
+
+
+def _without_later_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
 
 
 def _output_options(config: LabelConfig) -> dict[str, Any]:
-    opts = {f.name: getattr(config, f.name) for f in dc_fields(config) if f.name not in _RUN_ONLY}
+    opts = _without_later_defaults({f.name: getattr(config, f.name) for f in dc_fields(config)
+                                    if f.name not in _RUN_ONLY})
     opts["steps"] = asdict(config.steps)
     if not config.coherence:
         for k in ("tau", "negatives", "negative_pool", "coherence_fusion"):
-            opts.pop(k)
-    elif config.coherence_fusion == "probability":  # the default's hash is what it was before the option existed
-        opts.pop("coherence_fusion")
+            opts.pop(k, None)
     if config.judge is None:
         for k in list(opts):
             if k.startswith("judge_"):
@@ -561,10 +567,9 @@ def run_label_job(inputs: Sequence[str], out: Path | None, errors: Path | None, 
     labeler = labeler or (None if remote else Labeler(config))
     if labeler is not None and labeler.config is not config:
         raise ValueError("the labeler was built for a different LabelConfig")
-    label = {k: v for k, v in asdict(config).items() if k not in ("on_error", "cache")}
-    if config.coherence_fusion == "probability":  # the default: runs begun before the option existed resume
-        label.pop("coherence_fusion")
-    identity = {"label": label, "fields": asdict(fields) if fields else None}
+    identity = {"label": _without_later_defaults({k: v for k, v in asdict(config).items()
+                                                  if k not in ("on_error", "cache")}),
+                "fields": asdict(fields) if fields else None}
     if folders := _model_folders(config):  # only then: runs on registry, embedded or served models keep their id
         identity["model_folders"] = folders
 
