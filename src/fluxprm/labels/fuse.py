@@ -9,7 +9,8 @@ over k ∈ {alignment, quality, coherence}. Alignment and quality are in [0, 1];
 contrastive probability ``exp(r_coh)`` by default, or as the log-probability ``r_coh ≤ 0`` itself
 (``LabelConfig.coherence_fusion = "logp"``), where a predictable step lowers the reward. A component
 that is switched off or missing for a step (no response to align with, unparseable judge output, no
-negatives) drops out of the softmax: the weights are renormalised over the components present. A step with no component present has no reward.
+negatives) drops out of the softmax: the weights are renormalised over the components present. A step
+with no component present has no reward.
 """
 
 from __future__ import annotations
