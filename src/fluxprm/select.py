@@ -55,7 +55,7 @@ from fluxprm.jobs import CauseCounter, ErrorCause, check_inputs, check_outputs
 from fluxprm.outputs import default_errors_path
 from fluxprm.records import BadRecord, RawRecord, iter_records
 from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
-from fluxprm.scores import AGGREGATES, TraceScore, aggregate
+from fluxprm.scores import AGGREGATES, TraceScore, aggregate, trace_key
 from fluxprm.traces import RESPONSE_FIELDS, FieldMap, Trace
 
 __all__ = ["SelectOptions", "SelectCounts", "SelectResult", "SelectFailure", "run_select", "normalise_problem",
@@ -451,7 +451,7 @@ class _Selection:
                     heap = heaps.get(slot)
                     if heap is None:
                         heap = heaps[slot] = _TopK(k if group_k is None else group_k.get(slot, 0))  # type: ignore
-                    heap.offer(_Pick(score, order, _trace_key(item), dup, group, ts))  # type: ignore[arg-type]
+                    heap.offer(_Pick(score, order, trace_key(item), dup, group, ts))  # type: ignore[arg-type]
         finally:  # also when a fail stop or an interruption ends the pass: what was rejected so far is kept
             if tmp.is_file() and tmp.stat().st_size:
                 os.replace(tmp, errors_path)
@@ -493,11 +493,6 @@ class _Selection:
             self.warnings.append(f"the stored scores are not {self.options.aggregate}(step rewards) + α·trajectory "
                                  "for one α: pass the scoring model's --aggregate, or --alpha re-weights "
                                  "something else than it scored")
-
-
-def _trace_key(trace: Trace) -> tuple[str, int, int | None]:
-    candidate = trace.meta.get("candidate")
-    return (trace.source, trace.line, candidate if isinstance(candidate, int) else None)
 
 
 # ---------------------------------------------------------------------------------------------- report tallies
@@ -639,7 +634,7 @@ def run_select(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, sour
                 score = job.ranking_score(ts)
                 if score is None:
                     continue
-                key = _trace_key(item)
+                key = trace_key(item)
                 hit = chosen.get(key) if key not in emitted else None
                 group = job.group_of(item, raw) if (options.per_problem or options.dedup) else None
                 if hit is not None:
