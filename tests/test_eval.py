@@ -388,3 +388,20 @@ def test_cli_nothing_to_evaluate_exits_1_with_the_causes(processbench, tmp_path:
     assert "nothing to evaluate" in res.stderr and res.stdout == ""
     res = run_cli("prmbench", data, "--scores", scores, "-o", str(tmp_path / "prm"))
     assert res.returncode == 1 and "not a PRMBench record" in res.stderr and "nothing to evaluate" in res.stderr
+
+
+def test_cli_progress_counts_every_model_it_scores_and_the_cached_ones(tmp_path: Path) -> None:
+    """`eval outcome -m a -m b` scores every record once per model: the bar read "scoring 12/6 records 200%".
+    A rerun that reuses both models' cached scores ends at the total too."""
+    from builders import build_qwen_prm
+
+    rows = [{"id": f"t{k}", "problem": "p", "response": f"answer {k}", "correct": k % 2 == 0} for k in range(6)]
+    data = str(write_jsonl(tmp_path / "out.jsonl", rows))
+    models = [str(build_qwen_prm(tmp_path / f"prm{seed}", seed=seed)) for seed in (0, 1)]
+    args = ["outcome", data, "-m", models[0], "-m", models[1], "--dtype", "float32", "-o", str(tmp_path / "rep")]
+    for run in ("scores", "reuses the cache"):
+        res = run_cli(*args)
+        assert res.returncode == 0, res.stderr
+        progress = [line for line in res.stderr.splitlines() if line.startswith("scoring ")]
+        assert progress and progress[-1].startswith("scoring 12/12 records  100%"), (run, res.stderr)
+        assert ("reusing cached scores" in res.stderr) == (run == "reuses the cache"), res.stderr

@@ -75,9 +75,12 @@ def eval(  # noqa: A001 (the command's name)
         die(f"{', '.join(misplaced)} only apply with --ray")
     if cluster.ray and not scoring:
         die("--ray applies to scoring with a model (-m), not to --scores or --score-field")
-    # prmbench/processbench with a model also score each problem's original process, bon may generate: no total
+    # prmbench/processbench with a model also score each problem's original process, bon may generate: no total.
+    # Each model run now scores every record (a cached model's records count as resumed)
     fixed = task in ("outcome", "separation") and not options.calibrate
-    progress, advance = progress_bar("scoring", count_inputs(paths) if scoring and fixed else None, enabled=scoring)
+    records = count_inputs(paths) if scoring and fixed else None
+    total = None if records is None else records * sum(src.scored_now for src in sources)
+    progress, advance = progress_bar("scoring", total, enabled=scoring)
     try:
         with scoring_cluster(cluster, options.threads), progress:
             result = run_eval(task, paths, sources, out, options, fields, on_progress=advance, on_status=say)

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from fluxprm.records import BadRecord
+from fluxprm.jobs import report_resumed
+from fluxprm.records import BadRecord, count_records
 from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
 from fluxprm.scores import TraceScore
 from fluxprm.traces import FieldMap, Trace
@@ -154,6 +155,8 @@ def load_scored(inputs: Sequence[str], src: EvalSource, fields: FieldMap | None,
         if scores_out.exists() and marker.exists() and marker.read_text().strip() == ident:
             status(f"{src.name}: reusing cached scores {scores_out}")
             source = ScoreSource(scores=[str(scores_out)])
+            if on_progress is not None:  # the progress total counts this model's records
+                report_resumed(on_progress, sum(count_records(p) or 0 for p in inputs))
         else:
             marker.unlink(missing_ok=True)
             resume = scores_out.exists()
