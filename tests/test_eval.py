@@ -405,3 +405,19 @@ def test_cli_progress_counts_every_model_it_scores_and_the_cached_ones(tmp_path:
         progress = [line for line in res.stderr.splitlines() if line.startswith("scoring ")]
         assert progress and progress[-1].startswith("scoring 12/12 records  100%"), (run, res.stderr)
         assert ("reusing cached scores" in res.stderr) == (run == "reuses the cache"), res.stderr
+
+
+def test_prmbench_says_what_a_dash_means_only_when_the_table_has_one(prmbench, tmp_path: Path) -> None:
+    """A class whose every step is predicted valid has no error F1: its PRMScore prints as "–", with a line that
+    says why (a dash alone read like a missing run)."""
+    data, scores = prmbench
+    defined = run_eval("prmbench", [data], sources_from(None, [scores], None), tmp_path / "a",
+                       EvalOptions(threshold=0.5)).output
+    assert "–" not in defined.table and "undefined F1" not in defined.table
+    all_valid = write_jsonl(tmp_path / "valid.jsonl", [score_rec(data, k, [0.99] * n)
+                                                       for k, n in ((1, 4), (2, 3), (3, 2), (4, 3))])
+    out = run_eval("prmbench", [data], sources_from(None, [str(all_valid)], None), tmp_path / "b",
+                   EvalOptions(threshold=0.5)).output
+    assert out.metrics["f1_error"] is None and "–" in out.table
+    assert "– is an undefined F1" in out.table
+    assert "– is an undefined F1" in (tmp_path / "b" / "summary.md").read_text()

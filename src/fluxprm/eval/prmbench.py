@@ -91,8 +91,11 @@ def run_prmbench(ctx: TaskContext) -> TaskOutput:
     class_rows = [[c] + [models[n]["per_class"].get(c, {}).get("prmscore") for n in names]
                   + [models[names[0]]["per_class"].get(c, {}).get("samples")] for c in classes]
     class_header = ["class"] + [f"PRMScore {n}" for n in names] + ["samples"]
+    undefined = any(v is None for row in rows + class_rows for v in row)
+    why_blank = (" – is an undefined F1 (upstream's -1): no step of that kind was labelled, none was predicted, "
+                 "or none was right; PRMScore needs both F1s." if undefined else "")
     table = (text_table(header, rows) + "\n\n" + text_table(class_header, class_rows)
-             + f"\n(threshold {threshold}: a step is valid when its reward > threshold)")
+             + f"\n(threshold {threshold}: a step is valid when its reward > threshold.{why_blank})")
 
     files = {}
     md = ctx.out_dir / "summary.md"
@@ -101,7 +104,7 @@ def run_prmbench(ctx: TaskContext) -> TaskOutput:
         ("PRMScore per class", markdown_table(class_header, class_rows)),
         ("Method", f"Threshold {threshold}; a step is predicted valid when its reward > threshold. "
                    "Counts summed over steps (micro), PRMScore = 0.5·F1(correct steps) + 0.5·F1(error steps), "
-                   "as ssmisya/PRMBench mr_eval/tasks/prmtest_classified/task.py."),
+                   "as ssmisya/PRMBench mr_eval/tasks/prmtest_classified/task.py." + why_blank),
     ])
     files["summary"] = md
     files["plot"] = _plot(ctx, models, classes)
