@@ -421,3 +421,17 @@ def test_prmbench_says_what_a_dash_means_only_when_the_table_has_one(prmbench, t
     assert out.metrics["f1_error"] is None and "–" in out.table
     assert "– is an undefined F1" in out.table
     assert "– is an undefined F1" in (tmp_path / "b" / "summary.md").read_text()
+
+
+def test_cli_progress_total_of_prmbench_counts_the_original_processes_it_scores_too(prmbench, tmp_path: Path) -> None:
+    """With -m, prmbench and processbench also score one original process per PRMBench problem: the total is the
+    4 rows plus the 2 problems' originals (the bar had no total at all: a 7-minute subset400 run showed no end)."""
+    from builders import build_qwen_prm
+
+    data, _ = prmbench
+    model = str(build_qwen_prm(tmp_path / "prm", seed=0))
+    for task in ("prmbench", "processbench"):
+        res = run_cli(task, data, "-m", model, "--dtype", "float32", "-o", str(tmp_path / task))
+        assert res.returncode == 0, res.stderr
+        progress = [line for line in res.stderr.splitlines() if line.startswith("scoring ")]
+        assert progress and progress[-1].startswith("scoring 6/6 records  100%"), (task, res.stderr)

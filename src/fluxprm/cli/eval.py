@@ -56,7 +56,7 @@ def eval(  # noqa: A001 (the command's name)
     """
     from fluxprm.eval.sources import EvalError, sources_from
     from fluxprm.scored import scoring_cluster
-    from fluxprm.eval.tasks import run_eval
+    from fluxprm.eval.tasks import records_per_model, run_eval
 
     if task not in TASKS:
         die(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
@@ -75,11 +75,9 @@ def eval(  # noqa: A001 (the command's name)
         die(f"{', '.join(misplaced)} only apply with --ray")
     if cluster.ray and not scoring:
         die("--ray applies to scoring with a model (-m), not to --scores or --score-field")
-    # prmbench/processbench with a model also score each problem's original process, bon may generate: no total.
-    # Each model run now scores every record (a cached model's records count as resumed)
-    fixed = task in ("outcome", "separation") and not options.calibrate
-    records = count_inputs(paths) if scoring and fixed else None
-    total = None if records is None else records * sum(src.scored_now for src in sources)
+    # each model run now scores the same records (a model whose cached scores are reused counts them as resumed)
+    per_model = records_per_model(task, paths, options, count_inputs(paths)) if scoring else None
+    total = None if per_model is None else per_model * sum(src.scored_now for src in sources)
     progress, advance = progress_bar("scoring", total, enabled=scoring)
     try:
         with scoring_cluster(cluster, options.threads), progress:

@@ -109,6 +109,23 @@ def prmbench_original_file(inputs: Sequence[str], out_dir: Path) -> tuple[Path |
     ``{idx: classification of every row of that idx joined by ','}``, so PRMBench's "correct" class can keep
     only the problems that have a ``redundency`` row, as upstream does.
     """
+    first, classes = _original_rows(inputs)
+    if not first:
+        return None, {}
+    path = out_dir / "prmbench_original.jsonl"
+    body = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in first.values())
+    if not path.exists() or path.read_text(encoding="utf-8") != body:  # keep the mtime (and the score cache)
+        path.write_text(body, encoding="utf-8")
+    return path, classes
+
+
+def count_originals(inputs: Sequence[str]) -> int:
+    """How many original processes :func:`prmbench_original_file` gives ``inputs`` (one per PRMBench ``idx``)."""
+    return len(_original_rows(inputs)[0])
+
+
+def _original_rows(inputs: Sequence[str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The first row of each PRMBench ``idx`` with an ``original_process``, and the classes of each idx's rows."""
     first: dict[str, dict[str, Any]] = {}
     classes: dict[str, str] = {}
     for raw in _raw_records(inputs):
@@ -118,13 +135,7 @@ def prmbench_original_file(inputs: Sequence[str], out_dir: Path) -> tuple[Path |
         idx = str(data.get("idx"))
         first.setdefault(idx, data)
         classes[idx] = ",".join(filter(None, [classes.get(idx), str(data.get("classification"))]))
-    if not first:
-        return None, {}
-    path = out_dir / "prmbench_original.jsonl"
-    body = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in first.values())
-    if not path.exists() or path.read_text(encoding="utf-8") != body:  # keep the mtime (and the score cache)
-        path.write_text(body, encoding="utf-8")
-    return path, classes
+    return first, classes
 
 
 def sample_file(path: str, limit: int | None, seed: int, out_dir: Path) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from fluxprm.eval.bontask import run_bon_task
-from fluxprm.eval.context import EvalOptions, TaskContext, TaskOutput
+from fluxprm.eval.context import EvalOptions, TaskContext, TaskOutput, count_originals
 from fluxprm.eval.outcome import run_outcome
 from fluxprm.eval.prmbench import run_prmbench
 from fluxprm.eval.processbench import run_processbench
@@ -20,7 +20,7 @@ from fluxprm.eval.sources import EvalError, EvalSource, write_errors
 from fluxprm.records import BadRecord
 from fluxprm.traces import FieldMap
 
-__all__ = ["TASKS", "EvalOptions", "EvalResult", "run_eval"]
+__all__ = ["TASKS", "EvalOptions", "EvalResult", "run_eval", "records_per_model"]
 
 class Task(NamedTuple):
     run: Callable[[TaskContext], TaskOutput]
@@ -41,6 +41,17 @@ TASKS: dict[str, Task] = {
     # bon stops by itself (BonError) when no candidate has a score
     "bon": Task(run_bon_task, "Best-of-N accuracy of every rule, by fluxprm bon's evaluator", None),
 }
+
+
+def records_per_model(task: str, inputs: Sequence[str], options: EvalOptions, records: int | None) -> int | None:
+    """How many records each model scored now reads for ``task``, given the ``records`` of ``inputs``: the
+    progress total per model. PRMBench rows bring one original process per problem besides (prmbench and
+    processbench score those with -m). None when it cannot be told up front: ``bon`` may generate, and a
+    ``--calibrate`` file (or its sample, drawn later) is scored too.
+    """
+    if records is None or task == "bon" or options.calibrate:
+        return None
+    return records + count_originals(inputs) if task in ("prmbench", "processbench") else records
 
 
 @dataclass
