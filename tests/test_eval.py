@@ -423,15 +423,17 @@ def test_prmbench_says_what_a_dash_means_only_when_the_table_has_one(prmbench, t
     assert "– is an undefined F1" in (tmp_path / "b" / "summary.md").read_text()
 
 
-def test_cli_progress_total_of_prmbench_counts_the_original_processes_it_scores_too(prmbench, tmp_path: Path) -> None:
+def test_the_progress_total_of_prmbench_and_processbench_is_what_a_model_scores(prmbench, tmp_path: Path) -> None:
     """With -m, prmbench and processbench also score one original process per PRMBench problem: the total is the
-    4 rows plus the 2 problems' originals (the bar had no total at all: a 7-minute subset400 run showed no end)."""
+    4 rows plus the 2 problems' originals (the bar had no total at all: a 7-minute subset400 run showed no end).
+    In process (an interpreter start per task cost ~15 s); the CLI's wiring is tested with two models above."""
     from builders import build_qwen_prm
+    from fluxprm.eval.tasks import records_per_model
 
     data, _ = prmbench
-    model = str(build_qwen_prm(tmp_path / "prm", seed=0))
+    sources = sources_from([str(build_qwen_prm(tmp_path / "prm", seed=0))], None, None,
+                           {"dtype": "float32", "device": "cpu"})
     for task in ("prmbench", "processbench"):
-        res = run_cli(task, data, "-m", model, "--dtype", "float32", "-o", str(tmp_path / task))
-        assert res.returncode == 0, res.stderr
-        progress = [line for line in res.stderr.splitlines() if line.startswith("scoring ")]
-        assert progress and progress[-1].startswith("scoring 6/6 records  100%"), (task, res.stderr)
+        scored: list[int] = []
+        run_eval(task, [data], sources, tmp_path / task, on_progress=scored.append)
+        assert sum(scored) == records_per_model(task, [data], EvalOptions(), 4) == 6, task
