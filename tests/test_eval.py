@@ -437,3 +437,33 @@ def test_the_progress_total_of_prmbench_and_processbench_is_what_a_model_scores(
         scored: list[int] = []
         run_eval(task, [data], sources, tmp_path / task, on_progress=scored.append)
         assert sum(scored) == records_per_model(task, [data], EvalOptions(), 4) == 6, task
+    # --calibrate is scored too (it had no total either): all of it (an unreadable line counts, as in the inputs),
+    # or a seeded sample, with its own originals
+    broken = tmp_path / "calibrate.jsonl"
+    broken.write_text(Path(data).read_text() + "{not json\n")
+    for limit in (None, 3):
+        options = EvalOptions(calibrate=str(broken), calibrate_limit=limit)
+        scored = []
+        run_eval("processbench", [data], sources, tmp_path / f"calibrated-{limit}", options,
+                 on_progress=scored.append)
+        sample = tmp_path / f"calibrated-{limit}" / "calibration" / "calibration_sample.jsonl"
+        rows = [json.loads(x) for x in sample.read_text().splitlines()] if limit else [{"idx": "p1"}, {"idx": "p2"}]
+        calibration = (limit or 5) + len({row["idx"] for row in rows})
+        assert sum(scored) == records_per_model("processbench", [data], options, 4) == 6 + calibration, limit
+
+
+def test_cli_refuses_an_option_the_task_does_not_read(processbench, tmp_path: Path) -> None:
+    """`eval outcome --calibrate f` ran as if the option were not there: a user believed the outcome metrics were
+    calibrated. Each task option says which tasks read it (EvalOptions' ``tasks``); the others refuse it."""
+    data, scores = processbench
+    res = run_cli("outcome", data, "--scores", scores, "--calibrate", data, "--bins", "5", "-o", str(tmp_path / "o"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "error: --calibrate applies to eval processbench, not outcome"
+    res = run_cli("separation", data, "--scores", scores, "--threshold", "0.3", "--seed", "1",
+                  "-o", str(tmp_path / "s"))
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == (
+        "error: --threshold applies to eval prmbench and processbench, not separation; --seed applies to eval "
+        "processbench, not separation")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()  # refused before anything was written
+    res = run_cli("processbench", data, "--scores", scores, "--threshold", "0.3", "-o", str(tmp_path / "p"))
+    assert res.returncode == 0, res.stderr  # an option the task reads still passes

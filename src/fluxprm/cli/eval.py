@@ -17,7 +17,7 @@ from fluxprm.cli.model_options import ScoringDevice, ScoringDtype
 from fluxprm.cli.options import generated_options
 from fluxprm.cli.report import die, print_causes, progress_bar, say, warn
 from fluxprm.distributed import DistributedError, RayOptions, RayUnavailable, ray_flags_without_ray
-from fluxprm.eval.context import EvalOptions
+from fluxprm.eval.context import EvalOptions, options_not_read_by
 from fluxprm.eval.tasks import TASKS
 from fluxprm.traces import FieldMap
 
@@ -60,6 +60,8 @@ def eval(  # noqa: A001 (the command's name)
 
     if task not in TASKS:
         die(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if unread := options_not_read_by(task, explicit):  # run as if absent, they would mislead: refused
+        die("; ".join(f"{flag} applies to eval {' and '.join(tasks)}, not {task}" for flag, tasks in unread.items()))
     paths = checked_inputs(inputs)
     if out.exists() and not out.is_dir():
         die(f"-o {out} is a file; give a folder for the report")

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
-from fluxprm.records import BadRecord, RawRecord, iter_records
+from fluxprm.records import BadRecord, RawRecord, count_records, iter_records
 from fluxprm.eval.sources import EvalSource, Scored, load_scored
 from fluxprm.traces import FieldMap, Trace
 
-__all__ = ["DEFAULT_THRESHOLD", "EvalOptions", "TaskContext", "TaskOutput", "label_problem", "prmbench_original_file",
-           "sample_file"]
+__all__ = ["DEFAULT_THRESHOLD", "EvalOptions", "TaskContext", "TaskOutput", "label_problem", "options_not_read_by",
+           "prmbench_original_file", "sample_file"]
 
 
 DEFAULT_THRESHOLD = 0.5  # PRMBench's validity rule; processbench's when a model records no threshold of its own
@@ -27,17 +27,20 @@ class EvalOptions:
     threshold: float | None = field(default=None, metadata={
         "help": "Step-reward threshold: prmbench calls a step valid when its reward is above it (default 0.5, "
                 "PRMBench's rule); processbench predicts the first step below it as the first error (default: "
-                "the threshold a fluxprm checkpoint records, chosen on its own training data, else 0.5)."})
+                "the threshold a fluxprm checkpoint records, chosen on its own training data, else 0.5).",
+        "tasks": ("prmbench", "processbench")})
     calibrate: str | None = field(default=None, metadata={
         "help": "processbench: choose the threshold maximising F1 on this labelled file (scored by the same "
-                "model) instead of --threshold."})
+                "model) instead of --threshold.", "tasks": ("processbench",)})
     calibrate_limit: int | None = field(default=None, metadata={
         "help": "Use a seeded random sample of this many records of --calibrate (a big file is slow to score).",
-        "min": 1})
-    seed: int = field(default=0, metadata={"help": "Seed of --calibrate-limit's sample."})
+        "min": 1, "tasks": ("processbench",)})
+    seed: int = field(default=0, metadata={"help": "Seed of --calibrate-limit's sample.", "tasks": ("processbench",)})
     group_field: str = field(default="model", metadata={
-        "help": "separation: the record field whose values are the groups compared (e.g. the source model)."})
-    bins: int = field(default=10, metadata={"help": "outcome: bins of the reliability diagram and ECE.", "min": 1})
+        "help": "separation: the record field whose values are the groups compared (e.g. the source model).",
+        "tasks": ("separation",)})
+    bins: int = field(default=10, metadata={"help": "outcome: bins of the reliability diagram and ECE.", "min": 1,
+                                            "tasks": ("outcome",)})
     threads: int | None = field(default=None, metadata={
         "help": "CPU threads for torch when a model scores (1 on a shared machine).  [default: all cores]",
         "min": 1})
@@ -49,6 +52,14 @@ class EvalOptions:
             raise ValueError(f"calibrate_limit must be >= 1, got {self.calibrate_limit}")
         if self.calibrate_limit is not None and not self.calibrate:
             raise ValueError("--calibrate-limit needs --calibrate FILE")
+
+
+def options_not_read_by(task: str, given: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """``{flag: the tasks that read it}`` for the ``given`` :class:`EvalOptions` fields that ``task`` never
+    reads (their ``tasks`` metadata): ``eval outcome --calibrate f`` would otherwise run as if it were not there."""
+    read_by = {f.name: f.metadata.get("tasks") for f in fields(EvalOptions)}
+    return {f"--{name.replace('_', '-')}": read_by[name] for name in given
+            if read_by.get(name) and task not in read_by[name]}
 
 
 @dataclass
@@ -109,7 +120,7 @@ def prmbench_original_file(inputs: Sequence[str], out_dir: Path) -> tuple[Path |
     ``{idx: classification of every row of that idx joined by ','}``, so PRMBench's "correct" class can keep
     only the problems that have a ``redundency`` row, as upstream does.
     """
-    first, classes = _original_rows(inputs)
+    first, classes = _original_rows(_raw_records(inputs))
     if not first:
         return None, {}
     path = out_dir / "prmbench_original.jsonl"
@@ -121,14 +132,27 @@ def prmbench_original_file(inputs: Sequence[str], out_dir: Path) -> tuple[Path |
 
 def count_originals(inputs: Sequence[str]) -> int:
     """How many original processes :func:`prmbench_original_file` gives ``inputs`` (one per PRMBench ``idx``)."""
-    return len(_original_rows(inputs)[0])
+    return len(_original_rows(_raw_records(inputs))[0])
 
 
-def _original_rows(inputs: Sequence[str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+def count_calibration(options: EvalOptions) -> int:
+    """How many records a model scores for ``--calibrate`` (its ``--calibrate-limit`` sample, if any): the
+    records plus one original process per PRMBench problem among them, as :func:`sample_file` and
+    :func:`prmbench_original_file` give them. 0 without ``--calibrate``."""
+    if not options.calibrate:
+        return 0
+    records = _raw_records([options.calibrate])
+    chosen = _sample(records, options.calibrate_limit, options.seed)
+    if len(chosen) == len(records):  # the whole file is scored: its unreadable lines count too, as for the inputs
+        return (count_records(options.calibrate) or len(records)) + len(_original_rows(records)[0])
+    return len(chosen) + len(_original_rows(chosen)[0])
+
+
+def _original_rows(records: Sequence[RawRecord]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """The first row of each PRMBench ``idx`` with an ``original_process``, and the classes of each idx's rows."""
     first: dict[str, dict[str, Any]] = {}
     classes: dict[str, str] = {}
-    for raw in _raw_records(inputs):
+    for raw in records:
         data = raw.data
         if not isinstance(data, dict) or not isinstance(data.get("original_process"), list):
             continue
@@ -146,9 +170,16 @@ def sample_file(path: str, limit: int | None, seed: int, out_dir: Path) -> str:
     records = _raw_records([path])
     if limit >= len(records):
         return path
-    chosen = sorted(random.Random(seed).sample(range(len(records)), limit))
     out = out_dir / "calibration_sample.jsonl"
-    body = "".join(json.dumps(records[i].data, ensure_ascii=False) + "\n" for i in chosen)
+    body = "".join(json.dumps(raw.data, ensure_ascii=False) + "\n" for raw in _sample(records, limit, seed))
     if not out.exists() or out.read_text(encoding="utf-8") != body:
         out.write_text(body, encoding="utf-8")
     return str(out)
+
+
+def _sample(records: list[RawRecord], limit: int | None, seed: int) -> list[RawRecord]:
+    """A seeded random sample of ``limit`` of ``records``, in their order (all of them when ``limit`` is None or
+    not below their number): the one rule behind :func:`sample_file` and :func:`count_calibration`."""
+    if limit is None or limit >= len(records):
+        return records
+    return [records[i] for i in sorted(random.Random(seed).sample(range(len(records)), limit))]

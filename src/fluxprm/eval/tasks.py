@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from fluxprm.eval.bontask import run_bon_task
-from fluxprm.eval.context import EvalOptions, TaskContext, TaskOutput, count_originals
+from fluxprm.eval.context import EvalOptions, TaskContext, TaskOutput, count_calibration, count_originals
 from fluxprm.eval.outcome import run_outcome
 from fluxprm.eval.prmbench import run_prmbench
 from fluxprm.eval.processbench import run_processbench
@@ -46,12 +46,16 @@ TASKS: dict[str, Task] = {
 def records_per_model(task: str, inputs: Sequence[str], options: EvalOptions, records: int | None) -> int | None:
     """How many records each model scored now reads for ``task``, given the ``records`` of ``inputs``: the
     progress total per model. PRMBench rows bring one original process per problem besides (prmbench and
-    processbench score those with -m). None when it cannot be told up front: ``bon`` may generate, and a
-    ``--calibrate`` file (or its sample, drawn later) is scored too.
+    processbench score those with -m), and processbench scores its ``--calibrate`` file (or sample) too. None
+    when it cannot be told up front: ``bon`` may generate.
     """
-    if records is None or task == "bon" or options.calibrate:
+    if records is None or task == "bon":
         return None
-    return records + count_originals(inputs) if task in ("prmbench", "processbench") else records
+    if task == "prmbench":
+        return records + count_originals(inputs)
+    if task == "processbench":
+        return records + count_originals(inputs) + count_calibration(options)
+    return records
 
 
 @dataclass
