@@ -134,6 +134,13 @@ def test_processbench_calibrate_picks_the_best_threshold_on_another_file(process
     m = result.output.metrics
     assert m["threshold"] == pytest.approx(0.375) and m["f1"] == pytest.approx(2 / 3)
     assert m["calibrated_on"]["samples"] == 4
+    assert "sample" not in result.output.table
+    # a limit above the file's 4 records keeps it whole: the table said "seeded sample of 10"
+    whole = run_eval("processbench", [data], sources_from(None, [scores], None), tmp_path / "rep10",
+                     EvalOptions(calibrate=data, calibrate_limit=10)).output
+    assert whole.metrics["calibrated_on"]["samples"] == 4
+    assert "(all of it: it has no more than --calibrate-limit 10 records)" in whole.table
+    assert "seeded sample" not in whole.table
 
 
 def test_processbench_uses_the_threshold_each_checkpoint_records(processbench, tmp_path: Path) -> None:

@@ -124,8 +124,11 @@ def run_processbench(ctx: TaskContext) -> TaskOutput:
     rows = [[n, m["f1"], m["acc_error"], m["acc_correct"], m["threshold"], m["threshold_from"], m["n_error"],
              m["n_correct"]] for n, m in models.items()]
     if opts.calibrate:
-        how = (f"threshold calibrated per model on {opts.calibrate}"
-               + (f" (seeded sample of {opts.calibrate_limit}, seed {opts.seed})" if opts.calibrate_limit else ""))
+        how = f"threshold calibrated per model on {opts.calibrate}"
+        if calibration != opts.calibrate:
+            how += f" (seeded sample of {opts.calibrate_limit}, seed {opts.seed})"
+        elif opts.calibrate_limit:  # sample_file keeps a file no longer than the limit whole
+            how += f" (all of it: it has no more than --calibrate-limit {opts.calibrate_limit} records)"
     elif opts.threshold is not None:
         how = f"threshold {opts.threshold}"
     else:
