@@ -460,8 +460,8 @@ def test_the_progress_total_of_prmbench_and_processbench_is_what_a_model_scores(
 
 
 def test_cli_refuses_an_option_the_task_does_not_read(processbench, tmp_path: Path) -> None:
-    """`eval outcome --calibrate f` ran as if the option were not there: a user believed the outcome metrics were
-    calibrated. Each task option says which tasks read it (EvalOptions' ``tasks``); the others refuse it."""
+    """`eval outcome --calibrate f` ran as if the option were not there: a user could believe the outcome metrics
+    were calibrated. Each task option says which tasks read it (EvalOptions' ``tasks``); the others refuse it."""
     data, scores = processbench
     res = run_cli("outcome", data, "--scores", scores, "--calibrate", data, "--bins", "5", "-o", str(tmp_path / "o"))
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
