@@ -143,9 +143,9 @@ def count_calibration(options: EvalOptions) -> int:
         return 0
     records = _raw_records([options.calibrate])
     chosen = _sample(records, options.calibrate_limit, options.seed)
-    if len(chosen) == len(records):  # the whole file is scored: its unreadable lines count too, as for the inputs
-        return (count_records(options.calibrate) or len(records)) + len(_original_rows(records)[0])
-    return len(chosen) + len(_original_rows(chosen)[0])
+    # the whole file is scored: its unreadable lines count too, as for the inputs
+    scored = (count_records(options.calibrate) or len(records)) if len(chosen) == len(records) else len(chosen)
+    return scored + len(_original_rows(chosen)[0])
 
 
 def _original_rows(records: Sequence[RawRecord]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -168,10 +168,11 @@ def sample_file(path: str, limit: int | None, seed: int, out_dir: Path) -> str:
     if limit is None:
         return path
     records = _raw_records([path])
-    if limit >= len(records):
+    chosen = _sample(records, limit, seed)
+    if len(chosen) == len(records):
         return path
     out = out_dir / "calibration_sample.jsonl"
-    body = "".join(json.dumps(raw.data, ensure_ascii=False) + "\n" for raw in _sample(records, limit, seed))
+    body = "".join(json.dumps(raw.data, ensure_ascii=False) + "\n" for raw in chosen)
     if not out.exists() or out.read_text(encoding="utf-8") != body:
         out.write_text(body, encoding="utf-8")
     return str(out)
