@@ -459,6 +459,32 @@ def test_the_progress_total_of_prmbench_and_processbench_is_what_a_model_scores(
         assert sum(scored) == records_per_model("processbench", [data], options, 4) == 6 + calibration, limit
 
 
+def test_the_progress_total_of_bon_is_its_records(tmp_path: Path) -> None:
+    """`eval bon -m` showed a count with no end ("may generate"), but eval bon never generates: it scores the
+    records as they are, and a pool record (a list of responses) counts once, as the inputs are counted."""
+    from builders import build_qwen_prm
+    from fluxprm.eval.tasks import records_per_model
+    from fluxprm.records import count_records
+
+    rows = [{"problem": "What is 1+1?", "response": ["It is \\boxed{2}.", "It is \\boxed{3}."], "answer": "2"},
+            {"id": "b0", "problem": "What is 2+2?", "response": "It is \\boxed{4}.", "correct": True},
+            {"id": "b1", "problem": "What is 2+2?", "response": "It is \\boxed{5}.", "correct": False}]
+    data = str(write_jsonl(tmp_path / "pool.jsonl", rows))
+    sources = sources_from([str(build_qwen_prm(tmp_path / "prm", seed=0))], None, None,
+                           {"dtype": "float32", "device": "cpu"})
+    scored: list[int] = []
+    result = run_eval("bon", [data], sources, tmp_path / "rep", on_progress=scored.append)
+    assert next(iter(result.output.metrics["models"].values()))["candidates"] == 4
+    assert sum(scored) == records_per_model("bon", [data], EvalOptions(), count_records(data)) == 3
+    # the same report folder on an edited pool: its scores are another run's, so they are scored afresh (this
+    # ended in ResumeMismatch's traceback), and the total still holds
+    write_jsonl(tmp_path / "pool.jsonl", rows + [{**rows[1], "id": "b2", "response": "It is 4."}])
+    scored, said = [], []
+    result = run_eval("bon", [data], sources, tmp_path / "rep", on_progress=scored.append, on_status=said.append)
+    assert next(iter(result.output.metrics["models"].values()))["candidates"] == 5
+    assert sum(scored) == 4 and any("holds another run's scores; scoring afresh" in line for line in said), said
+
+
 def test_cli_refuses_an_option_the_task_does_not_read(processbench, tmp_path: Path) -> None:
     """`eval outcome --calibrate f` ran as if the option were not there: a user could believe the outcome metrics
     were calibrated. Each task option says which tasks read it (EvalOptions' ``tasks``); the others refuse it."""

@@ -7,25 +7,48 @@ the report compares the models' accuracy of every rule at the largest N.
 from __future__ import annotations
 
 import re
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fluxprm.eval.context import TaskContext, TaskOutput
 from fluxprm.eval.report import markdown_table, text_table, write_markdown
+from fluxprm.eval.sources import EvalSource
+
+if TYPE_CHECKING:
+    from fluxprm.bon import BonResult
 
 __all__ = ["run_bon_task"]
 
 
-def run_bon_task(ctx: TaskContext) -> TaskOutput:
+def _run_bon(ctx: TaskContext, src: EvalSource, folder: Path) -> BonResult:
+    """``fluxprm bon`` for one source, continuing the scores an earlier run left in ``folder`` when they are
+    this run's (same inputs, model and options) and scoring afresh when they are another's: a rerun of
+    ``eval -o DIR`` on an edited pool ended in ResumeMismatch's traceback. The other tasks' score cache
+    (:func:`fluxprm.eval.sources.load_scored`) does the same."""
     from fluxprm.bon import BonOptions, run_bon
+    from fluxprm.outputs import ResumeMismatch
 
+    s = src.source
+    options = BonOptions(model=s.model, scores=s.scores, score_field=s.score_field, threads=ctx.options.threads)
+    resume = (folder / "scores.jsonl").exists()
+    try:
+        return run_bon(ctx.inputs, folder, options, ctx.fields, resume=resume, on_progress=ctx.on_progress,
+                       on_status=ctx.on_status)
+    except ResumeMismatch:  # raised before anything is scored or written
+        if not resume:
+            raise
+        if ctx.on_status is not None:
+            ctx.on_status(f"{src.name}: {folder / 'scores.jsonl'} holds another run's scores; scoring afresh")
+        return run_bon(ctx.inputs, folder, options, ctx.fields, resume=False, on_progress=ctx.on_progress,
+                       on_status=ctx.on_status)
+
+
+def run_bon_task(ctx: TaskContext) -> TaskOutput:
     models: dict[str, dict[str, Any]] = {}
     files = {}
     for src in ctx.sources:
-        s = src.source
-        options = BonOptions(model=s.model, scores=s.scores, score_field=s.score_field, threads=ctx.options.threads)
         folder = ctx.out_dir / "bon" / (re.sub(r"[^A-Za-z0-9._-]+", "_", src.name) or "model")
-        result = run_bon(ctx.inputs, folder, options, ctx.fields, resume=(folder / "scores.jsonl").exists(),
-                         on_progress=ctx.on_progress, on_status=ctx.on_status)
+        result = _run_bon(ctx, src, folder)
         ctx.rejected.extend(result.rejected)
         ctx.notes.extend(f"{src.name}: {note}" for note in result.notes)
         largest = max((r["n"] for r in result.rows), default=None)

@@ -46,10 +46,11 @@ TASKS: dict[str, Task] = {
 def records_per_model(task: str, inputs: Sequence[str], options: EvalOptions, records: int | None) -> int | None:
     """How many records each model scored now reads for ``task``, given the ``records`` of ``inputs``: the
     progress total per model. PRMBench rows bring one original process per problem besides (prmbench and
-    processbench score those with -m), and processbench scores its ``--calibrate`` file (or sample) too. None
-    when it cannot be told up front: ``bon`` may generate.
+    processbench score those with -m), and processbench scores its ``--calibrate`` file (or sample) too. ``bon``
+    scores the records as they are (``eval bon`` never generates candidates; ``fluxprm bon --generate`` does, and
+    counts on its own). None when ``records`` is None.
     """
-    if records is None or task == "bon":
+    if records is None:
         return None
     if task == "prmbench":
         return records + count_originals(inputs)
