@@ -383,6 +383,7 @@ def test_the_score_cache_is_not_reused_for_a_checkpoint_retrained_in_place(proce
     statuses.clear()
     build_qwen_prm(folder, seed=1)  # retrained into the same folder
     assert scored_file() != first and not any("reusing cached scores" in s for s in statuses)
+    assert any("was left by another run" in s and "starting afresh" in s for s in statuses), statuses
 
 
 def test_cli_nothing_to_evaluate_exits_1_with_the_causes(processbench, tmp_path: Path) -> None:
@@ -482,7 +483,8 @@ def test_the_progress_total_of_bon_is_its_records(tmp_path: Path) -> None:
     scored, said = [], []
     result = run_eval("bon", [data], sources, tmp_path / "rep", on_progress=scored.append, on_status=said.append)
     assert next(iter(result.output.metrics["models"].values()))["candidates"] == 5
-    assert sum(scored) == 4 and any("holds another run's scores; scoring afresh" in line for line in said), said
+    assert sum(scored) == 4 and any("was left by another run (other inputs, model or options) or is damaged; starting afresh" in line
+                                  for line in said), said
 
 
 def test_cli_refuses_an_option_the_task_does_not_read(processbench, tmp_path: Path) -> None:

@@ -17,12 +17,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import orjson
 
-__all__ = ["check_resumable", "ResumableWriter", "ResumeMismatch", "StdoutSink", "default_errors_path", "fingerprint", "open_sink",
-           "progress_exists"]
+__all__ = ["check_resumable", "ResumableWriter", "ResumeMismatch", "StdoutSink", "default_errors_path", "fingerprint",
+           "open_sink", "progress_exists", "resume_or_restart"]
 
 _VERSION = 2
 
@@ -250,6 +250,26 @@ class StdoutSink:
 def progress_exists(out: Path | None) -> bool:
     """Whether ``out`` has a checkpoint a ``--resume`` would continue from."""
     return out is not None and out.with_name(out.name + ".progress.json").exists()
+
+
+T = TypeVar("T")
+
+
+def resume_or_restart(out: Path, run: Callable[[bool], T], on_status: Callable[[str], None] | None = None) -> T:
+    """``run(resume)`` for an output a command keeps for itself between runs (eval's score cache): continue what
+    an earlier run left in ``out`` when that run was this one, else start over (``run(False)``, after saying
+    so through ``on_status``). Nobody asked to continue, so unlike ``--resume`` a mismatch — other inputs, model or
+    options, or a damaged checkpoint — is no error. :class:`ResumeMismatch` is raised as the writer opens,
+    before anything is scored or written, so the first attempt leaves nothing behind."""
+    resume = out.exists()
+    try:
+        return run(resume)
+    except ResumeMismatch:
+        if not resume:
+            raise
+        if on_status is not None:
+            on_status(f"{out} was left by another run (other inputs, model or options) or is damaged; starting afresh")
+        return run(False)
 
 
 def open_sink(out: Path | None, errors: Path | None, run_id: str, resume: bool,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fluxprm.eval.context import TaskContext, TaskOutput
 from fluxprm.eval.report import markdown_table, text_table, write_markdown
 from fluxprm.eval.sources import EvalSource
+from fluxprm.outputs import resume_or_restart
 
 if TYPE_CHECKING:
     from fluxprm.bon import BonResult
@@ -24,23 +25,15 @@ def _run_bon(ctx: TaskContext, src: EvalSource, folder: Path) -> BonResult:
     """``fluxprm bon`` for one source, continuing the scores an earlier run left in ``folder`` when they are
     this run's (same inputs, model and options) and scoring afresh when they are another's: a rerun of
     ``eval -o DIR`` on an edited pool ended in ResumeMismatch's traceback. The other tasks' score cache
-    (:func:`fluxprm.eval.sources.load_scored`) does the same."""
+    (:func:`fluxprm.eval.sources.load_scored`) decides by the same rule (:func:`resume_or_restart`)."""
     from fluxprm.bon import BonOptions, run_bon
-    from fluxprm.outputs import ResumeMismatch
 
     s = src.source
     options = BonOptions(model=s.model, scores=s.scores, score_field=s.score_field, threads=ctx.options.threads)
-    resume = (folder / "scores.jsonl").exists()
-    try:
-        return run_bon(ctx.inputs, folder, options, ctx.fields, resume=resume, on_progress=ctx.on_progress,
-                       on_status=ctx.on_status)
-    except ResumeMismatch:  # raised before anything is scored or written
-        if not resume:
-            raise
-        if ctx.on_status is not None:
-            ctx.on_status(f"{src.name}: {folder / 'scores.jsonl'} holds another run's scores; scoring afresh")
-        return run_bon(ctx.inputs, folder, options, ctx.fields, resume=False, on_progress=ctx.on_progress,
-                       on_status=ctx.on_status)
+    return resume_or_restart(
+        folder / "scores.jsonl",
+        lambda resume: run_bon(ctx.inputs, folder, options, ctx.fields, resume=resume, on_progress=ctx.on_progress,
+                               on_status=ctx.on_status), ctx.on_status)
 
 
 def run_bon_task(ctx: TaskContext) -> TaskOutput:

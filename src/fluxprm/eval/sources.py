@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from fluxprm.jobs import report_resumed
+from fluxprm.outputs import resume_or_restart
 from fluxprm.records import BadRecord, count_records
 from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
 from fluxprm.scores import TraceScore
@@ -145,7 +146,7 @@ def load_scored(inputs: Sequence[str], src: EvalSource, fields: FieldMap | None,
     source = src.source
     scores_out: Path | None = None
     ident = ""
-    resume = False
+    scoring = False
     if source.model:
         cache = out_dir / "scores"
         cache.mkdir(parents=True, exist_ok=True)
@@ -159,22 +160,22 @@ def load_scored(inputs: Sequence[str], src: EvalSource, fields: FieldMap | None,
                 report_resumed(on_progress, sum(count_records(p) or 0 for p in inputs))
         else:
             marker.unlink(missing_ok=True)
-            resume = scores_out.exists()
-    result = Scored(src.name, scores_file=str(scores_out) if scores_out else (source.scores or [None])[0])
-    try:
-        stream = scored_traces(inputs, source, fields, scores_out=scores_out, resume=resume, on_progress=on_progress)
-        for trace, score in stream:
+            scoring = True
+
+    def read(resume: bool) -> Scored:
+        result = Scored(src.name, scores_file=str(scores_out) if scores_out else (source.scores or [None])[0])
+        for trace, score in scored_traces(inputs, source, fields, scores_out=scores_out, resume=resume,
+                                          on_progress=on_progress):
             if isinstance(trace, BadRecord):
                 result.rejected.append(trace)
             elif score is None or score.score is None and not score.step_rewards:
                 result.unscored.append(trace)
             else:
                 result.pairs.append((trace, score))
-    except Exception as exc:
-        if resume and type(exc).__name__ == "ResumeMismatch" and scores_out is not None:
-            scores_out.unlink(missing_ok=True)  # a damaged or foreign cache: score afresh
-            return load_scored(inputs, src, fields, out_dir, tag=tag, on_progress=on_progress, on_status=on_status)
-        raise
+        return result
+
+    # an interrupted run's partial scores are continued; a foreign or damaged cache is scored afresh
+    result = resume_or_restart(scores_out, read, on_status) if scoring and scores_out is not None else read(False)
     if source.model and scores_out is not None:
         # what was scored, as checked before scoring (the model folder's fingerprint is not taken twice)
         scores_out.with_name(scores_out.name + ".done").write_text(ident + "\n")
