@@ -483,8 +483,8 @@ def test_the_progress_total_of_bon_is_its_records(tmp_path: Path) -> None:
     scored, said = [], []
     result = run_eval("bon", [data], sources, tmp_path / "rep", on_progress=scored.append, on_status=said.append)
     assert next(iter(result.output.metrics["models"].values()))["candidates"] == 5
-    assert sum(scored) == 4 and any("was left by another run (other inputs, model or options) or is damaged; starting afresh" in line
-                                  for line in said), said
+    restarted = "was left by another run (other inputs, model or options) or is damaged; starting afresh"
+    assert sum(scored) == 4 and any(restarted in line for line in said), said
 
 
 def test_cli_refuses_an_option_the_task_does_not_read(processbench, tmp_path: Path) -> None:
