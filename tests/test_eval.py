@@ -460,9 +460,10 @@ def test_the_progress_total_of_prmbench_and_processbench_is_what_a_model_scores(
         assert sum(scored) == records_per_model("processbench", [data], options, 4) == 6 + calibration, limit
 
 
-def test_the_progress_total_of_bon_is_its_records(tmp_path: Path) -> None:
+def test_the_progress_total_of_bon_is_its_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`eval bon -m` showed a count with no end ("may generate"), but eval bon never generates: it scores the
-    records as they are, and a pool record (a list of responses) counts once, as the inputs are counted."""
+    records as they are, and a pool record (a list of responses) counts once, as the inputs are counted.
+    `-m ./prm` put its output in `bon/._prm`, a folder `ls` hides; it is `bon/prm`, as the score cache names it."""
     from builders import build_qwen_prm
     from fluxprm.eval.tasks import records_per_model
     from fluxprm.records import count_records
@@ -471,10 +472,12 @@ def test_the_progress_total_of_bon_is_its_records(tmp_path: Path) -> None:
             {"id": "b0", "problem": "What is 2+2?", "response": "It is \\boxed{4}.", "correct": True},
             {"id": "b1", "problem": "What is 2+2?", "response": "It is \\boxed{5}.", "correct": False}]
     data = str(write_jsonl(tmp_path / "pool.jsonl", rows))
-    sources = sources_from([str(build_qwen_prm(tmp_path / "prm", seed=0))], None, None,
-                           {"dtype": "float32", "device": "cpu"})
+    build_qwen_prm(tmp_path / "prm", seed=0)
+    monkeypatch.chdir(tmp_path)
+    sources = sources_from(["./prm"], None, None, {"dtype": "float32", "device": "cpu"})
     scored: list[int] = []
     result = run_eval("bon", [data], sources, tmp_path / "rep", on_progress=scored.append)
+    assert [p.name for p in (tmp_path / "rep" / "bon").iterdir()] == ["prm"]
     assert next(iter(result.output.metrics["models"].values()))["candidates"] == 4
     assert sum(scored) == records_per_model("bon", [data], EvalOptions(), count_records(data)) == 3
     # the same report folder on an edited pool: its scores are another run's, so they are scored afresh (this

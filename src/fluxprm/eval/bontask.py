@@ -6,13 +6,12 @@ the report compares the models' accuracy of every rule at the largest N.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fluxprm.eval.context import TaskContext, TaskOutput
 from fluxprm.eval.report import markdown_table, text_table, write_markdown
-from fluxprm.eval.sources import EvalSource
+from fluxprm.eval.sources import EvalSource, model_slug
 from fluxprm.outputs import resume_or_restart
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ def run_bon_task(ctx: TaskContext) -> TaskOutput:
     models: dict[str, dict[str, Any]] = {}
     files = {}
     for src in ctx.sources:
-        folder = ctx.out_dir / "bon" / (re.sub(r"[^A-Za-z0-9._-]+", "_", src.name) or "model")
+        folder = ctx.out_dir / "bon" / model_slug(src.name)
         result = _run_bon(ctx, src, folder)
         ctx.rejected.extend(result.rejected)
         ctx.notes.extend(f"{src.name}: {note}" for note in result.notes)

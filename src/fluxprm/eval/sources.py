@@ -46,8 +46,10 @@ class EvalSource:
         return bool(self.source.model)
 
 
-def _slug(text: str) -> str:
-    """A file name for a model: ``./my-prm`` gives ``my-prm`` (not ``._my-prm``, a file `ls` would hide)."""
+def model_slug(text: str) -> str:
+    """A file or folder name for a model: ``./my-prm`` gives ``my-prm`` (not ``._my-prm``, which `ls` would hide).
+
+    Every per-model file of a report is named by it: the score cache and ``bon/<model>/``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "model"
 
 
@@ -150,7 +152,7 @@ def load_scored(inputs: Sequence[str], src: EvalSource, fields: FieldMap | None,
     if source.model:
         cache = out_dir / "scores"
         cache.mkdir(parents=True, exist_ok=True)
-        scores_out = cache / f"{_slug(src.name)}{tag}.jsonl"
+        scores_out = cache / f"{model_slug(src.name)}{tag}.jsonl"
         marker = scores_out.with_name(scores_out.name + ".done")
         ident = _identity(inputs, src, fields)
         if scores_out.exists() and marker.exists() and marker.read_text().strip() == ident:
