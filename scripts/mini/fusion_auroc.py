@@ -7,7 +7,10 @@ against correctness, plus a paired bootstrap over problems of the two fusions of
 recorded components with `fluxprm.labels.fuse.fuse_steps`, exactly as `fluxprm label` fuses them, so one
 label file answers for both. Used for docs/LABEL.md ("Which components").
 
-    .venv/bin/python scripts/mini/fusion_auroc.py build/mini/labels_skythought_*judged.jsonl
+    .venv/bin/python scripts/mini/fusion_auroc.py build/mini/labels_skythought_*judged_logp.jsonl
+
+(the files reproduce.sh writes since v2.4; v2.3's, `labels_skythought_*judged.jsonl`, give the same figures
+but for the judge's last bits: the fusion a file was labelled with does not matter here).
 """
 
 from __future__ import annotations

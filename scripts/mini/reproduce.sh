@@ -22,15 +22,17 @@ label() {  # label IN OUT [flags]: resume an interrupted run, skip a finished on
 }
 # Teacher step rewards for the long Sky-T1 training traces (their records keep `correct`), with all three
 # components: alignment, the prefix-cached SmolLM2 judge and coherence (~9,000 thinking steps at ~3 judge
-# steps/s: ~50 min on 2 quiet cores; see docs/LABEL.md). Up to v2.2 only the first 16 traces had the judge,
-# the other 137 were labelled with --no-judge (file labels_skythought_rest.jsonl).
-label $OUT/train_skythought_long_judged.jsonl $OUT/labels_skythought_judged.jsonl
-label $OUT/train_skythought_long_rest.jsonl $OUT/labels_skythought_rest_judged.jsonl
+# steps/s: ~80 min on 2 quiet cores; see docs/LABEL.md). Since v2.4 the three are fused with
+# --coherence-fusion logp (docs/LABEL.md, "Which components"); v2.3's files, fused the paper's way, were
+# labels_skythought{,_rest}_judged.jsonl. Up to v2.2 only the first 16 traces had the judge.
+label $OUT/train_skythought_long_judged.jsonl $OUT/labels_skythought_judged_logp.jsonl --coherence-fusion logp
+label $OUT/train_skythought_long_rest.jsonl $OUT/labels_skythought_rest_judged_logp.jsonl --coherence-fusion logp
 
-TRAIN=($OUT/train_prmbench.jsonl $OUT/labels_skythought_judged.jsonl $OUT/labels_skythought_rest_judged.jsonl
+TRAIN=($OUT/train_prmbench.jsonl $OUT/labels_skythought_judged_logp.jsonl $OUT/labels_skythought_rest_judged_logp.jsonl
        $OUT/train_skythought_short.jsonl $OUT/train_qwen_pool.jsonl $OUT/train_pool3.jsonl $OUT/train_pool3_more.jsonl)
 DEV=($OUT/dev_pool3.jsonl $OUT/dev_skythought.jsonl $OUT/dev_qwen_pool.jsonl $OUT/dev_prmbench_subset400.jsonl)
-# Backbone features of every training and dev example (the slow part: ~1 h on 2 cores; cached, resumable)
+# Backbone features of every training and dev example (the slow part: ~2.5-3 h on 2 cores from a cold cache;
+# cached per example, resumable)
 $PY scripts/mini/features.py "${TRAIN[@]}" "${DEV[@]}" --originals $OUT/dev_prmbench_subset400.jsonl
 $PY -m fluxprm train "${TRAIN[@]}" --config src/fluxprm/configs/fluxprm-mini.yaml -o build/fluxprm-mini
 # The first-error threshold, chosen out-of-fold on the training PRMBench file and recorded in the checkpoint:
