@@ -21,8 +21,8 @@ label() {  # label IN OUT [flags]: resume an interrupted run, skip a finished on
     touch "$out.done"
 }
 # Teacher step rewards for the long Sky-T1 training traces (their records keep `correct`), with all three
-# components: alignment, the prefix-cached SmolLM2 judge and coherence (~9,000 thinking steps at ~3 judge
-# steps/s: ~80 min on 2 quiet cores; see docs/LABEL.md). Since v2.4 the three are fused with
+# components: alignment, the prefix-cached SmolLM2 judge and coherence (7,742 thinking steps: 79 min with 2
+# threads for v2.4; see docs/LABEL.md). Since v2.4 the three are fused with
 # --coherence-fusion logp (docs/LABEL.md, "Which components"); v2.3's files, fused the paper's way, were
 # labels_skythought{,_rest}_judged.jsonl. Up to v2.2 only the first 16 traces had the judge.
 label $OUT/train_skythought_long_judged.jsonl $OUT/labels_skythought_judged_logp.jsonl --coherence-fusion logp
