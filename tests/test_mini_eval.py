@@ -114,6 +114,32 @@ def test_kfold_folds_are_by_problem_balanced_and_apart_from_the_training_hold_ou
     assert len(set(held)) == 5  # spread over every fold, not one fold = the hold-out
 
 
+def test_kfold_never_resumes_a_fold_another_recipe_left(tmp_path):
+    """Relabelled training traces change the recipe: their folds are retrained, not reused with old heads."""
+    kfold = _kfold_module()
+    config, labels = tmp_path / "mini.yaml", tmp_path / "labels.jsonl"
+    config.write_text("seed: 1\n")
+    labels.write_text('{"step_rewards": [0.6]}\n')
+    recipe = kfold.recipe_key(config, [labels], 5)
+    assert recipe == kfold.recipe_key(config, [labels], 5)
+    assert recipe != kfold.recipe_key(config, [labels], 4)
+    labels.write_text('{"step_rewards": [0.3]}\n')  # the same file relabelled
+    relabelled = kfold.recipe_key(config, [labels], 5)
+    assert relabelled != recipe
+
+    fold = tmp_path / "work" / "fold0"
+    assert not kfold.clear_if_stale(fold, relabelled)  # nothing there yet
+    fold.mkdir(parents=True)
+    (fold / "oof.json").write_text("{}")
+    (fold / "recipe").write_text(relabelled)
+    assert not kfold.clear_if_stale(fold, relabelled) and (fold / "oof.json").exists()  # same recipe: resumed
+    (fold / "recipe").write_text(recipe)
+    assert kfold.clear_if_stale(fold, relabelled) and not fold.exists()  # another recipe's fold: gone
+    fold.mkdir()
+    (fold / "oof.json").write_text("{}")  # a folder from before folders were stamped
+    assert kfold.clear_if_stale(fold, relabelled) and not fold.exists()
+
+
 def test_the_shipped_model_records_its_out_of_fold_threshold():
     """The card's F1 figure, the checkpoint's recorded threshold and the k-fold run that chose it agree."""
     import json

@@ -17,7 +17,9 @@ from heads that never fitted it:
 
 Only training data is read for the choice (the rule: nothing outside ../shared/data, and no dev slice, for
 threshold choice); the dev F1 at the chosen threshold is reported beside it. Resumable: each fold's model
-and out-of-fold rewards are kept under ``--work``, so a rerun after an interruption reuses finished folds.
+and out-of-fold rewards are kept under ``--work``, so a rerun after an interruption reuses finished folds
+(each fold folder is stamped with a hash of the config and training files; a folder another recipe left is
+trained again, never reused).
 A fold trains in ~3–4 min on 2 quiet cores from the feature cache that ``reproduce.sh`` fills (the original
 processes of the training file are extracted on the first run).
 Usage: ``python scripts/mini/kfold_threshold.py TRAIN_FILES... [-m build/fluxprm-mini] [--record]`` (see
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,13 +60,38 @@ def split_file(path: Path, folds: int, steps) -> list[int]:
     return [fold_of(prepare(t, steps).problem, folds) for t in traces]
 
 
+def recipe_key(config: Path, train: list[Path], folds: int) -> str:
+    """What a fold's model depends on: the config, the training files' names, order and contents, the fold count.
+
+    A work folder left by another recipe (relabelled training traces, say) must not be resumed: its folds would
+    hand the new checkpoint a threshold chosen with the old heads."""
+    digest = hashlib.sha256(f"folds={folds}".encode())
+    for path in [config, *train]:
+        digest.update(path.name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def clear_if_stale(work: Path, recipe: str) -> bool:
+    """Remove a fold folder that another recipe left (or one from before folders were stamped); True if removed."""
+    stamp = work / "recipe"
+    if not work.exists() or (stamp.exists() and stamp.read_text(encoding="utf-8") == recipe):
+        return False
+    shutil.rmtree(work)
+    return True
+
+
 def run_fold(k: int, args: argparse.Namespace, fold_ids: list[int]) -> dict:
     """Train without fold ``k``'s PRMBench rows (unless already done) and score those rows with that model."""
     work = args.work / f"fold{k}"
+    if clear_if_stale(work, args.recipe):
+        print(f"fold {k}: {work} was left by another recipe (config, training files or folds); starting it afresh",
+              file=sys.stderr, flush=True)
     oof_path = work / "oof.json"
     if oof_path.exists():
         return json.loads(oof_path.read_text())
     work.mkdir(parents=True, exist_ok=True)
+    (work / "recipe").write_text(args.recipe, encoding="utf-8")
     lines = args.folded.read_text(encoding="utf-8").splitlines(keepends=True)
     kept = work / args.folded.name
     kept.write_text("".join(line for line, f in zip(lines, fold_ids) if f != k), encoding="utf-8")
@@ -103,6 +131,7 @@ def main() -> None:
     args.folded = args.folded or next((f for f in args.train if f.name == "train_prmbench.jsonl"), None)
     if args.folded not in args.train:
         ap.error("--folded must be one of the training files (no train_prmbench.jsonl among them)")
+    args.recipe = recipe_key(args.config, args.train, args.folds)
     prm, cfg, steps = evaluate.load_for_features(args.model)
     fold_ids = split_file(args.folded, args.folds, steps)
     results = [run_fold(k, args, fold_ids) for k in range(args.folds)]
