@@ -1,8 +1,10 @@
 """Write a seeded sample of a Best-of-N pool by *problem*: every candidate of a sampled problem is kept.
 
-Used for the figures in docs/SELECT.md and docs/BON.md on the 5,885-record SkyThought pool, which takes
-~4.5 h to score whole with fluxprm-mini on a 2-core CPU. A problem is (dataset, question text): ids alone
-collide in that pool (OlympiadBench `idx` values name several problems).
+For pools too large to score whole on a CPU: the 5,885-record SkyThought pool takes ~4.5 h with fluxprm-mini on
+2 cores. A problem is (dataset, question text): ids alone collide in that pool (OlympiadBench `idx` values name
+several problems). fluxprm-mini v1's figures in docs/SELECT.md and docs/BON.md (now in their git history) came
+from such a sample; fluxprm-mini v2 and later train on three quarters of that pool's problems, so their figures
+use the problems they never saw instead (``build/mini/dev_pool3.jsonl`` from scripts/mini/build_data.py).
 
     python scripts/sample_pool.py POOL.jsonl OUT.jsonl --fraction 0.1 --seed 0
 """
