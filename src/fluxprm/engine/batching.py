@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -106,9 +107,20 @@ class Batcher:
             out.append(cur)
         return out
 
-    def run(self, encs: list[tuple[Any, Encoded]]) -> dict[Any, ItemOutput]:
+    def run(self, encs: list[tuple[Any, Encoded]],
+            on_forward: Callable[[int, int], None] | None = None) -> dict[Any, ItemOutput]:
+        """Every encoding's output, by key. ``on_forward(tokens_done, tokens_total)`` is called before the first
+        forward and after each one (tokens, not traces: the batches run shortest first, so a count of traces
+        would run ahead of the time)."""
         results: dict[Any, ItemOutput] = {}
+        total = sum(len(e.input_ids) for _, e in encs)
+        done = 0
+        if on_forward is not None:
+            on_forward(0, total)
         for batch in self.batches(encs):
             for (key, _), out in zip(batch, self.prm.forward([e for _, e in batch])):
                 results[key] = out
+            if on_forward is not None:
+                done += sum(len(e.input_ids) for _, e in batch)
+                on_forward(done, total)
         return results

@@ -9,7 +9,7 @@ that cannot be scored never raises out of it: it comes back as a ``BadRecord`` i
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -68,11 +68,13 @@ class Scorer:
         self.batcher = Batcher(prm, self.options.batching, self.options.batch_tokens)
         self.stats.batching = f"{self.batcher.mode} ({self.batcher.how})"
 
-    def score_batch(self, items: Iterable[Any]) -> list[TraceScore | BadRecord]:
+    def score_batch(self, items: Iterable[Any],
+                    on_forward: Callable[[int, int], None] | None = None) -> list[TraceScore | BadRecord]:
         """Score ``Trace``s, raw record dicts, ``PRMInput``s or pass-through ``BadRecord``s.
 
         Returns one entry per trace in input order (a Best-of-N pool dict expands into one trace per
         candidate); an entry is a ``TraceScore`` or the ``BadRecord`` saying why that trace was not scored.
+        ``on_forward(tokens_done, tokens_total)`` follows the forwards of this batch (see :meth:`Batcher.run`).
         """
         traces = list(as_traces(items))
         results: list[TraceScore | BadRecord | None] = [None] * len(traces)
@@ -90,7 +92,7 @@ class Scorer:
             works.append(_Work(slot, trace, item, fitted, [None] * len(fitted.parts)))
         encs = [((w, p), enc) for w, work in enumerate(works) for p, enc in enumerate(work.fitted.parts)]
         with torch.inference_mode():
-            outputs = self.batcher.run(encs)
+            outputs = self.batcher.run(encs, on_forward)
         for (w, p), out in outputs.items():
             works[w].outputs[p] = out
         for work in works:
