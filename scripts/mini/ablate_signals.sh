@@ -3,9 +3,12 @@
 # with each one left out, then evaluate each on the dev slices (scripts/mini/evaluate.py). Run after
 # reproduce.sh has built the data, labels and feature cache (each variant then costs ~2 min: heads + evaluation).
 # Results: build/ablate/<variant>/dev_metrics.json, and a one-line summary per variant on stdout.
-# The data is v2's, on which the model card's ablation rows were measured: labels_skythought_rest.jsonl is the 137
-# long traces labelled --no-judge, which reproduce.sh no longer writes since v2.3; make it first with
+# The data is v2's, on which the model card's ablation rows were measured, and reproduce.sh no longer writes its two
+# label files (since v2.3 and v2.4): labels_skythought_rest.jsonl is the 137 long traces labelled --no-judge, and
+# labels_skythought_judged.jsonl the other 16 labelled with the judge of the time, the v1 prompt. Make them first:
 #   fluxprm label build/mini/train_skythought_long_rest.jsonl -o build/mini/labels_skythought_rest.jsonl --no-judge
+#   fluxprm label build/mini/train_skythought_long_judged.jsonl -o build/mini/labels_skythought_judged.jsonl \
+#       --judge-prompt v1
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}

@@ -13,8 +13,8 @@ Dev slices are problem-disjoint from everything fluxprm-mini trains on (``script
   chosen on the *training* PRMBench file, on rows the heads never fitted (on fitted rows the best threshold
   is optimistic): by default the one the checkpoint records (``--calibrate recorded``: ``fluxprm train``'s
   choice on its held-out rows, replaced for fluxprm-mini by ``kfold_threshold.py --record``'s out-of-fold one),
-  else on the PRMBench rows of the problems the training run held out (``--calibrate heldout``, 456 samples for
-  fluxprm-mini: a noisy choice);
+  else on the PRMBench rows of the problems the training run held out (``--calibrate heldout``, 457 samples for
+  fluxprm-mini v2.4: a noisy choice);
   F1 = harmonic mean of the two accuracies.
 
 Every figure has a 95 % percentile bootstrap interval (``*_ci``) resampling whole problems (PRMBench: items),

@@ -3,9 +3,9 @@
 A step-reward threshold turns step rewards into a first-error prediction (the first step below it). It must
 be chosen on rows the heads never fitted: on fitted rows the rewards are too confident and the best
 threshold is optimistic. ``evaluate.py --calibrate heldout`` uses the ~10 % of training PRMBench problems the
-training run held out (456 samples), and that choice is noisy: 0.087–0.254 across seeds 0–2, on a dev F1
-curve that moves between 0.57 and 0.62 over that range. Here *every* training PRMBench row gets rewards
-from heads that never fitted it:
+training run held out (457 samples for v2.4), and that choice is noisy: for v2.3 it gave 0.087–0.254 across
+seeds 0–2, on a dev F1 curve that moves between 0.57 and 0.62 over that range (v2.4's shipped seed: 0.0818).
+Here *every* training PRMBench row gets rewards from heads that never fitted it:
 
 1. the training PRMBench problems are split into ``--folds`` folds by a hash of the problem text;
 2. for each fold, the shipped recipe (same config, same seed, every other training file) is trained

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the embedded fluxprm-mini from ../shared/data: data splits, teacher labels, backbone features,
 # training, dev evaluation. Every stage is resumable: rerun the script after an interruption and finished work
-# is reused (label files resume with --resume, features are cached per example, training takes ~1 min).
+# is reused (label files resume with --resume, features are cached per example, training takes ~3.5 min).
 # The trained heads land in build/fluxprm-mini; copy fluxprm_config.json, heads.safetensors, train_config.yaml,
 # train_summary.json, loss.png, kfold_threshold.json and dev_metrics.json into src/fluxprm/data/fluxprm-mini/ to ship them (the model
 # card is edited by hand). Set THREADS=1 on a machine shared with other CPU work.
