@@ -488,6 +488,7 @@ def test_the_progress_total_of_bon_is_its_records(tmp_path: Path, monkeypatch: p
     assert next(iter(result.output.metrics["models"].values()))["candidates"] == 5
     restarted = "was left by another run (other inputs, model or options) or is damaged; starting afresh"
     assert sum(scored) == 4 and any(restarted in line for line in said), said
+    assert sum(line.startswith("scoring with ") for line in said) == 1, said  # not again after "starting afresh"
 
 
 def test_cli_refuses_an_option_the_task_does_not_read(processbench, tmp_path: Path) -> None:

@@ -29,10 +29,17 @@ def _run_bon(ctx: TaskContext, src: EvalSource, folder: Path) -> BonResult:
 
     s = src.source
     options = BonOptions(model=s.model, scores=s.scores, score_field=s.score_field, threads=ctx.options.threads)
+    said: set[str] = set()
+
+    def once(message: str) -> None:  # a restart would repeat "scoring with M → F" after "starting afresh"
+        if message not in said and ctx.on_status is not None:
+            said.add(message)
+            ctx.on_status(message)
+
     return resume_or_restart(
         folder / "scores.jsonl",
         lambda resume: run_bon(ctx.inputs, folder, options, ctx.fields, resume=resume, on_progress=ctx.on_progress,
-                               on_status=ctx.on_status), ctx.on_status)
+                               on_status=once), once)
 
 
 def run_bon_task(ctx: TaskContext) -> TaskOutput:
