@@ -166,6 +166,19 @@ def test_processbench_uses_the_threshold_each_checkpoint_records(processbench, t
     assert "its checkpoint records" in (tmp_path / "rep" / "summary.md").read_text()
     assert any("toy: threshold 0.5 (default): a scores file names its model" in n
                for n in json.loads((tmp_path / "rep" / "metrics.json").read_text())["notes"])
+    # `fluxprm score -m CKPT -o F` notes the checkpoint's threshold in F.progress.json: `eval --scores F` uses it
+    # (it gave 0.5 and a note before), and stops trusting it once F is no longer the bytes the note describes
+    from fluxprm import load_prm
+    from fluxprm.engine.options import ScoreOptions
+    from fluxprm.score_job import run_score_job
+
+    by_ckpt = tmp_path / "by_ckpt.jsonl"
+    run_score_job(load_prm(str(ckpt), device="cpu"), [data], by_ckpt, None, ScoreOptions(on_error="skip"))
+    noted = run_eval("processbench", [data], sources_from(None, [str(by_ckpt)], None), tmp_path / "rep3")
+    assert (noted.output.metrics["threshold"], noted.output.metrics["threshold_from"]) == (0.123, "checkpoint")
+    by_ckpt.write_text(by_ckpt.read_text().replace('"score":', '"score": ', 1))  # same records, other bytes
+    edited = run_eval("processbench", [data], sources_from(None, [str(by_ckpt)], None), tmp_path / "rep4")
+    assert (edited.output.metrics["threshold"], edited.output.metrics["threshold_from"]) == (0.5, "default")
     by_mini = tmp_path / "by_mini.jsonl"  # the same scores, written by the embedded model
     by_mini.write_text(Path(scores).read_text().replace('"model": "toy"', '"model": "fluxprm-mini"'))
     named = run_eval("processbench", [data], sources_from(None, [str(by_mini)], None), tmp_path / "rep2")

@@ -549,7 +549,8 @@ class _ScoreWorker:
         prm = self.prm
         return {"name": prm.name, "weights_id": prm.weights_id, "format": prm.format, "max_length": prm.max_length,
                 "aggregate": prm.aggregate, "alpha": prm.alpha, "dtype": str(prm.dtype), "device": str(prm.device),
-                "trained_steps": prm.trained_steps, "batching": mode, "batching_how": how, "setup": self.setup()}
+                "trained_steps": prm.trained_steps, "error_threshold": prm.error_threshold, "batching": mode,
+                "batching_how": how, "setup": self.setup()}
 
     def score(self, options: ScoreOptions, chunk: list) -> tuple[list, dict[str, float], tuple[str, str]]:
         """A chunk scored as the single-process job scores it (``score_batch``, records as JSON dicts), the
@@ -595,6 +596,7 @@ class RemotePRM:
     dtype: str
     device: str
     trained_steps: dict[str, Any] | None
+    error_threshold: float | None  # the first-error threshold the checkpoint records
     batching: str
     batching_how: str
     setup: tuple[str, str]   # (dtype, device type) of the actor that described the model; every actor must match

@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import orjson
 
-__all__ = ["check_resumable", "ResumableWriter", "ResumeMismatch", "StdoutSink", "default_errors_path", "fingerprint",
-           "open_sink", "progress_exists", "resume_or_restart"]
+__all__ = ["check_resumable", "completed_run_meta", "ResumableWriter", "ResumeMismatch", "StdoutSink",
+           "default_errors_path", "fingerprint", "open_sink", "progress_exists", "resume_or_restart"]
 
 _VERSION = 2
 
@@ -73,6 +73,22 @@ def check_resumable(out: Path, errors: Path | None) -> None:
     elif out.is_file() and out.stat().st_size > 0:
         raise ResumeMismatch(f"--resume: {out} exists but has no checkpoint ({progress.name}), "
                              "so what it holds cannot be verified; rerun without --resume to overwrite it")
+
+
+def completed_run_meta(out: Path) -> dict[str, Any] | None:
+    """The run facts (``meta``) of the complete run that wrote ``out``, if its checkpoint says the run finished and
+    ``out`` is still exactly the bytes it recorded (size and SHA-256); else None. How a later command learns
+    something about a file's making that its records do not carry (``fluxprm score``: the model's recorded
+    first-error threshold), without trusting a checkpoint that belongs to another file."""
+    progress = out.with_name(out.name + ".progress.json")
+    try:
+        state = _read_checkpoint(progress, None)
+        if not state.complete or not out.is_file() or out.stat().st_size != state.out_bytes or state.out_sha is None:
+            return None
+        _verified_prefix(out, state.out_bytes, state.out_sha, "results")
+    except (ResumeMismatch, OSError):
+        return None
+    return dict(state.meta or {})
 
 
 def _read_checkpoint(path: Path, run_id: str | None) -> _State:

@@ -112,7 +112,8 @@ def run_score_job(prm: TransformerPRM | RemotePRM, inputs: Sequence[str], out: P
     try:
         job = run_job(inputs, out, errors, identity=identity, items=items, process=process,
                       chunk_size=options.chunk_size, stats=stats, resume=resume, on_error=options.on_error,
-                      meta={"batching": batching}, on_progress=on_progress)
+                      meta={"batching": batching, "error_threshold": prm.error_threshold},
+                      on_progress=on_progress)
     finally:
         if pipeline is not None:
             pipeline.finish()

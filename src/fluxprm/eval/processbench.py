@@ -18,6 +18,7 @@ threshold for every model would compare their scales as much as their error find
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Sequence
 
 from fluxprm.eval.context import (DEFAULT_THRESHOLD, TaskContext, TaskOutput, label_problem, prmbench_original_file,
@@ -27,6 +28,7 @@ from fluxprm.eval.sources import EvalError, EvalSource, recorded_model
 from fluxprm.metrics import best_threshold, first_error_of_labels, threshold_f1
 from fluxprm.models.fluxprm_config import recorded_error_threshold
 from fluxprm.models.registry import lookup
+from fluxprm.outputs import completed_run_meta
 from fluxprm.traces import Trace
 
 __all__ = ["run_processbench", "first_error_label", "samples_for"]
@@ -66,15 +68,19 @@ def samples_for(ctx: TaskContext, src: EvalSource, inputs: Sequence[str], tag: s
 
 
 def _recorded_threshold(src: EvalSource) -> float | None:
-    """The first-error threshold the source's model records: the model scored now (``-m``), or a registry model
-    a scores file names (``fluxprm-mini``). Any other name in a scores file is only a folder's name, which may
-    not be the folder here, so nothing is read for it."""
+    """The first-error threshold the source's model records: the model scored now (``-m``), a registry model a
+    scores file names (``fluxprm-mini``), or the one ``fluxprm score`` noted in the scores file's checkpoint
+    (``F.progress.json``, trusted only while ``F`` is the bytes it describes). A score record's model name alone
+    is only a folder's name, which may not be the folder here, so nothing is read for it."""
     if src.scored_now:
         return recorded_error_threshold(src.source.model)
     if src.source.scores:
         named = {recorded_model(path) for path in src.source.scores}
         if len(named) == 1 and (name := named.pop()) and lookup(name) is not None:
             return recorded_error_threshold(name)
+        noted = {(completed_run_meta(Path(path)) or {}).get("error_threshold") for path in src.source.scores}
+        if len(noted) == 1 and isinstance(value := noted.pop(), (int, float)) and not isinstance(value, bool):
+            return float(value)
     return None
 
 
@@ -107,8 +113,9 @@ def run_processbench(ctx: TaskContext) -> TaskOutput:
             threshold, chosen_by = (DEFAULT_THRESHOLD, "default") if recorded is None else (recorded, "checkpoint")
             if recorded is None and src.source.scores:
                 ctx.notes.append(f"{src.name}: threshold {DEFAULT_THRESHOLD} (default): a scores file names its model "
-                                 "but not where it is; give --threshold (or score with -m to use the threshold a "
-                                 "fluxprm checkpoint records)")
+                                 "but not where it is, and no checkpoint of `fluxprm score` beside it (F.progress.json "
+                                 "for F unchanged) notes a threshold; give --threshold (or score with -m to use the "
+                                 "threshold a fluxprm checkpoint records)")
         result = threshold_f1(rewards, labels, threshold)
         models[src.name] = {"f1": result.f1, "acc_error": result.acc_erroneous, "acc_correct": result.acc_correct,
                             "threshold": threshold, "threshold_from": chosen_by, "n_error": result.n_erroneous,
