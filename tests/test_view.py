@@ -406,6 +406,16 @@ def test_browser_list_and_trace_page(browser, tmp_path):
     assert page.locator("#legend .legend-ticks").inner_text().split()[0] == f"{lo:.2f}"
     assert page.locator(".step .reward").first.evaluate("e => getComputedStyle(e).backgroundColor") != before
 
+    # a plain answer (no thinking): its page has a response section and no empty "Thinking · 0 steps" one
+    plain = next(k for k, x in enumerate(scores) if not x.thinking_step_rewards and not x.dropped_steps)
+    page.evaluate(f"location.hash = '#t{plain}'")
+    _wait(page, f"document.getElementById('trace-id').textContent === {json.dumps(scores[plain].id)}")
+    assert page.locator("#part-thinking").count() == 0 and page.locator("#part-response").is_visible()
+    assert "Thinking" not in page.locator("main").inner_text()
+    page.evaluate("location.hash = '#t0'")
+    _wait(page, f"document.getElementById('trace-id').textContent === {json.dumps(scores[0].id)}")
+    assert page.locator("#part-thinking").count() == 1  # a trace with thinking keeps its section
+
     # keyboard: next trace, back to the list
     page.keyboard.press("j")
     _wait(page, f"document.getElementById('trace-id').textContent === {json.dumps(scores[1].id)}")

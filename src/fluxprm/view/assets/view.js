@@ -343,6 +343,9 @@
     var think = kind === "thinking";
     var dropped = think && r.truncated ? (r.dropped || 0) : 0;
     if (!part && !rewards.length && !dropped) return null;
+    // a plain answer has no thinking: no "Thinking · 0 steps scored" heading over nothing (a response with no
+    // steps still gets its heading: a trace cut off mid-thought never answered, and that is worth seeing)
+    if (think && !rewards.length && !dropped && !(part && (part.steps ? part.steps.length : part.text))) return null;
     var title = (think ? "Thinking" : "Response") + " · " + rewards.length + " step" + (rewards.length === 1 ? "" : "s") + " scored" +
                 (dropped ? " · " + dropped + " earliest dropped" : "");
     var items = [el("h3", {text: title})];
