@@ -250,8 +250,48 @@ def test_outcome_of_a_score_that_is_no_probability_draws_its_roc_and_says_why_no
 
     class _Ctx:
         out_dir = bare
-    empty = _plot(_Ctx(), {"none": []})  # what the diagram looked like before: frame and diagonal only
+    empty = _plot(_Ctx(), {"none": []}, "trace score")  # what the diagram looked like before: frame, diagonal
     assert ink(tmp_path / "wide" / "reliability.png") > ink(empty) + 500
+
+
+def test_by_evaluates_the_trajectory_reward_or_the_step_rewards_instead_of_the_score(tmp_path: Path) -> None:
+    """fluxprm-mini's score lies in 0-2, so `eval outcome` had no ECE and an empty reliability diagram for the
+    default model, though its trajectory reward is a correctness probability (trained on outcomes). `--by` picks
+    the number evaluated: the trajectory reward (calibration applies), the mean or lowest step reward; a record
+    without that number is rejected with a reason, not counted as something else."""
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rows = [{"id": f"t{k}", "problem": "p", "response": f"answer {k}", "correct": k % 2 == 0,
+             "model": "strong" if k < 4 else "weak"} for k in range(8)]
+    data = str(write_jsonl(tmp_path / "rows.jsonl", rows))
+    trajectory = [0.9, 0.4, 0.7, 0.2, 0.6, 0.5, 0.3, 0.1]
+    steps = [[0.2, 0.9], [0.8, 0.7], [0.1, 0.3], [0.6, 0.6], [0.5, 0.4], [0.2, 0.1], [0.9, 0.8], [0.3, 0.9]]
+    recs = [{**score_rec(data, k + 1, s), "score": sum(s) / 2 + 1.0 * t, "trajectory_reward": t}
+            for k, (s, t) in enumerate(zip(steps, trajectory))]
+    recs[7]["trajectory_reward"] = None  # a model without a trajectory head for this one
+    scores = str(write_jsonl(tmp_path / "s.jsonl", recs))
+    labels = [k % 2 == 0 for k in range(8)]
+
+    def outcome(by: str, name: str):
+        return run_eval("outcome", [data], sources_from(None, [scores], None), tmp_path / name, EvalOptions(by=by))
+
+    plain = outcome("score", "score").output.metrics
+    assert plain["ece"] is None and plain["by"] == "score"  # 0-2: not a probability
+    traj = outcome("trajectory", "traj")
+    m = traj.output.metrics
+    assert m["by"] == "trajectory" and m["n"] == 7 and m["ece"] is not None and m["bins"]
+    assert m["auroc"] == pytest.approx(sklearn_metrics.roc_auc_score(labels[:7], trajectory[:7]))
+    assert [(b.line, b.error) for b in traj.rejected] == [(8, "no trajectory reward (the model has no trajectory "
+                                                               "head)")]
+    for by, number in (("mean-step", lambda s: sum(s) / 2), ("min-step", min)):
+        m = outcome(by, by).output.metrics
+        assert m["n"] == 8 and m["auroc"] == pytest.approx(
+            sklearn_metrics.roc_auc_score(labels, [number(s) for s in steps])), by
+    assert "Trajectory reward vs correctness" in (tmp_path / "traj" / "summary.md").read_text()
+    sep = run_eval("separation", [data], sources_from(None, [scores], None), tmp_path / "sep",
+                   EvalOptions(by="min-step")).output.metrics
+    assert sep["groups"]["strong"]["mean"] == pytest.approx(sum(min(s) for s in steps[:4]) / 4)
+    with pytest.raises(ValueError, match="unknown --by"):
+        EvalOptions(by="max-step")
 
 
 def test_separation_of_a_single_group_says_there_is_nothing_to_compare(tmp_path: Path) -> None:

@@ -10,14 +10,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from fluxprm.records import BadRecord, RawRecord, count_records, iter_records
+from fluxprm.scores import TraceScore
 from fluxprm.eval.sources import EvalSource, Scored, load_scored
 from fluxprm.traces import FieldMap, Trace
 
-__all__ = ["DEFAULT_THRESHOLD", "EvalOptions", "TaskContext", "TaskOutput", "label_problem", "options_not_read_by",
+__all__ = ["DEFAULT_THRESHOLD", "TRACE_NUMBERS", "EvalOptions", "TaskContext", "TaskOutput", "by_label", "trace_number",
+           "label_problem", "options_not_read_by",
            "prmbench_original_file", "sample_file"]
 
 
 DEFAULT_THRESHOLD = 0.5  # PRMBench's validity rule; processbench's when a model records no threshold of its own
+
+#: Which number of a score record ``outcome`` and ``separation`` evaluate (``--by``).
+TRACE_NUMBERS = ("score", "trajectory", "mean-step", "min-step")
 
 
 @dataclass
@@ -41,11 +46,19 @@ class EvalOptions:
         "tasks": ("separation",)})
     bins: int = field(default=10, metadata={"help": "outcome: bins of the reliability diagram and ECE.", "min": 1,
                                             "tasks": ("outcome",)})
+    by: str = field(default="score", metadata={
+        "help": "outcome, separation: the number of each score record evaluated. score: the model's trace score; "
+                "trajectory: its trajectory reward alone (a correctness probability for checkpoints trained on "
+                "outcomes, fluxprm-mini's among them, so ECE applies where the 0-2 score has none); mean-step, "
+                "min-step: the mean or the lowest of its step rewards.",
+        "choices": TRACE_NUMBERS, "tasks": ("outcome", "separation")})
     threads: int | None = field(default=None, metadata={
         "help": "CPU threads for torch when a model scores (1 on a shared machine).  [default: all cores]",
         "min": 1})
 
     def __post_init__(self) -> None:
+        if self.by not in TRACE_NUMBERS:
+            raise ValueError(f"unknown --by {self.by!r}; choose from {', '.join(TRACE_NUMBERS)}")
         if self.bins < 1:
             raise ValueError(f"bins must be >= 1, got {self.bins}")
         if self.calibrate_limit is not None and self.calibrate_limit < 1:
@@ -107,6 +120,25 @@ def label_problem(trace: Trace) -> str | None:
 
 def reject(trace: Trace, why: str, hint: str | None = None) -> BadRecord:
     return BadRecord(trace.source, trace.line, why, id=trace.id, hint=hint)
+
+
+def trace_number(score: TraceScore, by: str) -> tuple[float | None, str]:
+    """The number of ``score`` that ``--by`` names, or None and why there is none (the record is then rejected)."""
+    if by == "trajectory":
+        value = score.trajectory_reward
+        return (None, "no trajectory reward (the model has no trajectory head)") if value is None else (float(value), "")
+    if by in ("mean-step", "min-step"):
+        rewards = [float(x) for x in score.step_rewards if x is not None]
+        if not rewards:
+            return None, "no step rewards"
+        return (sum(rewards) / len(rewards) if by == "mean-step" else min(rewards)), ""
+    return (None, "scored with no trace score") if score.score is None else (float(score.score), "")
+
+
+def by_label(by: str) -> str:
+    """How reports name the evaluated number."""
+    return {"score": "trace score", "trajectory": "trajectory reward", "mean-step": "mean step reward",
+            "min-step": "lowest step reward"}[by]
 
 
 def _raw_records(paths: Sequence[str]) -> list[RawRecord]:

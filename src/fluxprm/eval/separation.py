@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Sequence
 
-from fluxprm.eval.context import TaskContext, TaskOutput, reject
+from fluxprm.eval.context import TaskContext, TaskOutput, by_label, reject, trace_number
 from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
 from fluxprm.metrics import auroc
 
@@ -43,11 +43,12 @@ def run_separation(ctx: TaskContext) -> TaskOutput:
         groups: dict[str, list[float]] = {}
         for trace, score in ctx.scored(src).pairs:
             value = trace.meta.get(name)
-            if value is None or score.score is None:
+            number, why = trace_number(score, ctx.options.by)
+            if value is None or number is None:
                 ctx.rejected.append(reject(trace, f"no group field {name!r}", "--group-field FIELD") if value is None
-                                    else reject(trace, "no trace score"))
+                                    else reject(trace, why, "--by score" if ctx.options.by != "score" else None))
                 continue
-            groups.setdefault(str(value), []).append(float(score.score))
+            groups.setdefault(str(value), []).append(number)
         pairs = []
         for g, h in itertools.combinations(sorted(groups), 2):
             scores = groups[g] + groups[h]
@@ -60,10 +61,11 @@ def run_separation(ctx: TaskContext) -> TaskOutput:
                                                             for g, v in sorted(groups.items())}, "pairs": pairs}
         groups_by_model[src.name] = groups
     first = next(iter(models))
-    metrics = {**models[first], "model": first, "models": models}
+    metrics = {**models[first], "model": first, "models": models, "by": ctx.options.by}
+    what = by_label(ctx.options.by)
     header = ["PRM", f"{name} A", f"{name} B", "AUROC(A>B)", "overlap"]
     rows = [[m, p["a"], p["b"], p["auroc"], p["overlap"]] for m, d in models.items() for p in d["pairs"]]
-    g_header = ["PRM", name, "traces", "mean score"]
+    g_header = ["PRM", name, "traces", f"mean {what}"]
     g_rows = [[m, g, v["n"], v["mean"]] for m, d in models.items() for g, v in d["groups"].items()]
     md = ctx.out_dir / "summary.md"
     write_markdown(md, f"Separation by {name}", [("Groups", markdown_table(g_header, g_rows)),
@@ -85,10 +87,10 @@ def _plot(ctx: TaskContext, groups_by_model: dict[str, dict[str, list[float]]]):
                 ax.scatter(groups[g], ys, s=6, alpha=0.35)
             ax.set_yticks(range(1, len(names) + 1))
             ax.set_yticklabels([f"{g} (n={len(groups[g])})" for g in names], fontsize=8)
-        ax.set_xlabel("trace score")
+        ax.set_xlabel(by_label(ctx.options.by))
         ax.set_title(model, fontsize=10)
         ax.grid(True, axis="x", alpha=0.3)
-    fig.suptitle(f"Scores by {ctx.options.group_field}", fontsize=10)
+    fig.suptitle(f"{by_label(ctx.options.by).capitalize()}s by {ctx.options.group_field}", fontsize=10)
     fig.tight_layout()
     path = ctx.out_dir / "separation.png"
     fig.savefig(path, dpi=110)
