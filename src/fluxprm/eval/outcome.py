@@ -4,7 +4,8 @@ and a reliability diagram. Records need a correctness flag (``correct``/``is_cor
 The ROC curve is drawn for every source: it is the picture of the AUROC in the table and means the same on any
 score scale. The reliability diagram only has points for sources whose scores are probabilities (all in
 [0, 1]); one whose scores are not (fluxprm-mini's lie in 0–2) is named in the diagram instead, so the picture
-is never an unexplained empty frame."""
+is never an unexplained empty frame. ``--by`` evaluates another number of each score record (``trace_number``):
+fluxprm-mini's trajectory reward is a correctness probability, which the diagram can draw."""
 
 from __future__ import annotations
 
@@ -103,9 +104,9 @@ def _plot(ctx: TaskContext, bins_by_model: dict[str, list | None], what: str):
         if used:
             ax.plot([b.mean_score for b in used], [b.accuracy for b in used], "o-", color=f"C{k}", label=name)
     if unplotted := [name for name, bins in bins_by_model.items() if bins is None]:
+        hint = ";\n--by trajectory draws the trajectory reward." if what == "trace score" else "."
         ax.text(0.5, 0.5, f"Not drawn ({what}s outside [0, 1], not probabilities):\n" + "\n".join(unplotted)
-                + "\nSee roc.png for their ranking"
-                + (";\n--by trajectory draws the trajectory reward." if what == "trace score" else "."), ha="center", va="center", fontsize=9, color="0.35",
+                + "\nSee roc.png for their ranking" + hint, ha="center", va="center", fontsize=9, color="0.35",
                 transform=ax.transAxes, bbox={"facecolor": "white", "edgecolor": "0.8", "boxstyle": "round,pad=0.5"})
     return _save(plt, fig, ax, ctx.out_dir / "reliability.png", f"mean {what} in bin", "fraction correct in bin",
                  f"Reliability diagram: {what}", "upper left")
