@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from builders import build_qwen_prm
+from progress_recorder import ProgressRecorder
 import fluxprm
 from fluxprm import load_prm
 from fluxprm.engine.fit import encode_windows
@@ -190,20 +191,6 @@ def test_score_batch_returns_a_bad_record_in_place_of_an_unscorable_trace(prm):
     assert out[1].id == "sur" and out[1].line == 2 and out[0].source == "<input>"
 
 
-class _Progress:
-    """What the CLI's progress display is given by a score run: record counts, and news of the chunk in hand."""
-
-    def __init__(self) -> None:
-        self.records: list[int] = []
-        self.details: list[str] = []
-
-    def __call__(self, n: int) -> None:
-        self.records.append(n)
-
-    def detail(self, text: str) -> None:
-        self.details.append(text)
-
-
 @pytest.mark.parametrize("batching", ["single", "padded"])
 def test_a_score_run_tells_how_far_the_chunk_in_hand_has_got(prm, tmp_path, batching):
     """Records are counted when their chunk is written, and a chunk of 64 long traces takes minutes on a CPU:
@@ -213,7 +200,7 @@ def test_a_score_run_tells_how_far_the_chunk_in_hand_has_got(prm, tmp_path, batc
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(_trace(i, n_think=1 + i % 4, words=4 + 6 * i)) + "\n" for i in range(7)))
     options = ScoreOptions(on_error="skip", chunk_size=3, batching=batching, batch_tokens=512)
-    progress = _Progress()
+    progress = ProgressRecorder()
     result = run_score_job(prm, [str(src)], tmp_path / "told.jsonl", None, options, on_progress=progress)
     run_score_job(prm, [str(src)], tmp_path / "plain.jsonl", None, options)
     assert (tmp_path / "told.jsonl").read_bytes() == (tmp_path / "plain.jsonl").read_bytes()

@@ -28,6 +28,7 @@ from fluxprm.labels.trajectory import TrajectoryItem, TrajectoryRewarder  # noqa
 from fluxprm.steps import prepare  # noqa: E402
 from fluxprm.steps import StepConfig  # noqa: E402
 from fluxprm.traces import Trace  # noqa: E402
+from progress_recorder import ProgressRecorder  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ a real tiny server
@@ -544,20 +545,6 @@ def test_a_resumed_label_run_knows_a_local_model_folder_changed(tmp_path):
     assert _model_folders(LabelConfig(judge=str(judge))) != before
 
 
-class _Progress:
-    """What the CLI's progress display is given by a label run: record counts, and details of the chunk in hand."""
-
-    def __init__(self) -> None:
-        self.records: list[int] = []
-        self.details: list[str] = []
-
-    def __call__(self, n: int) -> None:
-        self.records.append(n)
-
-    def detail(self, text: str) -> None:
-        self.details.append(text)
-
-
 def _judged(details: list[str]) -> list[tuple[int, int]]:
     return [tuple(int(x) for x in d.split()[1].split("/")) for d in details if d.startswith("judge ")]
 
@@ -579,7 +566,7 @@ def test_a_label_run_tells_its_progress_within_a_chunk(tmp_path, minilm, smollm2
         forwards.append(len(block))
         return block_forward(self, kv, block, keep)
 
-    progress = _Progress()
+    progress = ProgressRecorder()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(LogprobJudge, "_block_forward", counting)
         run_label_job([str(src)], tmp_path / "out.jsonl", None, cfg, on_progress=progress, labeler=labeler)
@@ -598,7 +585,7 @@ def test_a_label_run_tells_its_progress_within_a_chunk(tmp_path, minilm, smollm2
     assert len(_judged(progress.details)) == 2 + len(forwards)  # "0/n" per chunk, then one per forward
     assert labeler.on_detail is None  # the labeler is the caller's again
 
-    again = _Progress()
+    again = ProgressRecorder()
     run_label_job([str(src)], tmp_path / "again.jsonl", None, cfg, on_progress=again, labeler=labeler)
     first = sum(steps[:2])  # every step from the LLM cache: told trace by trace
     assert [j for j in _judged(again.details) if j[0]] == [(steps[0], first), (first, first), (steps[2], steps[2])]
