@@ -282,7 +282,7 @@ def test_by_evaluates_the_trajectory_reward_or_the_step_rewards_instead_of_the_s
     assert m["auroc"] == pytest.approx(sklearn_metrics.roc_auc_score(labels[:7], trajectory[:7]))
     assert [(b.line, b.error) for b in traj.rejected] == [(8, "no trajectory reward (the model has no trajectory "
                                                                "head)")]
-    for by, number in (("mean-step", lambda s: sum(s) / 2), ("min-step", min)):
+    for by, number in (("mean-step", lambda s: sum(s) / 2), ("min-step", min), ("last-step", lambda s: s[-1])):
         m = outcome(by, by).output.metrics
         assert m["n"] == 8 and m["auroc"] == pytest.approx(
             sklearn_metrics.roc_auc_score(labels, [number(s) for s in steps])), by
@@ -291,7 +291,7 @@ def test_by_evaluates_the_trajectory_reward_or_the_step_rewards_instead_of_the_s
                    EvalOptions(by="min-step")).output.metrics
     assert sep["groups"]["strong"]["mean"] == pytest.approx(sum(min(s) for s in steps[:4]) / 4)
     with pytest.raises(ValueError, match="unknown --by"):
-        EvalOptions(by="max-step")
+        EvalOptions(by="median-step")
 
 
 def test_separation_of_a_single_group_says_there_is_nothing_to_compare(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from fluxprm.records import BadRecord, RawRecord, count_records, iter_records
-from fluxprm.scores import TraceScore
+from fluxprm.scores import AGGREGATES, TraceScore, aggregate
 from fluxprm.eval.sources import EvalSource, Scored, load_scored
 from fluxprm.traces import FieldMap, Trace
 
@@ -21,8 +21,11 @@ __all__ = ["DEFAULT_THRESHOLD", "TRACE_NUMBERS", "EvalOptions", "TaskContext", "
 
 DEFAULT_THRESHOLD = 0.5  # PRMBench's validity rule; processbench's when a model records no threshold of its own
 
-#: Which number of a score record ``outcome`` and ``separation`` evaluate (``--by``).
-TRACE_NUMBERS = ("score", "trajectory", "mean-step", "min-step")
+#: Which number of a score record ``outcome`` and ``separation`` evaluate (``--by``): the score, the trajectory
+#: reward, or one of :data:`fluxprm.scores.AGGREGATES` over the step rewards (``mean-step``, ``min-step``, ...).
+TRACE_NUMBERS = ("score", "trajectory") + tuple(f"{how}-step" for how in AGGREGATES)
+_STEP_NAMES = {"mean": "mean step reward", "min": "lowest step reward", "last": "last step reward",
+               "prod": "product of the step rewards", "max": "highest step reward"}
 
 
 @dataclass
@@ -50,7 +53,7 @@ class EvalOptions:
         "help": "outcome, separation: the number of each score record evaluated. score: the model's trace score; "
                 "trajectory: its trajectory reward alone (a correctness probability for checkpoints trained on "
                 "outcomes, fluxprm-mini's among them, so ECE applies where the 0-2 score has none); mean-step, "
-                "min-step: the mean or the lowest of its step rewards.",
+                "min-step, last-step, prod-step, max-step: that aggregate of its step rewards.",
         "choices": TRACE_NUMBERS, "tasks": ("outcome", "separation")})
     threads: int | None = field(default=None, metadata={
         "help": "CPU threads for torch when a model scores (1 on a shared machine).  [default: all cores]",
@@ -127,18 +130,17 @@ def trace_number(score: TraceScore, by: str) -> tuple[float | None, str]:
     if by == "trajectory":
         value = score.trajectory_reward
         return (None, "no trajectory reward (the model has no trajectory head)") if value is None else (float(value), "")
-    if by in ("mean-step", "min-step"):
-        rewards = [float(x) for x in score.step_rewards if x is not None]
-        if not rewards:
-            return None, "no step rewards"
-        return (sum(rewards) / len(rewards) if by == "mean-step" else min(rewards)), ""
+    if by.endswith("-step"):
+        value = aggregate(score.step_rewards, by.removesuffix("-step"))
+        return (None, "no step rewards") if value is None else (value, "")
     return (None, "scored with no trace score") if score.score is None else (float(score.score), "")
 
 
 def by_label(by: str) -> str:
     """How reports name the evaluated number."""
-    return {"score": "trace score", "trajectory": "trajectory reward", "mean-step": "mean step reward",
-            "min-step": "lowest step reward"}[by]
+    if by.endswith("-step"):
+        return _STEP_NAMES[by.removesuffix("-step")]
+    return {"score": "trace score", "trajectory": "trajectory reward"}[by]
 
 
 def _raw_records(paths: Sequence[str]) -> list[RawRecord]:
