@@ -113,7 +113,7 @@ class Batcher:
         forward and after each one (tokens, not traces: the batches run shortest first, so a count of traces
         would run ahead of the time)."""
         results: dict[Any, ItemOutput] = {}
-        total = sum(len(e.input_ids) for _, e in encs)
+        total = sum(len(e.input_ids) for _, e in encs) if on_forward is not None else 0
         done = 0
         if on_forward is not None:
             on_forward(0, total)

@@ -91,7 +91,7 @@ class TransformerPRM:
     default_aggregate: str = "mean"
     trained_steps: dict[str, Any] | None = None  # segmentation a checkpoint was trained with, if it says
     weights_id: str | None = None  # what its folder held when loaded (models.identity; set by load_prm)
-    error_threshold: float | None = None  # the first-error threshold its checkpoint records (set by load_prm)
+    error_threshold: float | None = None  # the first-error threshold its checkpoint records (fluxprm format)
 
     def __init__(self, backbone: torch.nn.Module, tokenizer: Any, *, name: str, device: torch.device,
                  dtype: torch.dtype, max_length: int, aggregate: str | None = None, alpha: float = 1.0):

@@ -107,6 +107,7 @@ class FluxPRM(TransformerPRM):
         self.signal_head = signal_head.eval() if signal_head is not None else None
         self.config = config
         self.trained_steps: dict[str, Any] | None = config.steps  # segmentation it was trained with
+        self.error_threshold = config.error_threshold  # first-error threshold chosen when it was trained
         self.separator_id = None
         if config.layout == "qwen-prm":
             from fluxprm.models.qwen_prm import SEPARATOR, separator_id

@@ -8,7 +8,6 @@ import torch
 
 from fluxprm.device import resolve_device, resolve_dtype
 from fluxprm.models.base import LoadRequest, TransformerPRM
-from fluxprm.models.fluxprm_config import recorded_error_threshold
 from fluxprm.models.formats import detect_format, get_format
 from fluxprm.models.identity import folder_fingerprint
 from fluxprm.models.resolve import DEFAULT_MODEL, resolve_model
@@ -34,5 +33,4 @@ def load_prm(name_or_path: str | None = None, *, format: str | None = None, devi
                           max_length, aggregate, alpha, opts)
     prm = fmt.load(request)
     prm.weights_id = folder_fingerprint(folder)
-    prm.error_threshold = recorded_error_threshold(str(folder))
     return prm
