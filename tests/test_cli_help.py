@@ -138,6 +138,34 @@ def test_score_serve_train_help_and_usage_errors_do_not_import_torch(tmp_path):
     assert "Invalid value for '--format'" in res.stderr and "'nope' is not one of" in res.stderr, res.stderr[-3000:]
 
 
+@pytest.mark.parametrize("args, message", [
+    (["score", "x.jsonl", "--long", "bogus"], "error: Invalid value for '--long': 'bogus' is not one of "),
+    (["score", "x.jsonl", "--batch-tokens", "abc"], "error: Invalid value for '--batch-tokens': "),
+    (["score", "x.jsonl", "--chunk-size", "-3"], "error: Invalid value for --chunk-size: must be >= 1, got -3"),
+    (["select", "x.jsonl", "-o", "y.jsonl", "--top-fraction", "2"], "error: Invalid value: --top-fraction must be"),
+    (["score", "x.jsonl", "--batch-token", "3"], "error: No such option: --batch-token (Possible options: "),
+    (["score"], "error: Missing argument 'INPUT'"),
+    (["eval", "outcome"], "error: Missing argument 'INPUT'"),
+    (["--foo"], "error: No such option: --foo"),
+    (["nosuch"], "error: No such command 'nosuch'"),
+])
+def test_a_usage_error_click_finds_is_one_error_line_naming_the_help_and_exit_2(args, message):
+    """The exit-code contract (docs/CLI.md): a bad flag or option value ends in one line ``error: …``, exit 2 —
+    also when click's parser finds it (it would print a usage block and ``Error:``), never typer's pydantic
+    prefix ("Value error, ")."""
+    res = CliRunner().invoke(app, args, prog_name="fluxprm")
+    command = " ".join(["fluxprm", *args[:1]]) if args[0] in COMMANDS else "fluxprm"
+    assert res.exit_code == 2, res.output
+    assert res.stdout == "" and res.stderr.count("\n") == 1, res.output
+    assert res.stderr.startswith(message) and "Value error" not in res.stderr, res.stderr
+    assert res.stderr.rstrip().endswith(f"; see `{command} --help`"), res.stderr
+
+
+def test_bare_fluxprm_still_shows_its_help():
+    res = CliRunner().invoke(app, [])
+    assert res.exit_code == 2 and "Commands:" in res.output and "error:" not in res.output, res.output
+
+
 # ------------------------------------------------------------------------------- the generator
 
 

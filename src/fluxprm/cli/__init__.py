@@ -9,7 +9,7 @@ at the terminal width and never cuts an option name.
 from __future__ import annotations
 
 import importlib
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -57,6 +57,37 @@ class _LazyCommands(TyperGroup):
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, line) for name, (_, line) in COMMANDS.items()])
+
+    # A bad flag or option value is a usage error like any other: one line `error: …` and exit 2, as the exit
+    # code contract says (click would print a usage block and a capitalised `Error:` instead).
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except _UsageError as exc:
+            _usage_error(exc)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _UsageError as exc:
+            _usage_error(exc)
+
+
+# click's UsageError as typer raises it: newer typers vendor click (``typer._click``), whose classes are not the
+# ``click`` package's; typer.BadParameter derives from it in both cases.
+_UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def _usage_error(exc: Any) -> NoReturn:
+    """Print a usage error as the one line every other usage error is, naming the command's help."""
+    from fluxprm.cli.report import die
+
+    if type(exc).__name__ == "NoArgsIsHelpError":  # bare `fluxprm`: the help itself, as click shows it
+        raise exc
+    # typer validates values with pydantic, whose messages start with the error class ("Value error, …")
+    message = " ".join(exc.format_message().replace("Value error, ", "").split())
+    command = exc.ctx.command_path if exc.ctx is not None else "fluxprm"
+    die(f"{message.rstrip('.')}; see `{command} --help`", exc.exit_code)
 
 
 app = typer.Typer(cls=_LazyCommands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
