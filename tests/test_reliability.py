@@ -219,3 +219,59 @@ def test_a_checkpoint_retrained_in_place_is_not_resumed_into(tmp_path):
     assert out.read_bytes() == before  # untouched
     _score(retrained, src, out)
     assert out.read_bytes() != before
+
+
+def test_a_pipe_is_refused_before_it_is_drained(prm, tmp_path):
+    """A pipe (``/dev/stdin``, ``<(zcat …)``, a FIFO) or ``-`` as an input: counting its records for progress
+    drained it, and the run then found no records, wrote an empty output and exited 0. Now it is refused by
+    name before anything is read, by the library and by every command that reads inputs or ``--scores``."""
+    from fluxprm.jobs import InputNotAFile, check_inputs
+
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)  # never opened: a check that opened it would block here, not pass
+    for given in (str(fifo), "-"):
+        with pytest.raises(InputNotAFile, match="save it to a file first"):
+            check_inputs([given])
+    with pytest.raises(InputNotAFile, match="pipe.jsonl is a pipe or a device"):
+        _score(prm, fifo, tmp_path / "s.jsonl")
+    from fluxprm.bon import BonOptions, run_bon
+    from fluxprm.eval.sources import EvalSource
+    from fluxprm.eval.tasks import run_eval
+    from fluxprm.scored import ScoreSource
+    from fluxprm.view import build_page
+
+    src = _write(tmp_path / "src.jsonl", [_rec(i, score=0.5) for i in range(2)])
+    calls = [lambda: run_bon([fifo], tmp_path / "bon", BonOptions(score_field="score")),
+             lambda: run_eval("outcome", [str(fifo)], [EvalSource("s", ScoreSource(score_field="score"))],
+                              tmp_path / "ev"),
+             lambda: build_page(fifo, tmp_path / "v.html"),
+             lambda: build_page(src, tmp_path / "v.html", traces=[fifo])]
+    for call in calls:
+        with pytest.raises(InputNotAFile, match="pipe.jsonl is a pipe or a device"):
+            call()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.jsonl", "src.jsonl"]
+
+
+@pytest.mark.parametrize("args", [
+    ["score", "/dev/stdin", "-o", "{tmp}/s.jsonl", "-m", "{model}"],
+    ["select", "/dev/stdin", "-o", "{tmp}/top.jsonl", "--score-field", "x", "--top-k", "1"],
+    ["select", "{src}", "-o", "{tmp}/top.jsonl", "--scores", "/dev/stdin", "--top-k", "1"],
+    ["bon", "/dev/stdin", "-o", "{tmp}/bon", "--score-field", "x"],
+    ["eval", "outcome", "{src}", "-o", "{tmp}/ev", "--scores", "/dev/stdin"],
+    ["view", "/dev/stdin", "-o", "{tmp}/v.html"],
+    ["train", "/dev/stdin", "-o", "{tmp}/ckpt"],
+])
+def test_a_command_given_stdin_as_a_file_says_so_and_writes_nothing(tmp_path, args):
+    import subprocess
+    import sys
+
+    from builders import build_qwen_prm
+
+    src = _write(tmp_path / "src.jsonl", [_rec(i) for i in range(3)])
+    model = build_qwen_prm(None) if "-m" in args else ""
+    argv = [a.format(tmp=tmp_path, src=src, model=model) for a in args]
+    res = subprocess.run([sys.executable, "-m", "fluxprm", *argv], input=src.read_text(), capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.startswith("error: ") and "/dev/stdin is a pipe or a device, not a file" in res.stderr, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.jsonl"], res.stderr

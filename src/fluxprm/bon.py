@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from fluxprm import metrics
 from fluxprm.grading import Grader, extract_answer
+from fluxprm.jobs import check_inputs
 from fluxprm.records import BadRecord, iter_records
 from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
 from fluxprm.scores import TraceScore, aggregate, join_key, trace_key
@@ -756,9 +757,10 @@ def run_bon(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, opt
     options = options or BonOptions()
     fields = fields or FieldMap()
     status = on_status or (lambda message: None)
+    paths = [str(p) for p in inputs]
+    check_inputs(paths)  # before the output folder is made: a missing file or a pipe is refused, not drained
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [str(p) for p in inputs]
     files: dict[str, Path] = {}
     rejected: list[BadRecord] = []
     notes: list[str] = []

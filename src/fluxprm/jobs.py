@@ -31,7 +31,7 @@ import orjson
 from fluxprm.outputs import default_errors_path, fingerprint, open_sink, progress_exists
 from fluxprm.records import BadRecord
 
-__all__ = ["CauseCounter", "JobFailure", "JobResult", "ErrorCause", "OutputPathError", "run_job", "checkpoint_meta", "check_inputs",
+__all__ = ["CauseCounter", "JobFailure", "JobResult", "ErrorCause", "InputNotAFile", "OutputPathError", "not_a_regular_file", "run_job", "checkpoint_meta", "check_inputs",
            "check_outputs", "report_resumed"]
 
 Item = Any  # a Trace or a BadRecord: anything with .source and .line
@@ -74,14 +74,32 @@ class JobResult:
         return self.errors is not None and self.errors.exists()
 
 
+class InputNotAFile(ValueError):
+    """An input that is not a regular file: stdin (``-``), a pipe (``<(zcat …)``, ``/dev/stdin``) or a device."""
+
+
+_READ_TWICE = "fluxprm reads each input more than once (to count, resume, join), so save it to a file first"
+
+
+def not_a_regular_file(label: str, path: str | Path) -> str:
+    """The message for an existing path that is no regular file, given as ``label`` (``input``, ``--scores``)."""
+    return f"{label} {path} is a pipe or a device, not a file: {_READ_TWICE}"
+
+
 def check_inputs(inputs: Sequence[str]) -> None:
-    """Every input exists and is a file; raises ``FileNotFoundError`` / ``IsADirectoryError`` naming it."""
+    """Every input exists and is a regular file; raises ``FileNotFoundError`` / ``IsADirectoryError`` /
+    :class:`InputNotAFile` naming it. A pipe is refused, not read: the record count would drain it and the
+    run would then find no records and write nothing, exit 0."""
     for p in inputs:
         path = Path(p)
+        if p == "-" and not path.exists():
+            raise InputNotAFile(f"input '-': stdin is not read: {_READ_TWICE}")
         if not path.exists():
             raise FileNotFoundError(f"input file not found: {p}")
         if path.is_dir():
             raise IsADirectoryError(f"input {p} is a directory; pass the files inside it")
+        if not path.is_file():
+            raise InputNotAFile(not_a_regular_file("input", p))
 
 
 class OutputPathError(ValueError):

@@ -13,7 +13,7 @@ import typer
 from fluxprm.cli.options import Expand
 from fluxprm.cli.report import die, warn
 from fluxprm.engine.options import ScoreOptions
-from fluxprm.jobs import check_inputs
+from fluxprm.jobs import InputNotAFile, check_inputs, not_a_regular_file
 from fluxprm.records import count_records
 
 __all__ = ["Inputs", "Model", "Errors", "Resume", "FIELD_OVERRIDES", "ON_ERROR_CLI", "checked_inputs",
@@ -47,11 +47,11 @@ ON_ERROR_CLI = {k: v for k, v in next(f for f in fields(ScoreOptions) if f.name 
 
 
 def checked_inputs(inputs: Sequence[Path]) -> list[str]:
-    """The input paths as strings; a missing file or a directory is a usage error (exit 2), named."""
+    """The input paths as strings; a missing file, a directory or a pipe is a usage error (exit 2), named."""
     paths = [str(p) for p in inputs]
     try:
         check_inputs(paths)
-    except (FileNotFoundError, IsADirectoryError) as exc:
+    except (FileNotFoundError, IsADirectoryError, InputNotAFile) as exc:
         die(str(exc))
     return paths
 
@@ -62,6 +62,8 @@ def check_option_files(flag: str, paths: Sequence[str | Path | None], what: str)
     for given in paths:
         if given and Path(given).is_dir():
             die(f"{flag} {given} is a directory; give {what}")
+        if given and Path(given).exists() and not Path(given).is_file():
+            die(not_a_regular_file(flag, given))
         if given and not Path(given).is_file():
             die(f"{flag} {given}: no such file")
 

@@ -15,6 +15,7 @@ import typer
 from fluxprm.cli.common import FIELD_OVERRIDES
 from fluxprm.cli.options import generated_options
 from fluxprm.cli.report import die, print_table, say, warn
+from fluxprm.jobs import not_a_regular_file
 from fluxprm.traces import FieldMap
 from fluxprm.view import ViewOptions, build_page
 
@@ -45,6 +46,8 @@ def view(
             die(f"{path}: no such file")
         if path.is_dir():
             die(f"{path} is a directory, not a file")
+        if not path.is_file():
+            die(not_a_regular_file("input", path))
     if out.is_dir():
         die(f"-o {out} is a directory; name the HTML file to write")
     if any(os.path.realpath(out) == os.path.realpath(p) for p in inputs):

@@ -17,6 +17,7 @@ from fluxprm.eval.processbench import run_processbench
 from fluxprm.eval.report import write_json
 from fluxprm.eval.separation import run_separation
 from fluxprm.eval.sources import EvalError, EvalSource, write_errors
+from fluxprm.jobs import check_inputs
 from fluxprm.records import BadRecord
 from fluxprm.traces import FieldMap
 
@@ -85,6 +86,7 @@ def run_eval(task: str, inputs: Sequence[str], sources: Sequence[EvalSource], ou
         raise EvalError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     if not sources:
         raise EvalError("no source of scores")
+    check_inputs(list(map(str, inputs)))  # a missing file or a pipe is refused, not drained
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ctx = TaskContext(list(map(str, inputs)), list(sources), options or EvalOptions(), out, fields or FieldMap(),
