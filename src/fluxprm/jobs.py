@@ -31,8 +31,8 @@ import orjson
 from fluxprm.outputs import default_errors_path, fingerprint, open_sink, progress_exists
 from fluxprm.records import BadRecord
 
-__all__ = ["CauseCounter", "JobFailure", "JobResult", "ErrorCause", "InputNotAFile", "OutputPathError", "not_a_regular_file", "run_job", "checkpoint_meta", "check_inputs",
-           "check_outputs", "report_resumed"]
+__all__ = ["CauseCounter", "JobFailure", "JobResult", "ErrorCause", "InputNotAFile", "OutputPathError",
+           "not_a_regular_file", "run_job", "checkpoint_meta", "check_inputs", "check_outputs", "report_resumed"]
 
 Item = Any  # a Trace or a BadRecord: anything with .source and .line
 Result = dict[str, Any] | BadRecord
