@@ -70,6 +70,37 @@ def test_output_or_errors_equal_to_an_input_is_refused(prm, tmp_path):
     assert src.read_bytes() == before
 
 
+@pytest.mark.parametrize("input_name, out_name, errors_name, refusal", [
+    ("in.jsonl", "o.jsonl", "o.jsonl.progress.json", "--errors .* is the checkpoint"),
+    ("in.jsonl", "o.jsonl", "o.jsonl.progress.json.tmp", "--errors .* is the temporary checkpoint"),
+    ("o.jsonl.progress.json.tmp", "o.jsonl", None, "the temporary checkpoint .* destroy the input"),
+    ("o.jsonl.tmp", "o.jsonl", None, "the temporary output .* destroy the input"),
+    ("e.jsonl.tmp", "o.jsonl", "e.jsonl", "the temporary errors file .* destroy the input"),
+])
+def test_no_file_a_run_writes_beside_its_outputs_is_an_input_or_its_errors(tmp_path, input_name, out_name,
+                                                                           errors_name, refusal):
+    """The checkpoint and the temporary files renamed over the outputs were not checked: ``--errors
+    OUT.progress.json`` lost every error record to the checkpoint (exit 0), an input named
+    ``OUT.progress.json.tmp`` was renamed away, and ``select IN.tmp -o IN`` deleted its input."""
+    from fluxprm.jobs import check_outputs
+
+    src = _write(tmp_path / input_name, [_rec(0)])
+    with pytest.raises(OutputPathError, match=refusal):
+        check_outputs([str(src)], tmp_path / out_name, tmp_path / errors_name if errors_name else None)
+    assert json.loads(src.read_text()) == _rec(0)
+
+
+def test_select_refuses_an_input_named_like_its_temporary_output(tmp_path):
+    from fluxprm.scored import ScoreSource
+    from fluxprm.select import SelectOptions, run_select
+
+    src = _write(tmp_path / "sx.jsonl.tmp", [_rec(i, s=float(i)) for i in range(3)])
+    before = src.read_bytes()
+    with pytest.raises(OutputPathError, match="temporary output"):
+        run_select([str(src)], tmp_path / "sx.jsonl", ScoreSource(score_field="s"), SelectOptions(top_k=2))
+    assert src.read_bytes() == before and not (tmp_path / "sx.jsonl").exists()
+
+
 def _interrupted(prm, tmp_path) -> tuple[Path, Path]:
     """A finished run whose checkpoint is rewound to look interrupted after the first chunk."""
     src = _write(tmp_path / "in.jsonl", [_rec(i) for i in range(8)])

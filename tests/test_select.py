@@ -287,6 +287,18 @@ def test_parquet_output_is_readable(tmp_path):
     assert [json.loads(r["gt"]) for r in rows_] == [2, "3"]  # a column Arrow cannot type is JSON text
 
 
+def test_parquet_output_of_a_field_that_is_an_empty_object_is_json_text(tmp_path):
+    """``{}`` in every selected record is a struct with no child, which Parquet cannot store: it was a pyarrow
+    traceback and no output."""
+    pa_parquet = pytest.importorskip("pyarrow.parquet")
+    data = [{"problem": "P", "response": r, "meta": {}, "gt": g} for r, g in (("a", "1"), ("b", 2))]
+    inp, sc = pool(tmp_path, data, [0.3, 0.9])
+    select(tmp_path, inp, sc, name="sel.parquet", top_k=2, format="parquet")
+    rows_ = pa_parquet.read_table(tmp_path / "sel.parquet").to_pylist()
+    assert [r["response"] for r in rows_] == ["a", "b"] and [r["meta"] for r in rows_] == ["{}", "{}"]
+    assert [json.loads(r["gt"]) for r in rows_] == ["1", 2] and [r["fluxprm"]["rank"] for r in rows_] == [2, 1]
+
+
 # ---------------------------------------------------------------------------------------------- report, errors
 
 def test_report_counts_correctness_and_histograms(tmp_path):

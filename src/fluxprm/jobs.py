@@ -107,22 +107,33 @@ class OutputPathError(ValueError):
 
 
 def check_outputs(inputs: Sequence[str], out: Path | None, errors: Path | None) -> None:
-    """Refuse an output or errors path that is an input (symlinks and other spellings included) or a directory."""
+    """Refuse an output or errors path that is an input (symlinks and other spellings included) or a directory,
+    and any file the run writes beside them — the checkpoint and the temporary files renamed over the outputs
+    and the checkpoint — that is an input or another of the run's files: replacing one of those would destroy
+    an input, or the errors, without a word."""
     if out is None:
         return
-    named = {"-o/--out": out, "--errors": errors, "the checkpoint": out.with_name(out.name + ".progress.json")}
+    checkpoint = out.with_name(out.name + ".progress.json")
+    named: dict[str, Path | None] = {"-o/--out": out, "--errors": errors, "the checkpoint": checkpoint}
+    written = {**named, "the temporary output": out.with_name(out.name + ".tmp"),
+               "the temporary checkpoint": checkpoint.with_name(checkpoint.name + ".tmp")}
+    if errors is not None:
+        written["the temporary errors file"] = errors.with_name(errors.name + ".tmp")
     real_inputs = {os.path.realpath(p): p for p in inputs}
-    for what, path in named.items():
+    for what, path in written.items():
         if path is None:
             continue
         real = os.path.realpath(path)
         if real in real_inputs or (path.exists() and any(_same(path, p) for p in inputs)):
             raise OutputPathError(f"{what} {path} is the input file {real_inputs.get(real, path)}: writing it would "
                                   "destroy the input; choose another output path")
-        if path.is_dir():
+        if what in named and path.is_dir():
             raise OutputPathError(f"{what} {path} is a directory; give a file path")
-    if errors is not None and os.path.realpath(errors) == os.path.realpath(out):
-        raise OutputPathError(f"--errors {errors} is the output file; choose another path")
+    if errors is not None:
+        for what, path in written.items():
+            if what != "--errors" and path is not None and os.path.realpath(errors) == os.path.realpath(path):
+                raise OutputPathError(f"--errors {errors} is {what if what != '-o/--out' else 'the output file'}; "
+                                      "choose another path")
 
 
 def _same(a: Path, b: str) -> bool:

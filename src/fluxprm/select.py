@@ -752,24 +752,38 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
     """The selected records as one Parquet table (the selection is in memory anyway: ``k`` records).
 
     Columns whose values Arrow cannot type as one (an answer that is text in one record and a number in the
-    next) are written as JSON text.
+    next), and nested columns Parquet cannot store (a field that is ``{}`` in every selected record: a struct
+    with no child), are written as JSON text.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    names = list(dict.fromkeys(k for r in rows for k in r))
+
+    def as_json(columns: set[str]) -> Any:
+        return pa.Table.from_pylist([{k: (json.dumps(v) if k in columns and v is not None else v)
+                                      for k, v in ((n, r.get(n)) for n in names)} for r in rows])
+
+    mixed: set[str] = set()
     try:
         table = pa.Table.from_pylist(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        names = list(dict.fromkeys(k for r in rows for k in r))
-        mixed = set()
         for name in names:
             try:
                 pa.array([r.get(name) for r in rows])
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
                 mixed.add(name)
-        table = pa.Table.from_pylist([{k: (json.dumps(v) if k in mixed and v is not None else v)
-                                       for k, v in ((n, r.get(n)) for n in names)} for r in rows])
-    pq.write_table(table, path)
+        table = as_json(mixed)
+
+    def childless(t: Any) -> bool:  # a struct type with no field, at any depth
+        if pa.types.is_struct(t):
+            return t.num_fields == 0 or any(childless(t.field(i).type) for i in range(t.num_fields))
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return childless(t.value_type)
+        return False
+
+    empty = {f.name for f in table.schema if childless(f.type)}
+    pq.write_table(as_json(mixed | empty) if empty else table, path)
 
 
 # ---------------------------------------------------------------------------------------------- report
