@@ -306,3 +306,31 @@ def test_a_command_given_stdin_as_a_file_says_so_and_writes_nothing(tmp_path, ar
     assert res.returncode == 2, res.stderr[-2000:]
     assert res.stderr.startswith("error: ") and "/dev/stdin is a pipe or a device, not a file" in res.stderr, res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.jsonl"], res.stderr
+
+
+@pytest.mark.parametrize("setup, args, refusal", [
+    ("bx/picks.jsonl", ["bon", "bx/picks.jsonl", "-o", "bx", "--score-field", "s"], "its picks.jsonl would overwrite"),
+    ("bx/metrics.json", ["bon", "in.jsonl", "--scores", "bx/metrics.json", "-o", "bx"], "its metrics.json would"),
+    ("ev/summary.md", ["eval", "outcome", "ev/summary.md", "-o", "ev", "--score-field", "s"], "its summary.md would"),
+    ("rp/report.json", ["select", "rp/report.json", "-o", "top.jsonl", "--score-field", "s", "--top-k", "1",
+                        "--report", "rp"], "--report rp: its report.json would overwrite"),
+    ("ck/labels.jsonl", ["train", "ck/labels.jsonl", "-o", "ck"], "-o ck holds ck/labels.jsonl"),
+    ("ck/train_config.yaml", ["train", "in.jsonl", "--config", "ck/train_config.yaml", "-o", "ck"], "-o ck holds"),
+])
+def test_a_report_or_checkpoint_folder_never_overwrites_a_file_the_command_reads(tmp_path, monkeypatch, setup, args,
+                                                                                 refusal):
+    """The files a command writes into its folder under fixed names (bon's picks.jsonl, eval's summary.md,
+    select's report.json, a checkpoint's train_config.yaml) replaced an input of the same name there, exit 0."""
+    from typer.testing import CliRunner
+
+    from fluxprm.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "in.jsonl", [_rec(i, s=0.5, correct=bool(i % 2)) for i in range(2)])
+    (tmp_path / setup).parent.mkdir()
+    content = "epochs: 1\n" if setup.endswith(".yaml") else (tmp_path / "in.jsonl").read_text()
+    (tmp_path / setup).write_text(content)
+    res = CliRunner().invoke(app, args, prog_name="fluxprm")
+    assert res.exit_code == 2 and res.stderr.startswith("error: ") and refusal in res.stderr, res.output
+    assert (tmp_path / setup).read_text() == content
+    assert sorted(p.name for p in (tmp_path / setup).parent.iterdir()) == [Path(setup).name]

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from fluxprm import metrics
 from fluxprm.grading import Grader, extract_answer
-from fluxprm.jobs import check_inputs
+from fluxprm.jobs import check_folder_outputs, check_inputs
 from fluxprm.records import BadRecord, iter_records
 from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
 from fluxprm.scores import TraceScore, aggregate, join_key, trace_key
@@ -741,6 +741,11 @@ def _write_json(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
+# what run_bon writes into its folder (besides accuracy_vs_n.png): no file it reads may be one of them
+BON_FILES = ("picks.jsonl", "metrics.json", "summary.json", "errors.jsonl", "candidates.jsonl", "scores.jsonl",
+             "scores.jsonl.progress.json", "accuracy_vs_n.png")
+
+
 def run_bon(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, options: BonOptions | None = None,
             fields: FieldMap | None = None, *, resume: bool = False, grader: Grader | None = None,
             on_progress: Callable[[int], None] | None = None,
@@ -760,6 +765,7 @@ def run_bon(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, opt
     paths = [str(p) for p in inputs]
     check_inputs(paths)  # before the output folder is made: a missing file or a pipe is refused, not drained
     out = Path(out_dir)
+    check_folder_outputs(paths + list(options.scores or []), out, BON_FILES)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     rejected: list[BadRecord] = []

@@ -32,7 +32,8 @@ from fluxprm.outputs import default_errors_path, fingerprint, open_sink, progres
 from fluxprm.records import BadRecord
 
 __all__ = ["CauseCounter", "JobFailure", "JobResult", "ErrorCause", "InputNotAFile", "OutputPathError",
-           "not_a_regular_file", "run_job", "checkpoint_meta", "check_inputs", "check_outputs", "report_resumed"]
+           "not_a_regular_file", "run_job", "checkpoint_meta", "check_inputs", "check_outputs", "check_folder_outputs",
+           "report_resumed"]
 
 Item = Any  # a Trace or a BadRecord: anything with .source and .line
 Result = dict[str, Any] | BadRecord
@@ -134,6 +135,23 @@ def check_outputs(inputs: Sequence[str], out: Path | None, errors: Path | None) 
             if what != "--errors" and path is not None and os.path.realpath(errors) == os.path.realpath(path):
                 raise OutputPathError(f"--errors {errors} is {what if what != '-o/--out' else 'the output file'}; "
                                       "choose another path")
+
+
+def check_folder_outputs(readable: Sequence[str], folder: Path, names: Sequence[str] | None, option: str = "-o"
+                         ) -> None:
+    """Refuse an output folder where the command's own files (``picks.jsonl``, ``metrics.json``, …, and their
+    temporary names) would replace a file the command reads — an input, a ``--scores`` file, a config.
+    ``names=None``: every file directly in the folder counts (a checkpoint, whose file names depend on the model)."""
+    here = os.path.realpath(folder)
+    for given in readable:
+        if names is None and os.path.dirname(os.path.realpath(given)) == here:
+            raise OutputPathError(f"{option} {folder} holds {given}, which this command reads, and its files are "
+                                  "written there; move that file out or choose another folder")
+        for name in names or ():
+            for candidate in (folder / name, folder / f"{name}.tmp"):
+                if os.path.realpath(candidate) == os.path.realpath(given) or _same(candidate, given):
+                    raise OutputPathError(f"{option} {folder}: its {name} would overwrite {given}, which this "
+                                          "command reads; move that file out or choose another folder")
 
 
 def _same(a: Path, b: str) -> bool:

@@ -51,7 +51,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import orjson
 
-from fluxprm.jobs import CauseCounter, ErrorCause, InputNotAFile, check_inputs, check_outputs, not_a_regular_file
+from fluxprm.jobs import (CauseCounter, ErrorCause, InputNotAFile, check_folder_outputs, check_inputs, check_outputs,
+                          not_a_regular_file)
 from fluxprm.outputs import default_errors_path
 from fluxprm.records import BadRecord, RawRecord, iter_records
 from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
@@ -64,6 +65,7 @@ __all__ = ["SelectOptions", "SelectCounts", "SelectResult", "SelectFailure", "ru
 
 PROBLEM_ID_FIELDS = ("problem_id", "question_id", "unique_id", "idx")
 OUTPUT_FORMATS = ("jsonl", "parquet")
+REPORT_FILES = ("report.json", "scores.png", "scores_by_model.png")  # what --report writes into its folder
 HISTOGRAM_BINS = 30
 
 _THOUGHT_MARKERS = ("<|begin_of_thought|>", "<|end_of_thought|>", "<|begin_of_solution|>")
@@ -709,6 +711,10 @@ def _check_paths(inputs: list[str], source: ScoreSource, out: Path, errors: Path
         raise ValueError("two outputs name the same file: " + ", ".join(str(p) for p in written))
     if options.report is not None and options.report.exists() and not options.report.is_dir():
         raise ValueError(f"--report {options.report} is a file; give a folder")
+    if options.report is not None and os.path.realpath(options.report) in real:
+        raise ValueError(f"--report {options.report} is also an output file; give a folder of its own")
+    if options.report is not None:
+        check_folder_outputs(readable, options.report, REPORT_FILES, "--report")
 
 
 class _Null:

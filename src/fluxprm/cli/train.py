@@ -39,10 +39,14 @@ def train(
     the flags given, then --set KEY=VALUE.
     """
     from fluxprm.cli.report import print_causes
-    from fluxprm.jobs import OutputPathError
+    from fluxprm.jobs import OutputPathError, check_folder_outputs
     from fluxprm.train.config import ConfigError, parse_overrides
 
     paths = checked_inputs(labels)
+    try:  # the checkpoint writes its own train_config.yaml and other files into -o: a config there would be lost
+        check_folder_outputs([str(config)] if config else [], out, None)
+    except OutputPathError as exc:
+        die(str(exc))
     try:
         overrides: dict[str, Any] = {**flags, **parse_overrides(set_ or [])}
         cfg = TrainConfig.from_yaml(config, overrides)

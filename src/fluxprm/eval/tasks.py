@@ -17,7 +17,7 @@ from fluxprm.eval.processbench import run_processbench
 from fluxprm.eval.report import write_json
 from fluxprm.eval.separation import run_separation
 from fluxprm.eval.sources import EvalError, EvalSource, write_errors
-from fluxprm.jobs import check_inputs
+from fluxprm.jobs import check_folder_outputs, check_inputs
 from fluxprm.records import BadRecord
 from fluxprm.traces import FieldMap
 
@@ -73,6 +73,11 @@ class EvalResult:
         return self.evaluated == 0
 
 
+# what a task writes at the top of the report folder: no file it reads may be one of them
+EVAL_FILES = ("metrics.json", "summary.md", "errors.jsonl", "prmbench_original.jsonl", "roc.png", "reliability.png",
+              "separation.png", "prmscore.png", "f1_vs_threshold.png")
+
+
 def run_eval(task: str, inputs: Sequence[str], sources: Sequence[EvalSource], out_dir: str | Path,
              options: EvalOptions | None = None, fields: FieldMap | None = None, *,
              on_progress: Callable[[int], None] | None = None,
@@ -88,6 +93,9 @@ def run_eval(task: str, inputs: Sequence[str], sources: Sequence[EvalSource], ou
         raise EvalError("no source of scores")
     check_inputs(list(map(str, inputs)))  # a missing file or a pipe is refused, not drained
     out = Path(out_dir)
+    read = [*map(str, inputs), *(f for src in sources for f in src.source.scores or []),
+            *([options.calibrate] if options is not None and options.calibrate else [])]
+    check_folder_outputs(read, out, EVAL_FILES)
     out.mkdir(parents=True, exist_ok=True)
     ctx = TaskContext(list(map(str, inputs)), list(sources), options or EvalOptions(), out, fields or FieldMap(),
                       on_progress, on_status)

@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from fluxprm.jobs import CauseCounter, OutputPathError, check_inputs
+from fluxprm.jobs import CauseCounter, OutputPathError, check_folder_outputs, check_inputs
 from fluxprm.metrics import best_threshold, first_error_of_labels, threshold_f1
 from fluxprm.models.base import Encoded, TraceTooLong, pad_batch
 from fluxprm.models.fluxprm_format import FluxPRM, feature_size, make_heads, make_signal_head, resolve_base
@@ -230,6 +230,7 @@ def _check_paths(paths: list[str], out: Path, errors_file: Path) -> None:
         raise ConfigError("no input files: give label files and/or labelled trace files")
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"-o {out} is a file; give a folder for the checkpoint")
+    check_folder_outputs(paths, out, None)  # the checkpoint's files replace their namesakes in the folder
     if errors_file.is_dir():
         raise OutputPathError(f"errors file {errors_file} is a directory; give a file path")
     real_inputs = {os.path.realpath(p): p for p in paths}
