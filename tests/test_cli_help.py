@@ -319,3 +319,12 @@ def test_every_string_option_with_an_unprintable_default_reads_escapes():
               for f in dataclasses.fields(cls)
               if isinstance(f.default, str) and not f.default.isprintable() and not f.metadata.get("escapes")]
     assert unread == []
+
+
+@pytest.mark.parametrize("args", [["score", "x.jsonl", "--alpha", "nan"], ["serve", "--alpha", "inf"],
+                                  ["select", "x.jsonl", "-o", "y.jsonl", "--top-k", "1", "--alpha", "-inf"],
+                                  ["eval", "processbench", "x.jsonl", "-o", "ev", "--threshold", "nan"]])
+def test_a_weight_or_threshold_that_is_not_a_finite_number_is_a_usage_error(args):
+    """``score --alpha nan`` made every score null and exited 0; ``eval --threshold nan`` ran."""
+    res = CliRunner().invoke(app, args, prog_name="fluxprm")
+    assert res.exit_code == 2 and "must be a finite number" in res.stderr and res.stderr.count("\n") == 1, res.output

@@ -334,3 +334,13 @@ def test_a_report_or_checkpoint_folder_never_overwrites_a_file_the_command_reads
     assert res.exit_code == 2 and res.stderr.startswith("error: ") and refusal in res.stderr, res.output
     assert (tmp_path / setup).read_text() == content
     assert sorted(p.name for p in (tmp_path / setup).parent.iterdir()) == [Path(setup).name]
+
+
+def test_an_output_named_gz_is_refused_not_written_as_plain_text(tmp_path):
+    """``-o scores.jsonl.gz`` wrote plain JSONL that every reader (fluxprm's too) then took for gzip."""
+    from fluxprm.jobs import check_outputs
+
+    src = _write(tmp_path / "in.jsonl", [_rec(0)])
+    for out, errors in ((tmp_path / "s.jsonl.gz", None), (tmp_path / "s.jsonl", tmp_path / "e.jsonl.gz")):
+        with pytest.raises(OutputPathError, match="not gzip; drop the .gz"):
+            check_outputs([str(src)], out, errors)

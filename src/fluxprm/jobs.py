@@ -130,6 +130,9 @@ def check_outputs(inputs: Sequence[str], out: Path | None, errors: Path | None) 
                                   "destroy the input; choose another output path")
         if what in named and path.is_dir():
             raise OutputPathError(f"{what} {path} is a directory; give a file path")
+        if what in named and path.suffix == ".gz":  # it would be plain text under a name every reader takes for gzip
+            raise OutputPathError(f"{what} {path}: outputs are plain JSONL (appended and resumed by byte offset), not "
+                                  "gzip; drop the .gz and compress the finished file if you need to")
     if errors is not None:
         for what, path in written.items():
             if what != "--errors" and path is not None and os.path.realpath(errors) == os.path.realpath(path):

@@ -12,6 +12,7 @@ loads. ``tests/test_cli_help.py`` checks that the copy is the registry's names, 
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Optional
 
 import typer
@@ -43,5 +44,12 @@ Format = Annotated[Optional[choices("format", FORMAT_NAMES)], typer.Option(
     "--format", help="Checkpoint format, overriding detection.")]
 Aggregate = Annotated[Optional[choices("aggregate", AGGREGATES)], typer.Option(
     "--aggregate", help="How step rewards combine into the score.  [default: the model card's]")]
-Alpha = Annotated[Optional[float], typer.Option("--alpha", help="Weight of the trajectory reward in the score.  "
-                                                "[default: the model's, 1.0]")]
+def _finite(value: float | None) -> float | None:
+    """``--alpha nan`` (or ``inf``) made every score null, exit 0: a weight must be a finite number."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}", param_hint="--alpha")
+    return value
+
+
+Alpha = Annotated[Optional[float], typer.Option("--alpha", callback=_finite, help="Weight of the trajectory reward in "
+                                                "the score.  [default: the model's, 1.0]")]

@@ -4,6 +4,7 @@ rejected records and notes — so a task module is only its metric and its plots
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -64,6 +65,8 @@ class EvalOptions:
             raise ValueError(f"unknown --by {self.by!r}; choose from {', '.join(TRACE_NUMBERS)}")
         if self.bins < 1:
             raise ValueError(f"bins must be >= 1, got {self.bins}")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise ValueError(f"--threshold must be a finite number, got {self.threshold}")
         if self.calibrate_limit is not None and self.calibrate_limit < 1:
             raise ValueError(f"calibrate_limit must be >= 1, got {self.calibrate_limit}")
         if self.calibrate_limit is not None and not self.calibrate:
