@@ -32,8 +32,8 @@ from fluxprm.outputs import default_errors_path, fingerprint, open_sink, progres
 from fluxprm.records import BadRecord
 
 __all__ = ["CauseCounter", "JobFailure", "JobResult", "ErrorCause", "InputNotAFile", "OutputPathError",
-           "not_a_regular_file", "run_job", "checkpoint_meta", "check_inputs", "check_outputs", "check_folder_outputs",
-           "report_resumed"]
+           "not_a_regular_file", "run_job", "checkpoint_meta", "check_inputs", "check_option_file", "check_outputs",
+           "check_folder_outputs", "report_resumed"]
 
 Item = Any  # a Trace or a BadRecord: anything with .source and .line
 Result = dict[str, Any] | BadRecord
@@ -101,6 +101,18 @@ def check_inputs(inputs: Sequence[str]) -> None:
             raise IsADirectoryError(f"input {p} is a directory; pass the files inside it")
         if not path.is_file():
             raise InputNotAFile(not_a_regular_file("input", p))
+
+
+def check_option_file(flag: str, given: str | Path, what: str) -> None:
+    """A file given to an option (``--scores``, ``--calibrate``) exists and is a regular file; raises
+    ``IsADirectoryError`` / :class:`InputNotAFile` / ``FileNotFoundError`` naming the option and ``what`` it wants."""
+    path = Path(given)
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {given} is a directory; give {what}")
+    if path.exists() and not path.is_file():
+        raise InputNotAFile(not_a_regular_file(flag, given))
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {given}: no such file")
 
 
 class OutputPathError(ValueError):

@@ -51,8 +51,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import orjson
 
-from fluxprm.jobs import (CauseCounter, ErrorCause, InputNotAFile, check_folder_outputs, check_inputs, check_outputs,
-                          not_a_regular_file)
+from fluxprm.jobs import (CauseCounter, ErrorCause, check_folder_outputs, check_inputs, check_option_file,
+                          check_outputs)
 from fluxprm.outputs import default_errors_path
 from fluxprm.records import BadRecord, RawRecord, iter_records
 from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
@@ -694,12 +694,7 @@ def _check_paths(inputs: list[str], source: ScoreSource, out: Path, errors: Path
     """Refuse, before any work, outputs that are inputs, directories, or one another."""
     check_inputs(inputs)
     for s in source.scores or []:  # named by its option, as `fluxprm eval` words it: it is not an input file
-        if Path(s).is_dir():
-            raise IsADirectoryError(f"--scores {s} is a directory; give the scores file")
-        if Path(s).exists() and not Path(s).is_file():
-            raise InputNotAFile(not_a_regular_file("--scores", s))
-        if not Path(s).is_file():
-            raise FileNotFoundError(f"--scores {s}: no such file")
+        check_option_file("--scores", s, "the scores file")
     readable = inputs + [str(s) for s in source.scores or []]
     check_outputs(readable, out, errors)
     for what, path in (("--sft", options.sft), ("the scores file", scores_out)):

@@ -13,7 +13,7 @@ import typer
 from fluxprm.cli.options import Expand
 from fluxprm.cli.report import die, warn
 from fluxprm.engine.options import ScoreOptions
-from fluxprm.jobs import InputNotAFile, check_inputs, not_a_regular_file
+from fluxprm.jobs import InputNotAFile, check_inputs, check_option_file
 from fluxprm.records import count_records
 
 __all__ = ["Inputs", "Model", "Errors", "Resume", "FIELD_OVERRIDES", "ON_ERROR_CLI", "checked_inputs",
@@ -60,12 +60,11 @@ def check_option_files(flag: str, paths: Sequence[str | Path | None], what: str)
     """Every file given to ``flag`` (``--scores``, ``--calibrate``) exists and is a file: else one line naming the
     option and ``what`` it wants (exit 2). Not an input-file error: these are not the records being read."""
     for given in paths:
-        if given and Path(given).is_dir():
-            die(f"{flag} {given} is a directory; give {what}")
-        if given and Path(given).exists() and not Path(given).is_file():
-            die(not_a_regular_file(flag, given))
-        if given and not Path(given).is_file():
-            die(f"{flag} {given}: no such file")
+        try:
+            if given:
+                check_option_file(flag, given, what)
+        except (IsADirectoryError, InputNotAFile, FileNotFoundError) as exc:
+            die(str(exc))
 
 
 def checked_outputs(paths: Sequence[str], out: Path | None, errors: Path | None, resume: bool = False) -> None:
