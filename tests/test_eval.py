@@ -27,7 +27,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def score_rec(source: str, line: int, rewards: list[float], model: str = "toy", id: str = "") -> dict:
-    return {"id": id or f"{source}:{line}", "score": min(rewards) if rewards else None, "step_rewards": rewards,
+    """A score record for ``source:line``; without ``id`` it carries the id fluxprm makes up for an id-less record
+    (``<file name>:<line>``), which the join does not compare with the record's own id."""
+    return {"id": id or f"{Path(source).name}:{line}", "score": min(rewards) if rewards else None, "step_rewards": rewards,
             "thinking_step_rewards": [], "response_step_rewards": rewards, "trajectory_reward": None,
             "num_steps": len(rewards), "truncated": False, "model": model, "source": source, "line": line}
 

@@ -344,3 +344,36 @@ def test_an_output_named_gz_is_refused_not_written_as_plain_text(tmp_path):
     for out, errors in ((tmp_path / "s.jsonl.gz", None), (tmp_path / "s.jsonl", tmp_path / "e.jsonl.gz")):
         with pytest.raises(OutputPathError, match="not gzip; drop the .gz"):
             check_outputs([str(src)], out, errors)
+
+
+@pytest.mark.parametrize("args", [
+    ["select", "in.jsonl", "--scores", "s.jsonl", "-o", "top.jsonl", "--top-k", "2"],
+    ["bon", "in.jsonl", "--scores", "s.jsonl", "-o", "deep/bon"],
+    ["eval", "outcome", "in.jsonl", "--scores", "s.jsonl", "-o", "ev"],
+])
+def test_scores_of_an_input_edited_after_scoring_are_refused_and_nothing_is_left(prm, tmp_path, monkeypatch, args):
+    """Scores join their input by (file, line): a record inserted after ``fluxprm score`` shifted every later score
+    onto its neighbour, and select/bon/eval reported on the wrong traces with exit 0. The score's id must be the
+    record's; a run that fails so leaves no empty report folder behind. Unedited, the same scores join cleanly."""
+    from typer.testing import CliRunner
+
+    from fluxprm.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    rows = [_rec(i, correct=bool(i % 2)) for i in range(4)]
+    _write(tmp_path / "in.jsonl", rows)
+    _score(prm, tmp_path / "in.jsonl", tmp_path / "s.jsonl")
+    ok = CliRunner().invoke(app, args, prog_name="fluxprm")
+    assert ok.exit_code == 0, ok.output
+    for made in ("top.jsonl", "top.report.json", "deep", "ev"):
+        if (tmp_path / made).is_dir():
+            import shutil
+            shutil.rmtree(tmp_path / made)
+        elif (tmp_path / made).exists():
+            (tmp_path / made).unlink()
+    _write(tmp_path / "in.jsonl", rows[:2] + [_rec(9, correct=True)] + rows[2:])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = CliRunner().invoke(app, args, prog_name="fluxprm")
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("error: the score for in.jsonl:3 has id 'r2' but the input record there has id 'r9'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

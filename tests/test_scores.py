@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fluxprm.records import BadRecord
-from fluxprm.scores import TraceScore, aggregate, combine, join_key, join_scores, read_scores, scores_in_order
+from fluxprm.scores import (ScoreMismatch, TraceScore, aggregate, combine, is_synthesized_id, join_key, join_scores,
+                            read_scores, scores_in_order)
 from fluxprm.traces import iter_traces
 
 FIXTURES = Path(__file__).parent / "fixtures" / "traces"
@@ -94,6 +95,33 @@ def test_ordered_join_streams_and_refuses_a_broken_order(tmp_path):
     assert scores_in_order([path])
     path.write_text("".join(json.dumps(s.to_json()) + "\n" for s in reversed(scores)))
     assert not scores_in_order([path])
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_record_inserted_after_scoring_is_refused_not_paired_with_its_neighbours_score(tmp_path, ordered):
+    """The join key is a position: a record inserted into the input after scoring shifted every later score onto
+    the wrong trace, silently (select kept the wrong traces, bon picked wrong answers). The record's own id catches it."""
+    src = tmp_path / "in.jsonl"
+    rows = [{"id": f"r{i}", "problem": "p", "response": "a b"} for i in range(4)]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scores = [json.loads(line) for line in _score_lines(list(iter_traces([str(src)])))]
+    rows.insert(1, {"id": "new", "problem": "p", "response": "c d"})
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ScoreMismatch, match=r"in.jsonl:2 has id 'r1' but the input record there has id 'new'"):
+        list(join_scores(map(TraceScore.from_json, scores), iter_traces([str(src)]), ordered=ordered))
+
+
+def test_ids_made_up_for_id_less_records_are_not_compared(tmp_path):
+    """An id-less record's id is its position (``in.jsonl:2``): there is no record id to check, and a score file
+    written before the input was moved or renamed (ids ``old.jsonl:2``) still joins by position."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"problem": "p", "response": f"a {i}"}) + "\n" for i in range(3)))
+    traces = list(iter_traces([str(src)]))
+    scores = [TraceScore.from_json({**json.loads(line), "id": f"old.jsonl:{t.line}"})
+              for t, line in zip(traces, _score_lines(traces))]
+    assert [s.score for _, s in join_scores(scores, iter_traces([str(src)]), ordered=True)] == [1.0, 2.0, 3.0]
+    assert is_synthesized_id("pool.jsonl:12") and is_synthesized_id("pool.jsonl:12#3")
+    assert not is_synthesized_id("q12") and not is_synthesized_id("12#3") and not is_synthesized_id("/a/b.jsonl:3")
 
 
 def _score_lines(traces: list) -> list[str]:

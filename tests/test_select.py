@@ -36,7 +36,9 @@ def write_jsonl(path: Path, rows: list) -> Path:
 def score_record(source: Path, line: int, score: float | None, *, steps: list[float] | None = None,
                  traj: float | None = None, candidate: int | None = None, model: str = "toy") -> dict:
     steps = [score] if steps is None and score is not None else (steps or [])
-    rec = {"id": f"r{line}", "score": score, "step_rewards": steps, "thinking_step_rewards": [],
+    # The id fluxprm makes up for an id-less record: the join compares only ids a record carries itself.
+    made_up_id = f"{Path(source).name}:{line}" + ("" if candidate is None else f"#{candidate}")
+    rec = {"id": made_up_id, "score": score, "step_rewards": steps, "thinking_step_rewards": [],
            "response_step_rewards": steps, "trajectory_reward": traj, "num_steps": len(steps), "truncated": False,
            "model": model, "source": str(source), "line": line}
     if candidate is not None:

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from fluxprm import metrics
 from fluxprm.grading import Grader, extract_answer
-from fluxprm.jobs import check_folder_outputs, check_inputs
+from fluxprm.jobs import check_folder_outputs, check_inputs, report_folder
 from fluxprm.records import BadRecord, iter_records
 from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
 from fluxprm.scores import TraceScore, aggregate, join_key, trace_key
@@ -766,7 +766,14 @@ def run_bon(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, opt
     check_inputs(paths)  # before the output folder is made: a missing file or a pipe is refused, not drained
     out = Path(out_dir)
     check_folder_outputs(paths + list(options.scores or []), out, BON_FILES)
-    out.mkdir(parents=True, exist_ok=True)
+    with report_folder(out):
+        return _bon_into(out, paths, options, fields, resume, grader, on_progress, status, model_options)
+
+
+def _bon_into(out: Path, paths: list[str], options: BonOptions, fields: FieldMap, resume: bool, grader: Grader | None,
+              on_progress: Callable[[int], None] | None, status: Callable[[str], None],
+              model_options: dict[str, Any] | None) -> BonResult:
+    """:func:`run_bon`'s work once its inputs are checked and its folder ``out`` exists."""
     files: dict[str, Path] = {}
     rejected: list[BadRecord] = []
     notes: list[str] = []

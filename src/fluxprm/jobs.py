@@ -17,6 +17,7 @@ command must get right, once:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -33,7 +34,7 @@ from fluxprm.records import BadRecord
 
 __all__ = ["CauseCounter", "JobFailure", "JobResult", "ErrorCause", "InputNotAFile", "OutputPathError",
            "not_a_regular_file", "run_job", "checkpoint_meta", "check_inputs", "check_option_file", "check_outputs",
-           "check_folder_outputs", "report_resumed"]
+           "check_folder_outputs", "report_folder", "report_resumed"]
 
 Item = Any  # a Trace or a BadRecord: anything with .source and .line
 Result = dict[str, Any] | BadRecord
@@ -167,6 +168,31 @@ def check_folder_outputs(readable: Sequence[str], folder: Path, names: Sequence[
                 if os.path.realpath(candidate) == os.path.realpath(given) or _same(candidate, given):
                     raise OutputPathError(f"{option} {folder}: its {name} would overwrite {given}, which this "
                                           "command reads; move that file out or choose another folder")
+
+
+@contextlib.contextmanager
+def report_folder(folder: Path) -> Iterator[Path]:
+    """Make ``folder`` (and its missing parents) for a command's report files; if the command then fails,
+    remove the folders it made that are still empty, so a refused run leaves no trace of itself.
+
+    A folder that existed before, or that holds anything (a resumable scores file, an earlier report),
+    is kept.
+    """
+    made: list[Path] = []
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            break
+        made.append(parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for path in made:  # innermost first
+            try:
+                path.rmdir()
+            except OSError:
+                break  # not empty (or not ours any more): keep it and every parent
+        raise
 
 
 def _same(a: Path, b: str) -> bool:

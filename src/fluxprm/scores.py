@@ -25,12 +25,14 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from fluxprm.records import BadRecord, RawRecord, iter_records
 
 __all__ = ["TraceScore", "AGGREGATES", "aggregate", "combine", "read_scores", "join_key", "join_scores", "trace_key", "scores_in_order",
+           "ScoreMismatch", "is_synthesized_id",
            "SCHEMA_KEYS"]
 
 SCHEMA_KEYS = ("id", "score", "step_rewards", "thinking_step_rewards", "response_step_rewards",
@@ -206,13 +208,18 @@ def join_scores(scores: Iterable[TraceScore], traces: Iterable[Any], ordered: bo
     if not ordered:
         index = {s.key: s for s in scores}
         for trace in traces:
-            yield trace, index.get(trace_key(trace))
+            score = index.get(trace_key(trace))
+            if score is not None and not isinstance(trace, BadRecord):
+                _check_same_record(trace, score)
+            yield trace, score
         return
     score_iter = iter(scores)
     pending = next(score_iter, None)
     for trace in traces:
         key = trace_key(trace)
         if pending is not None and pending.key == key:
+            if not isinstance(trace, BadRecord):
+                _check_same_record(trace, pending)
             yield trace, pending
             previous, pending = pending, next(score_iter, None)
             if pending is not None and not _after(pending.key, previous.key, same_file_only=False):
@@ -223,6 +230,36 @@ def join_scores(scores: Iterable[TraceScore], traces: Iterable[Any], ordered: bo
                              "are these the scores of these inputs?")
         else:
             yield trace, None  # rejected when scoring: no score in its place
+
+
+class ScoreMismatch(ValueError):
+    """A score sits at the place (source, line) of an input record with another id: the input was edited
+    (a record inserted, removed or reordered) after it was scored, or the scores belong to other inputs."""
+
+
+def _check_same_record(trace: Any, score: TraceScore) -> None:
+    """Raise :class:`ScoreMismatch` when the record's own id and the score's id differ.
+
+    The join key is a position, so a record inserted into the input after scoring would silently shift
+    every later score onto the wrong trace; the ids catch it. Ids fluxprm made up for id-less records
+    (``"<file name>:<line>"``, see :func:`synthesized_id`) name a position, not a record, so they are not
+    compared: there is nothing to compare an id-less record by.
+    """
+    if trace.id == score.id or is_synthesized_id(trace.id) or is_synthesized_id(score.id):
+        return
+    where = f"{trace.source}:{trace.line}" + (f" candidate {score.candidate}" if score.candidate is not None else "")
+    raise ScoreMismatch(f"the score for {where} has id {score.id!r} but the input record there has id {trace.id!r}: "
+                        "was the input edited after scoring, or are these another input's scores? "
+                        "Score the input again (or check --id-field is the same as when scoring)")
+
+
+_SYNTHESIZED = re.compile(r"[^/\\]*:[0-9]+(#[0-9]+)*")
+
+
+def is_synthesized_id(value: str) -> bool:
+    """Whether ``value`` has the shape of an id fluxprm gives an id-less record: ``"<file name>:<line>"``,
+    with ``"#<k>"`` per candidate level (``pool.jsonl:12#3``)."""
+    return _SYNTHESIZED.fullmatch(value) is not None
 
 
 def scores_in_order(paths: Iterable[str | os.PathLike], inputs: Sequence[str | os.PathLike] | None = None) -> bool:

@@ -17,7 +17,7 @@ from fluxprm.eval.processbench import run_processbench
 from fluxprm.eval.report import write_json
 from fluxprm.eval.separation import run_separation
 from fluxprm.eval.sources import EvalError, EvalSource, write_errors
-from fluxprm.jobs import check_folder_outputs, check_inputs
+from fluxprm.jobs import check_folder_outputs, check_inputs, report_folder
 from fluxprm.records import BadRecord
 from fluxprm.traces import FieldMap
 
@@ -96,10 +96,10 @@ def run_eval(task: str, inputs: Sequence[str], sources: Sequence[EvalSource], ou
     read = [*map(str, inputs), *(f for src in sources for f in src.source.scores or []),
             *([options.calibrate] if options is not None and options.calibrate else [])]
     check_folder_outputs(read, out, EVAL_FILES)
-    out.mkdir(parents=True, exist_ok=True)
     ctx = TaskContext(list(map(str, inputs)), list(sources), options or EvalOptions(), out, fields or FieldMap(),
                       on_progress, on_status)
-    output = TASKS[task].run(ctx)
+    with report_folder(out):
+        output = TASKS[task].run(ctx)
     output.notes = ctx.notes + output.notes
     metrics: dict[str, Any] = {"task": task, **output.metrics, "inputs": ctx.inputs,
                                "rejected": len({(b.source, b.line) for b in ctx.rejected}), "notes": output.notes}
