@@ -305,6 +305,58 @@ def test_separation_of_a_single_group_says_there_is_nothing_to_compare(tmp_path:
                                     for n in m["notes"])
 
 
+def test_a_record_without_a_number_in_score_field_goes_to_errors_with_what_it_holds(tmp_path: Path) -> None:
+    """outcome/separation with --score-field dropped a record whose field was missing or not a number: the table
+    counted fewer traces, errors.jsonl said nothing, and a field no record has gave an empty table with exit 0."""
+    rows = [{"id": f"t{k}", "problem": "p", "response": f"answer {k}", "correct": k % 2 == 0, "s": k / 10}
+            for k in range(6)]
+    rows[1]["s"] = "high"
+    del rows[4]["s"]
+    data = str(write_jsonl(tmp_path / "rows.jsonl", rows))
+    result = run_eval("outcome", [data], sources_from(None, None, "s"), tmp_path / "o")
+    assert result.output.metrics["n"] == 4 and result.output.metrics["rejected"] == 2
+    errors = [json.loads(x) for x in (tmp_path / "o" / "errors.jsonl").read_text().splitlines()]
+    assert [(e["line"], e["id"], e["error"]) for e in errors] == [
+        (2, "t1", "no score: field 's' is not a finite number (it holds 'high')"),
+        (5, "t4", "no score: the record has no field 's'")]
+    res = run_cli("outcome", data, "--score-field", "nope", "-o", str(tmp_path / "n"))
+    assert res.returncode == 1 and "6  no score: the record has no field 'nope'" in res.stderr, res.stderr
+
+
+def test_group_and_score_fields_may_name_a_field_the_reader_took_for_a_role(tmp_path: Path) -> None:
+    """``--group-field problem_id`` (read as the trace id when a record has no ``id``) and ``correct`` (read as the
+    correctness flag) were "no group field" for every record: the reader had consumed them."""
+    rows = [{"problem_id": f"p{k % 2}", "problem": "p", "response": f"answer {k}", "correct": k < 2, "s": k / 10}
+            for k in range(4)]
+    data = str(write_jsonl(tmp_path / "rows.jsonl", rows))
+    for field, groups in (("problem_id", {"p0": 2, "p1": 2}), ("correct", {"True": 2, "False": 2})):
+        m = run_eval("separation", [data], sources_from(None, None, "s"), tmp_path / field,
+                     EvalOptions(group_field=field)).output.metrics
+        assert {g: v["n"] for g, v in m["groups"].items()} == groups and m["rejected"] == 0
+
+
+def test_a_trace_the_model_rejects_is_in_errors_with_the_scorers_reason_also_from_the_cache(tmp_path: Path) -> None:
+    """A trace the model could not score vanished from outcome's table (its reason only in scores/<model>.errors.jsonl),
+    and the rerun that reads the cached scores stopped with "scores … do not match the traces"."""
+    from builders import build_qwen_prm
+
+    from fluxprm.engine.options import ScoreOptions
+
+    rows = [{"id": f"t{k}", "problem": "What is 1+1?", "response": f"It is {k}.", "correct": k % 2 == 0}
+            for k in range(4)]
+    rows[2]["response"] = "It is " + "very " * 400 + "long."
+    data = str(write_jsonl(tmp_path / "rows.jsonl", rows))
+    sources = sources_from([str(build_qwen_prm(tmp_path / "prm"))], None, None,
+                           model_options={"max_length": 128, "dtype": "float32", "device": "cpu"},
+                           score_options=ScoreOptions(long="truncate", on_error="skip", batching="single"))
+    for run in ("scored", "cached"):
+        result = run_eval("outcome", [data], sources, tmp_path / "rep")
+        assert result.output.metrics["n"] == 3, run
+        [error] = [json.loads(x) for x in (tmp_path / "rep" / "errors.jsonl").read_text().splitlines()]
+        assert error["line"] == 3 and error["id"] == "t2", run
+        assert error["error"].startswith("rejected when scoring: the problem and response alone take"), error
+
+
 # ---- command line ----------------------------------------------------------------------------------------
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

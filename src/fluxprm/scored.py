@@ -30,9 +30,10 @@ from typing import Any, Callable, Iterator, Sequence
 from fluxprm.distributed import RayOptions, ray_session  # imports neither Ray nor torch
 from fluxprm.records import BadRecord
 from fluxprm.scores import TraceScore, join_key, join_scores, read_scores, scores_in_order
-from fluxprm.traces import FieldMap, Trace, iter_traces
+from fluxprm.traces import FieldMap, Trace, iter_traces, record_field
 
-__all__ = ["ScoreSource", "scored_traces", "field_score", "scoring_cluster", "unmatched_source_hint"]
+__all__ = ["ScoreSource", "scored_traces", "field_score", "field_score_problem", "scoring_cluster",
+           "unmatched_source_hint"]
 
 # The cluster (and torch threads per actor) that scoring with a model uses when its ScoreSource names none: set
 # for a whole command by scoring_cluster, because some commands build their ScoreSource deep inside the library
@@ -77,12 +78,22 @@ class ScoreSource:
             raise ValueError(f"give one source of scores, not {' and '.join(given)}")
 
 
-def field_score(trace: Trace, name: str) -> TraceScore | None:
-    """A score record made from a number in the trace's record (``None`` when the field is absent or not a number)."""
-    value = trace.meta.get(name)
+def _field_number(trace: Trace, name: str) -> Any:
+    value = record_field(trace, name)
     if isinstance(value, list) and len(value) == 1:  # Qwen2.5-Math pools store each RM score as [x]
         value = value[0]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def field_score(trace: Trace, name: str) -> TraceScore | None:
+    """A score record made from a number in the trace's record (``None`` when the field is absent or not a number;
+    :func:`field_score_problem` says which)."""
+    value = _field_number(trace, name)
+    if not _is_number(value):
         return None
     extra = {k: trace.meta[k] for k in ("group", "candidate") if k in trace.meta}
     if trace.correct is not None:
@@ -90,6 +101,16 @@ def field_score(trace: Trace, name: str) -> TraceScore | None:
     return TraceScore(id=trace.id, score=float(value), step_rewards=[], thinking_step_rewards=[],
                       response_step_rewards=[], trajectory_reward=None, num_steps=0, truncated=False,
                       model=f"field:{name}", source=trace.source, line=trace.line, extra=extra)
+
+
+def field_score_problem(trace: Trace, name: str) -> str:
+    """Why ``--score-field name`` gives ``trace`` no score (when :func:`field_score` gives None): the field is
+    missing or null, or what it holds instead of a finite number."""
+    value = _field_number(trace, name)
+    if value is None:
+        return f"no score: the record has no field '{name}'" + (" (it is null)" if name in trace.meta else "")
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return f"no score: field '{name}' is not a finite number (it holds {shown})"
 
 
 def scored_traces(inputs: Sequence[str], source: ScoreSource, fields: FieldMap | None = None, *,

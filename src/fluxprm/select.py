@@ -55,7 +55,7 @@ from fluxprm.jobs import (CauseCounter, ErrorCause, check_folder_outputs, check_
                           check_outputs)
 from fluxprm.outputs import default_errors_path
 from fluxprm.records import BadRecord, RawRecord, iter_records
-from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
+from fluxprm.scored import ScoreSource, field_score_problem, scored_traces, unmatched_source_hint
 from fluxprm.scores import AGGREGATES, TraceScore, aggregate, trace_key
 from fluxprm.traces import RESPONSE_FIELDS, FieldMap, Trace
 
@@ -438,7 +438,7 @@ class _Selection:
                     score = self.ranking_score(ts)
                     if score is None:
                         counts.unscored += 1
-                        self._reject(err, causes, BadRecord(item.source, item.line, self._why_unscored(ts), item.id,
+                        self._reject(err, causes, BadRecord(item.source, item.line, self._why_unscored(item, ts), item.id,
                                                             hint=self.unscored_hint))
                         continue
                     counts.scored += 1
@@ -471,9 +471,9 @@ class _Selection:
             err.flush()
             raise SelectFailure(f"{bad.source}:{bad.line}: {bad.error}")
 
-    def _why_unscored(self, ts: TraceScore | None) -> str:
+    def _why_unscored(self, trace: Trace, ts: TraceScore | None) -> str:
         if self.source.score_field:
-            return f"no score: field '{self.source.score_field}' is missing or not a finite number"
+            return field_score_problem(trace, self.source.score_field)
         if ts is None:
             return "no score: the scores file has no record for this trace (rejected when scoring?)"
         return "no score: the score record's score is null or not finite"

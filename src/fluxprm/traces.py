@@ -73,7 +73,7 @@ from typing import Any
 from fluxprm.records import BadRecord, RawRecord, iter_records
 
 __all__ = ["Trace", "TraceError", "FieldMap", "SHAPES", "CHAT_TEMPLATES", "parse_record", "iter_traces",
-           "split_thinking", "detect_shape"]
+           "record_field", "split_thinking", "detect_shape"]
 
 # Record shapes (the values of ``Trace.format``). Named "shapes" so they are not confused with the checkpoint
 # formats of ``fluxprm.models.FORMATS``.
@@ -118,6 +118,9 @@ class Trace:
     line: int = 0
     format: str = ""  # the record shape, one of SHAPES (field named `format` for compatibility)
     meta: dict[str, Any] = field(default_factory=dict)  # everything else worth keeping
+    # The record's plain (string, number, bool) fields the reader took for the roles above, as they were:
+    # a user naming one of them (``--group-field problem_id``, ``--score-field``) still finds it; see record_field.
+    read_fields: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (for writing traces out, e.g. after format conversion)."""
@@ -1088,13 +1091,31 @@ def _parse(data: Any, source: str, line: int, fields: FieldMap | None) -> list[T
     rec = _Record(data, fields or FieldMap())
     ctx = _Context(rec, source, line, _record_id(rec, source, line))
     try:
-        return _PARSERS[detect_shape(data, rec.fields)](ctx)
+        traces = _PARSERS[detect_shape(data, rec.fields)](ctx)
+        read = {k: data[k] for k in rec.used if isinstance(data.get(k), (str, int, float, bool))}
+        for trace in traces:
+            if isinstance(trace, Trace):
+                trace.read_fields = read
+        return traces
     except TraceError as e:
         e.id = e.id or _peek_id(data, fields)
         raise
     except (KeyError, TypeError, AttributeError, IndexError, ValueError, RecursionError) as e:
         # A shape no parser anticipated is a bad record like any other, never an exception out of the parser.
         raise TraceError(f"unexpected record structure ({type(e).__name__}: {e})", id=_peek_id(data, fields)) from None
+
+
+_ABSENT = object()
+
+
+def record_field(trace: Trace, name: str, default: Any = None) -> Any:
+    """The value of the record's field ``name`` for this trace: its own field (a pool candidate's share of a
+    per-candidate list), else the raw value of a field the reader took for a role (``id``, ``correct``, ``gt``,
+    …), else ``default``. What a user-named field (``--score-field``, ``--group-field``) reads."""
+    value = trace.meta.get(name, _ABSENT)
+    if value is _ABSENT:
+        value = trace.read_fields.get(name, _ABSENT)
+    return default if value is _ABSENT else value
 
 
 def parse_record(data: Any, *, source: str = "", line: int = 0, fields: FieldMap | None = None) -> list[Trace]:

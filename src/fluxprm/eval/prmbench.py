@@ -57,8 +57,6 @@ def _model_metrics(ctx: TaskContext, src: Any, threshold: float) -> dict[str, An
     for counts in per_class.values():
         total = total + counts
     n_total = sum(samples.values())
-    if scored.unscored:
-        ctx.notes.append(f"{src.name}: {len(scored.unscored)} traces could not be scored (see the scores errors file)")
 
     if src.scored_now:
         path, classes = prmbench_original_file(ctx.inputs, ctx.out_dir)

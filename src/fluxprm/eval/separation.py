@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from fluxprm.eval.context import TaskContext, TaskOutput, by_label, reject, trace_number
 from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
 from fluxprm.metrics import auroc
+from fluxprm.traces import record_field
 
 __all__ = ["run_separation", "overlap"]
 
@@ -42,7 +43,7 @@ def run_separation(ctx: TaskContext) -> TaskOutput:
     for src in ctx.sources:
         groups: dict[str, list[float]] = {}
         for trace, score in ctx.scored(src).pairs:
-            value = trace.meta.get(name)
+            value = record_field(trace, name)
             number, why = trace_number(score, ctx.options.by)
             if value is None or number is None:
                 ctx.rejected.append(reject(trace, f"no group field {name!r}", "--group-field FIELD") if value is None

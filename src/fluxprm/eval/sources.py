@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from fluxprm.jobs import report_resumed
-from fluxprm.outputs import resume_or_restart
-from fluxprm.records import BadRecord, count_records
-from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
-from fluxprm.scores import TraceScore
+from fluxprm.outputs import default_errors_path, resume_or_restart
+from fluxprm.records import BadRecord, RawRecord, count_records, iter_records
+from fluxprm.scored import ScoreSource, field_score_problem, scored_traces, unmatched_source_hint
+from fluxprm.scores import TraceScore, join_key
 from fluxprm.traces import FieldMap, Trace
 
 # fluxprm.models.resolve.DEFAULT_MODEL, repeated: importing fluxprm.models pulls in torch, and eval on a scores
@@ -102,7 +102,7 @@ class Scored:
     name: str
     pairs: list[tuple[Trace, TraceScore]] = field(default_factory=list)
     rejected: list[BadRecord] = field(default_factory=list)
-    unscored: list[Trace] = field(default_factory=list)
+    unscored: list[Trace] = field(default_factory=list)  # while reading; load_scored moves them to rejected
     scores_file: str | None = None
 
 
@@ -181,14 +181,38 @@ def load_scored(inputs: Sequence[str], src: EvalSource, fields: FieldMap | None,
     if source.model and scores_out is not None:
         # what was scored, as checked before scoring (the model folder's fingerprint is not taken twice)
         scores_out.with_name(scores_out.name + ".done").write_text(ident + "\n")
-    if source.scores and result.unscored:
+    given = src.source.scores  # a user's --scores file (not the cache of a model scored earlier)
+    if given and result.unscored:
         ids = [t.id for t in result.unscored]
         shown = ", ".join(ids[:10]) + (f", … ({len(ids) - 10} more)" if len(ids) > 10 else "")
-        hint = unmatched_source_hint(inputs, source.scores) if not result.pairs else None
-        raise EvalError(f"scores {', '.join(source.scores)} do not match the traces: no score for {len(ids)} of "
+        hint = unmatched_source_hint(inputs, given) if not result.pairs else None
+        raise EvalError(f"scores {', '.join(given)} do not match the traces: no score for {len(ids)} of "
                         f"{len(ids) + len(result.pairs)} traces (ids {shown}); "
                         + (hint or "score these inputs with `fluxprm score` or pass -m"))
+    # A trace the model rejected, or whose record holds no number in --score-field, goes to the errors file
+    # with its reason: an evaluation silently smaller than its input would be a different benchmark.
+    if src.source.score_field:
+        name = src.source.score_field
+        result.rejected += [BadRecord(t.source, t.line, field_score_problem(t, name), id=t.id,
+                                      hint="--score-field FIELD") for t in result.unscored]
+    elif scores_out is not None:
+        why = _scoring_errors(default_errors_path(scores_out))
+        result.rejected += [BadRecord(t.source, t.line, why.get((join_key(t.source, t.line)[0], t.line, t.id),
+                                                               f"{src.name} gave no score"), id=t.id)
+                            for t in result.unscored]
+    result.unscored = []
     return result
+
+
+def _scoring_errors(path: Path) -> dict[tuple[str, int, str | None], str]:
+    """``{(resolved source, line, id): "rejected when scoring: why"}`` from a score run's errors file."""
+    out: dict[tuple[str, int, str | None], str] = {}
+    for rec in iter_records([path]) if path.exists() else []:
+        data = rec.data if isinstance(rec, RawRecord) else None
+        if isinstance(data, dict) and isinstance(data.get("line"), int):
+            key = (join_key(str(data.get("source", "")), data["line"])[0], data["line"], data.get("id"))
+            out[key] = f"rejected when scoring: {data.get('error')} ({path})"
+    return out
 
 
 def write_errors(path: Path, rejected: Sequence[BadRecord]) -> Path | None:
