@@ -122,3 +122,34 @@ def test_duplicate_ids_are_counted_with_examples(tmp_path):
     result = _run(src, out)
     assert result.duplicate_ids == 2
     assert result.duplicate_examples[0] == f"'g0' ({src}:1, {src}:3)"
+
+
+@pytest.mark.parametrize("change", ["truncate", "rewrite"])
+def test_an_input_rewritten_during_the_run_stops_it_unfinished_instead_of_exiting_0(tmp_path, change):
+    """Rewriting an input while ``score`` read it lost every record past the new end (or mixed two versions) and the
+    run finished with exit 0. Now the chunk after the change stops the run (InputChanged, exit 1 in the CLI), and
+    the unfinished output cannot be resumed into as if it belonged to the new file."""
+    from fluxprm.jobs import InputChanged
+    from fluxprm.outputs import ResumeMismatch
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write(src, GOOD)
+    calls = []
+
+    def rewrite_after_first_chunk(chunk, start):
+        if not calls:
+            _write(src, GOOD[:1] if change == "truncate" else [dict(r, response=r["response"].upper()) for r in GOOD])
+            if change == "rewrite":  # same size: only the mtime tells (set it apart even on a coarse clock)
+                st = src.stat()
+                import os
+                os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        calls.append(start)
+        return _echo(chunk, start)
+
+    inputs = [str(src)]
+    with pytest.raises(InputChanged, match=r"in.jsonl changed while it was being read .*run again without --resume"):
+        run_job(inputs, out, None, identity={"v": 1}, items=lambda: iter_traces(inputs),
+                process=rewrite_after_first_chunk, chunk_size=2, stats=None)
+    assert calls == [0] and len(_lines(out)) == 2
+    with pytest.raises(ResumeMismatch):
+        _run(src, out, resume=True)

@@ -32,7 +32,7 @@ import orjson
 from fluxprm.outputs import default_errors_path, fingerprint, open_sink, progress_exists
 from fluxprm.records import BadRecord
 
-__all__ = ["CauseCounter", "JobFailure", "JobResult", "ErrorCause", "InputNotAFile", "OutputPathError",
+__all__ = ["CauseCounter", "JobFailure", "InputChanged", "JobResult", "ErrorCause", "InputNotAFile", "OutputPathError",
            "not_a_regular_file", "run_job", "checkpoint_meta", "check_inputs", "check_option_file", "check_outputs",
            "check_folder_outputs", "report_folder", "report_resumed"]
 
@@ -42,6 +42,28 @@ Result = dict[str, Any] | BadRecord
 
 class JobFailure(RuntimeError):
     """``on_error`` is ``fail``/``raise`` and an item was rejected; the message is ``file:line: reason``."""
+
+
+class InputChanged(JobFailure):
+    """An input file was rewritten, truncated or appended to while the job read it: the output mixes its
+    versions (or stops short of the new one), so the run is not finished and cannot be resumed."""
+
+
+def _file_states(inputs: Sequence[str]) -> list[tuple[str, int, int]]:
+    states = []
+    for p in inputs:
+        st = os.stat(p)
+        states.append((p, st.st_size, st.st_mtime_ns))
+    return states
+
+
+def _check_unchanged(before: list[tuple[str, int, int]]) -> None:
+    """Raise :class:`InputChanged` naming the first input whose size or mtime is not what it was at the start."""
+    for (path, size, mtime), (_, now_size, now_mtime) in zip(before, _file_states([p for p, _, _ in before])):
+        if (size, mtime) != (now_size, now_mtime):
+            grew = f" ({size:,} → {now_size:,} bytes)" if size != now_size else " (modified)"
+            raise InputChanged(f"{path} changed while it was being read{grew}: the output is incomplete and may mix "
+                               "both versions; run again without --resume once the file is final")
 
 
 @dataclass
@@ -316,6 +338,7 @@ def run_job(inputs: Sequence[str], out: Path | None, errors: Path | None, *, ide
     if out is not None:
         errors = errors or default_errors_path(out)
     check_outputs(inputs, out, errors)
+    states = _file_states(inputs)
     sink = open_sink(out, errors, fingerprint(inputs, identity), resume, meta)
     result = JobResult(stats, 0.0, out, errors, sink.done)
     if sink.complete:
@@ -370,8 +393,10 @@ def run_job(inputs: Sequence[str], out: Path | None, errors: Path | None, *, ide
             if stop is not None:
                 bad = results[stop]
                 raise JobFailure(f"{bad.source}:{bad.line}: {bad.error}")
+            _check_unchanged(states)  # each chunk: a rewritten input stops the run before more is mixed in
             if on_progress:
                 on_progress(fresh)
+        _check_unchanged(states)  # a file emptied before the first chunk was read is caught here
         sink.finish()
     finally:
         sink.close()
