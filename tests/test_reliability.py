@@ -377,3 +377,79 @@ def test_scores_of_an_input_edited_after_scoring_are_refused_and_nothing_is_left
     assert res.exit_code == 2, res.output
     assert res.stderr.startswith("error: the score for in.jsonl:3 has id 'r2' but the input record there has id 'r9'")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def _cli(*args: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "fluxprm", *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+
+
+def test_a_lone_surrogate_in_a_passed_through_field_is_written_back_exactly(tmp_path):
+    """A lone surrogate outside the texts fluxprm checks (a gold answer, a pool's ``pred``, the source model, a
+    group value) is valid JSON; it made bon stop with a bare codec message (picks.jsonl.tmp left behind), select
+    --report and eval separation die in matplotlib with a traceback, and eval fail printing its table. It is now
+    written as its \\uXXXX escape (JSON reads it back identically), drawn and printed as \\udXXX."""
+    pool = _write(tmp_path / "pool.jsonl", [
+        {"id": "a", "problem": "What is 1+1?", "response": ["It is 2. \\boxed{2}", "It is 3. \\boxed{3}"],
+         "gold": "2\ud800", "pred": ["2\udc00", "3"], "s": [0.9, 0.1]},
+        {"id": "b", "problem": "What is 2+2?", "response": ["It is 4. \\boxed{4}", "It is 5. \\boxed{5}"],
+         "gold": "4", "s": [0.2, 0.8]}])
+    res = _cli("bon", "pool.jsonl", "--score-field", "s", "-o", "bon", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "bon").iterdir()) == ["accuracy_vs_n.png", "metrics.json",
+                                                                    "picks.jsonl", "summary.json"]
+    assert [r["gold"] for r in _lines(tmp_path / "bon" / "picks.jsonl")] == ["2\ud800", "4"]
+
+    rows = _write(tmp_path / "rows.jsonl", [_rec(i, correct=bool(i % 2), s=i / 4, model=f"m{i % 2}\ud800")
+                                            for i in range(4)])
+    res = _cli("select", rows.name, "--score-field", "s", "-o", "top.jsonl", "--top-k", "2", "--report", "rep",
+               cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert [r["model"] for r in _lines(tmp_path / "top.jsonl")] == ["m0\ud800", "m1\ud800"]  # input order
+    assert (tmp_path / "rep" / "scores_by_model.png").stat().st_size > 0
+    assert set(json.loads((tmp_path / "rep" / "report.json").read_text())["by_model"]) == {"m0\ud800", "m1\ud800"}
+    res = _cli("eval", "separation", rows.name, "--score-field", "s", "-o", "sep", cwd=tmp_path)
+    assert res.returncode == 0 and "m1\\ud800" in res.stdout, res.stderr
+    assert (tmp_path / "sep" / "separation.png").stat().st_size > 0
+
+
+def test_a_lone_surrogate_in_a_field_score_passes_through_is_scored_not_rejected(prm, tmp_path):
+    """A score record carries the record's ``group`` into its output; one with a lone surrogate was rejected as
+    "cannot write this record" (orjson refuses it), losing a trace that scored fine."""
+    src = _write(tmp_path / "in.jsonl", [_rec(0, group="g\ud800"), _rec(1)])
+    result = _score(prm, src, tmp_path / "out.jsonl")
+    assert result.written == 2 and result.rejected == 0
+    assert [r.get("group") for r in _lines(tmp_path / "out.jsonl")] == ["g\ud800", None]
+
+
+def test_an_input_whose_name_is_not_utf8_is_scored_and_joined(prm, tmp_path):
+    """A file name that is not UTF-8 (``b"\\xff.jsonl"``, decoded by Python with surrogate escapes) made the run's
+    fingerprint raise a bare codec error before anything was scored."""
+    name = os.fsdecode(b"\xff\xfe.jsonl")
+    src = _write(tmp_path / name, [_rec(i, correct=bool(i % 2)) for i in range(3)])
+    result = _score(prm, src, tmp_path / "s.jsonl")
+    assert result.written == 3
+    res = _cli("select", name, "--scores", "s.jsonl", "-o", "top.jsonl", "--top-k", "1", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert len(_lines(tmp_path / "top.jsonl")) == 1
+
+
+def test_resume_with_the_input_spelled_another_way_is_refused(prm, tmp_path, monkeypatch):
+    """Each record carries its input path as given: resuming ``./in.jsonl`` into a run of ``in.jsonl`` wrote both
+    spellings into one output, unlike any uninterrupted run."""
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "in.jsonl", [_rec(i) for i in range(6)])
+    out = tmp_path / "out.jsonl"
+    def interrupt(records: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _score(prm, Path("in.jsonl"), out, chunk_size=2, on_progress=interrupt)
+    assert len(_lines(out)) == 2
+    with pytest.raises(ResumeMismatch, match="paths as given"):
+        _score(prm, "./in.jsonl", out, resume=True)
+    _score(prm, Path("in.jsonl"), out, resume=True)
+    assert {r["source"] for r in _lines(out)} == {"in.jsonl"} and len(_lines(out)) == 6

@@ -32,7 +32,6 @@ to score with a model or to generate with a local policy.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -42,9 +41,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from fluxprm import metrics
+from fluxprm.figures import pyplot, save_figure
 from fluxprm.grading import Grader, extract_answer
 from fluxprm.jobs import check_folder_outputs, check_inputs, report_folder
-from fluxprm.records import BadRecord, iter_records
+from fluxprm.records import BadRecord, iter_records, json_text
 from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
 from fluxprm.scores import TraceScore, aggregate, join_key, trace_key
 from fluxprm.traces import (CORRECT_FIELDS, GOLD_FIELDS, ID_FIELDS, PROBLEM_FIELDS, RESPONSE_FIELDS, FieldMap,
@@ -547,11 +547,7 @@ _STYLE = {
 def plot_curves(rows: Sequence[dict[str, Any]], png: Path, title: str) -> None:
     """Accuracy vs N per rule (log2 axis), ±std as error bars (nudged sideways so they do not hide each other);
     the references pass@1 (dashed) and oracle (dotted) without bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: the plot is only written to a file
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ns = sorted({r["n"] for r in rows})
     names = list(dict.fromkeys(r["rule"] for r in rows))
     barred = [name for name in names if name not in ("pass@1", "oracle")]
@@ -575,9 +571,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], png: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(fig, png, dpi=110)
 
 
 # ---------------------------------------------------------------------------------------------- generation
@@ -642,9 +636,9 @@ def generate_candidates(inputs: Sequence[str], out: Path, options: BonOptions, f
         prompts = [([{"role": "system", "content": options.system_prompt}] if options.system_prompt else [])
                    + [{"role": "user", "content": problem}] for _, problem, _ in pending]
         for (pid, problem, gold), texts in zip(pending, llm.generate(prompts, params)):
-            handle.write(json.dumps({"id": pid, "problem": problem, "gold": gold, "response": list(texts),
-                                     "policy": llm.name, "seed": options.seed, "temperature": options.temperature,
-                                     "max_tokens": options.max_tokens}, ensure_ascii=False) + "\n")
+            handle.write(json_text({"id": pid, "problem": problem, "gold": gold, "response": list(texts),
+                                    "policy": llm.name, "seed": options.seed, "temperature": options.temperature,
+                                    "max_tokens": options.max_tokens}) + "\n")
             problems += 1
             candidates += len(texts)
         handle.flush()
@@ -728,17 +722,23 @@ def _picks(problems: Sequence[Problem], inputs: Sequence[str], fields: FieldMap 
 
 
 def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for rec in records:
-            handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    _replace(path, lambda handle: handle.writelines(json_text(rec) + "\n" for rec in records))
 
 
 def _write_json(path: Path, value: Any) -> None:
+    _replace(path, lambda handle: handle.write(json_text(value, indent=1) + "\n"))
+
+
+def _replace(path: Path, write: Callable[[Any], Any]) -> None:
+    """Write ``path`` through ``path.tmp`` so a reader never sees half a file; a failed write leaves neither."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # what run_bon writes into its folder (besides accuracy_vs_n.png): no file it reads may be one of them

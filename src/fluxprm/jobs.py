@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 import orjson
 
 from fluxprm.outputs import default_errors_path, fingerprint, open_sink, progress_exists
-from fluxprm.records import BadRecord
+from fluxprm.records import BadRecord, json_text
 
 __all__ = ["CauseCounter", "JobFailure", "InputChanged", "JobResult", "ErrorCause", "InputNotAFile", "OutputPathError",
            "not_a_regular_file", "run_job", "checkpoint_meta", "check_inputs", "check_option_file", "check_outputs",
@@ -225,17 +225,21 @@ def _same(a: Path, b: str) -> bool:
 
 
 def _dumps(record: dict[str, Any]) -> bytes:
-    return orjson.dumps(record) + b"\n"
+    """One JSON line. orjson refuses lone surrogates (in a passed-through field, or a non-UTF-8 file name) and
+    integers beyond 64 bits; ``json`` writes both exactly, so such a record is written, not rejected."""
+    try:
+        return orjson.dumps(record) + b"\n"
+    except TypeError:
+        return json_text(record, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n"
 
 
 def _dumps_error(bad: BadRecord) -> bytes:
-    """An errors line that always serializes: text orjson refuses (lone surrogates) is escaped, not lost."""
+    """An errors line that always serializes: text orjson refuses (lone surrogates) is written as ``\\uXXXX``
+    escapes, so it reads back exactly."""
     try:
         return _dumps(bad.to_json())
     except (TypeError, ValueError):
-        clean = {k: v.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(v, str) else v
-                 for k, v in bad.to_json().items()}
-        return _dumps(clean)
+        return json_text(bad.to_json(), default=str, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
 def _serialize(item: Item, result: Result) -> tuple[bytes | None, BadRecord | None]:

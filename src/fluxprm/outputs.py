@@ -38,11 +38,14 @@ class ResumeMismatch(RuntimeError):
 
 
 def fingerprint(inputs: Iterable[str], options: dict[str, Any]) -> str:
-    """Identity of a run: input paths with their sizes and mtimes, plus the options that change output."""
+    """Identity of a run: input paths with their sizes and mtimes, plus the options that change output.
+
+    A path counts as spelled: records carry their input path as given (``source``), so resuming ``./a.jsonl``
+    into a run of ``a.jsonl`` would write both spellings into one file, which no uninterrupted run does."""
     h = hashlib.sha256()
     for p in inputs:
         st = os.stat(p)
-        h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(os.fsencode(f"{p}|{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n"))  # any file name
     h.update(orjson.dumps(options, option=orjson.OPT_SORT_KEYS, default=str))
     return h.hexdigest()[:32]
 
@@ -104,7 +107,7 @@ def _read_checkpoint(path: Path, run_id: str | None) -> _State:
         raise ResumeMismatch(f"{path}: not a checkpoint (expected a JSON object){again}")
     if run_id is not None and data.get("run") != run_id:
         raise ResumeMismatch(f"{path}: the inputs, the model or the options differ from the interrupted run (an "
-                             f"input or a model folder is identified by its files' paths, sizes and modification "
+                             f"input or a model folder is identified by its files' paths as given, sizes and modification "
                              f"times: a rewritten file is a new one even with the same bytes){again}")
     for key in ("done", "out_bytes", "err_bytes"):
         value = data.get(key)

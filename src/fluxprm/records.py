@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import orjson
 
-__all__ = ["RawRecord", "BadRecord", "iter_records", "iter_file", "detect_file_format", "FILE_FORMATS",
+__all__ = ["RawRecord", "BadRecord", "json_text", "iter_records", "iter_file", "detect_file_format", "FILE_FORMATS",
            "decode_json_line", "count_records"]
 
 FILE_FORMATS = ("jsonl", "json", "parquet")
@@ -71,6 +71,18 @@ class BadRecord:
         if self.hint:
             rec["hint"] = self.hint
         return rec
+
+
+def json_text(value: Any, **dumps_options: Any) -> str:
+    """``json.dumps`` for a UTF-8 file: non-ASCII text stays readable, except that a value holding a lone
+    surrogate (``"\\ud800"`` is valid JSON input, but no UTF-8 can encode it) is written with ``\\uXXXX`` escapes,
+    so it reads back exactly instead of failing the write half-way through a file."""
+    text = json.dumps(value, ensure_ascii=False, **dumps_options)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, **dumps_options)
+    return text
 
 
 def iter_records(paths: Iterable[str | os.PathLike]) -> Iterator[RawRecord | BadRecord]:

@@ -51,10 +51,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import orjson
 
+from fluxprm.figures import pyplot, save_figure
 from fluxprm.jobs import (CauseCounter, ErrorCause, check_folder_outputs, check_inputs, check_option_file,
                           check_outputs)
 from fluxprm.outputs import default_errors_path
-from fluxprm.records import BadRecord, RawRecord, iter_records
+from fluxprm.records import BadRecord, RawRecord, iter_records, json_text
 from fluxprm.scored import ScoreSource, field_score_problem, scored_traces, unmatched_source_hint
 from fluxprm.scores import AGGREGATES, TraceScore, aggregate, trace_key
 from fluxprm.traces import RESPONSE_FIELDS, FieldMap, Trace
@@ -259,11 +260,11 @@ def sft_messages(trace: Trace, record: dict[str, Any] | None = None, system: str
 
 
 def _dumps(record: dict[str, Any]) -> bytes:
-    """One JSON line; what orjson refuses (integers beyond 64 bits, NaN, lone surrogates) goes through ``json``."""
+    """One JSON line; what orjson refuses (integers beyond 64 bits, lone surrogates) goes through ``json``."""
     try:
         return orjson.dumps(record) + b"\n"
     except (TypeError, ValueError):
-        return json.dumps(record).encode("utf-8") + b"\n"
+        return json_text(record, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
 # ---------------------------------------------------------------------------------------------- the heap
@@ -807,7 +808,7 @@ def _write_report(folder: Path, result: SelectResult, inputs: list[str], source:
         "errors": str(result.errors) if result.errors else None,
         "error_causes": [vars(c) for c in result.error_causes],
     }
-    (folder / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    (folder / "report.json").write_text(json_text(report, indent=2) + "\n", encoding="utf-8")
 
 
 def _short(model: str, width: int = 38) -> str:
@@ -818,11 +819,7 @@ def _short(model: str, width: int = 38) -> str:
 def _plot_histograms(folder: Path, tally: _Tally) -> list[str]:
     if not tally.hist:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     edges = tally.edges
     width = edges[1] - edges[0]
     colours = {"selected": "#2b8a3e", "not selected": "#adb5bd"}
@@ -846,8 +843,7 @@ def _plot_histograms(folder: Path, tally: _Tally) -> list[str]:
     ax.set_ylabel("traces")
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles[::-1], labels[::-1], fontsize=8)  # legend order = stacking order, selected on top
-    fig.savefig(folder / "scores.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder / "scores.png", dpi=120, tight=False)
     plots = ["scores.png"]
 
     models = sorted(tally.hist, key=lambda m: (-sum(map(sum, tally.hist[m].values())), m))
@@ -869,7 +865,6 @@ def _plot_histograms(folder: Path, tally: _Tally) -> list[str]:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles[::-1], labels[::-1], loc="outside lower center", ncol=2, fontsize=9, frameon=False)
     fig.suptitle("score histogram by source model (the record's model field)", fontsize=10)
-    fig.savefig(folder / "scores_by_model.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, folder / "scores_by_model.png", dpi=110, tight=False)
     plots.append("scores_by_model.png")
     return plots

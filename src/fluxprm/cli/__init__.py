@@ -9,6 +9,7 @@ at the terminal width and never cuts an option name.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -107,3 +108,13 @@ def _print_version(value: bool) -> None:
 def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
                                                 help="Print the version and exit.")] = False) -> None:
     """fluxprm: process reward models for reasoning traces."""
+    _printable_streams()
+
+
+def _printable_streams() -> None:
+    """Print what a record holds even when it is not valid text: a lone surrogate (from JSON's ``"\\ud800"``
+    or a non-UTF-8 file name) is written as ``\\udXXX`` instead of failing the print after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")

@@ -3,14 +3,13 @@ rejected records and notes — so a task module is only its metric and its plots
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from fluxprm.records import BadRecord, RawRecord, count_records, iter_records
+from fluxprm.records import BadRecord, RawRecord, count_records, iter_records, json_text
 from fluxprm.scores import AGGREGATES, TraceScore, aggregate
 from fluxprm.eval.sources import EvalSource, Scored, load_scored
 from fluxprm.traces import FieldMap, Trace
@@ -161,7 +160,7 @@ def prmbench_original_file(inputs: Sequence[str], out_dir: Path) -> tuple[Path |
     if not first:
         return None, {}
     path = out_dir / "prmbench_original.jsonl"
-    body = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in first.values())
+    body = "".join(json_text(d) + "\n" for d in first.values())
     if not path.exists() or path.read_text(encoding="utf-8") != body:  # keep the mtime (and the score cache)
         path.write_text(body, encoding="utf-8")
     return path, classes
@@ -209,7 +208,7 @@ def sample_file(path: str, limit: int | None, seed: int, out_dir: Path) -> str:
     if len(chosen) == len(records):
         return path
     out = out_dir / "calibration_sample.jsonl"
-    body = "".join(json.dumps(raw.data, ensure_ascii=False) + "\n" for raw in chosen)
+    body = "".join(json_text(raw.data) + "\n" for raw in chosen)
     if not out.exists() or out.read_text(encoding="utf-8") != body:
         out.write_text(body, encoding="utf-8")
     return str(out)

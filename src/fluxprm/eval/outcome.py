@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from fluxprm.eval.context import TaskContext, TaskOutput, by_label, reject, trace_number
-from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
+from fluxprm.eval.report import markdown_table, text_table, write_markdown
+from fluxprm.figures import pyplot, save_figure
 from fluxprm.metrics import auprc, auroc, ece, reliability_bins, roc_points
 
 __all__ = ["run_outcome"]
@@ -63,16 +64,16 @@ def run_outcome(ctx: TaskContext) -> TaskOutput:
                                                           "roc": _roc_plot(ctx, roc_by_model, models, what)})
 
 
-def _unit_square(diagonal: str) -> tuple[Any, Any, Any]:
-    """``(plt, fig, ax)``: the [0, 1]² frame both outcome plots draw on, with its dashed diagonal labelled
+def _unit_square(diagonal: str) -> tuple[Any, Any]:
+    """``(fig, ax)``: the [0, 1]² frame both outcome plots draw on, with its dashed diagonal labelled
     ``diagonal``."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 5.0))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label=diagonal)
-    return plt, fig, ax
+    return fig, ax
 
 
-def _save(plt: Any, fig: Any, ax: Any, path: Any, xlabel: str, ylabel: str, title: str, legend: str):
+def _save(fig: Any, ax: Any, path: Any, xlabel: str, ylabel: str, title: str, legend: str):
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel(xlabel)
@@ -80,25 +81,22 @@ def _save(plt: Any, fig: Any, ax: Any, path: Any, xlabel: str, ylabel: str, titl
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, frameon=False, loc=legend)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _roc_plot(ctx: TaskContext, roc_by_model: dict[str, list[tuple[float, float]]],
               models: dict[str, dict[str, Any]], what: str):
-    plt, fig, ax = _unit_square("random (AUROC 0.5)")
+    fig, ax = _unit_square("random (AUROC 0.5)")
     for k, (name, points) in enumerate(roc_by_model.items()):
         if points:
             ax.plot([x for x, _ in points], [y for _, y in points], "-", color=f"C{k}", linewidth=1.4,
                     label=f"{name} (AUROC {models[name]['auroc']:.3f}, {models[name]['n']} traces)")
-    return _save(plt, fig, ax, ctx.out_dir / "roc.png", "false positive rate (wrong traces ranked above the cut)",
+    return _save(fig, ax, ctx.out_dir / "roc.png", "false positive rate (wrong traces ranked above the cut)",
                  "true positive rate (correct traces above the cut)", f"ROC: {what} vs correctness", "lower right")
 
 
 def _plot(ctx: TaskContext, bins_by_model: dict[str, list | None], what: str):
-    plt, fig, ax = _unit_square("perfectly calibrated")
+    fig, ax = _unit_square("perfectly calibrated")
     for k, (name, bins) in enumerate(bins_by_model.items()):
         used = [b for b in bins or [] if b.count]
         if used:
@@ -108,5 +106,5 @@ def _plot(ctx: TaskContext, bins_by_model: dict[str, list | None], what: str):
         ax.text(0.5, 0.5, f"Not drawn ({what}s outside [0, 1], not probabilities):\n" + "\n".join(unplotted)
                 + "\nSee roc.png for their ranking" + hint, ha="center", va="center", fontsize=9, color="0.35",
                 transform=ax.transAxes, bbox={"facecolor": "white", "edgecolor": "0.8", "boxstyle": "round,pad=0.5"})
-    return _save(plt, fig, ax, ctx.out_dir / "reliability.png", f"mean {what} in bin", "fraction correct in bin",
+    return _save(fig, ax, ctx.out_dir / "reliability.png", f"mean {what} in bin", "fraction correct in bin",
                  f"Reliability diagram: {what}", "upper left")

@@ -24,7 +24,8 @@ from typing import Any
 
 from fluxprm.eval.context import (DEFAULT_THRESHOLD, TaskContext, TaskOutput, label_problem, prmbench_original_file,
                                   reject)
-from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
+from fluxprm.eval.report import markdown_table, text_table, write_markdown
+from fluxprm.figures import pyplot, save_figure
 from fluxprm.metrics import StepCounts, prmbench_step_counts, prmscore
 
 __all__ = ["run_prmbench", "CORRECT_CLASS"]
@@ -130,8 +131,4 @@ def _plot(ctx: TaskContext, models: dict[str, dict[str, Any]], classes: list[str
                  "dashed: 0.5, a coin flip on balanced steps)", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = ctx.out_dir / "prmscore.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ctx.out_dir / "prmscore.png", dpi=110)

@@ -23,7 +23,8 @@ from typing import Any, Sequence
 
 from fluxprm.eval.context import (DEFAULT_THRESHOLD, TaskContext, TaskOutput, label_problem, prmbench_original_file,
                                   reject, sample_file)
-from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
+from fluxprm.eval.report import markdown_table, text_table, write_markdown
+from fluxprm.figures import pyplot, save_figure
 from fluxprm.eval.sources import EvalError, EvalSource, recorded_model
 from fluxprm.metrics import best_threshold, first_error_of_labels, threshold_f1
 from fluxprm.models.fluxprm_config import recorded_error_threshold
@@ -173,8 +174,4 @@ def _plot(ctx: TaskContext, models: dict[str, dict[str, Any]], curves: dict[str,
     ax.set_title("ProcessBench F1 vs threshold (dot: the threshold used)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    path = ctx.out_dir / "f1_vs_threshold.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ctx.out_dir / "f1_vs_threshold.png", dpi=110)

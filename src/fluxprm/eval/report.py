@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["fmt", "text_table", "markdown_table", "write_json", "write_markdown", "pyplot"]
+from fluxprm.records import json_text
+
+__all__ = ["fmt", "text_table", "markdown_table", "write_json", "write_markdown"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -37,7 +38,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(json_text(data, indent=2) + "\n", encoding="utf-8")
     return path
 
 
@@ -46,15 +47,7 @@ def write_markdown(path: Path, title: str, sections: Sequence[tuple[str, str]]) 
     parts = [f"# {title}", ""]
     for heading, body in sections:
         parts += [f"## {heading}", "", body.rstrip(), ""]
-    path.write_text("\n".join(parts), encoding="utf-8")
+    path.write_text("\n".join(parts), encoding="utf-8", errors="backslashreplace")  # a lone surrogate as \udXXX
     return path
 
 
-def pyplot() -> Any:
-    """matplotlib's pyplot on the Agg backend (files only; imported when a plot is drawn, not before)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

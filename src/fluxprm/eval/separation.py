@@ -11,7 +11,8 @@ import itertools
 from typing import Any, Sequence
 
 from fluxprm.eval.context import TaskContext, TaskOutput, by_label, reject, trace_number
-from fluxprm.eval.report import markdown_table, pyplot, text_table, write_markdown
+from fluxprm.eval.report import markdown_table, text_table, write_markdown
+from fluxprm.figures import pyplot, save_figure
 from fluxprm.metrics import auroc
 from fluxprm.traces import record_field
 
@@ -92,8 +93,4 @@ def _plot(ctx: TaskContext, groups_by_model: dict[str, dict[str, list[float]]]):
         ax.set_title(model, fontsize=10)
         ax.grid(True, axis="x", alpha=0.3)
     fig.suptitle(f"{by_label(ctx.options.by).capitalize()}s by {ctx.options.group_field}", fontsize=10)
-    fig.tight_layout()
-    path = ctx.out_dir / "separation.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ctx.out_dir / "separation.png", dpi=110)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from fluxprm.jobs import report_resumed
 from fluxprm.outputs import default_errors_path, resume_or_restart
-from fluxprm.records import BadRecord, RawRecord, count_records, iter_records
+from fluxprm.records import BadRecord, RawRecord, count_records, iter_records, json_text
 from fluxprm.scored import ScoreSource, field_score_problem, scored_traces, unmatched_source_hint
 from fluxprm.scores import TraceScore, join_key
 from fluxprm.traces import FieldMap, Trace
@@ -226,5 +226,5 @@ def write_errors(path: Path, rejected: Sequence[BadRecord]) -> Path | None:
             if key in seen:  # the same bad line met by each of several models
                 continue
             seen.add(key)
-            fh.write(json.dumps(bad.to_json(), ensure_ascii=False) + "\n")
+            fh.write(json_text(bad.to_json()) + "\n")
     return path

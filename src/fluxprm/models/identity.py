@@ -24,7 +24,7 @@ def folder_fingerprint(folder: str | os.PathLike) -> str:
     A model's name alone cannot tell: it is the folder's name, the same for every retraining.
     """
     root = Path(folder)
-    h = hashlib.sha256(str(root.resolve()).encode())
+    h = hashlib.sha256(os.fsencode(str(root.resolve())))
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
         for name in sorted(filenames):
@@ -35,5 +35,5 @@ def folder_fingerprint(folder: str | os.PathLike) -> str:
                 st = path.stat()
             except OSError:  # a dangling link: nothing to load from it either
                 continue
-            h.update(f"{path.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            h.update(os.fsencode(f"{path.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n"))
     return h.hexdigest()[:32]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fluxprm.figures import pyplot, save_figure
 from fluxprm.train.objective import HEAD_TERMS
 
 __all__ = ["kept_epochs", "plot_losses"]
@@ -23,11 +24,7 @@ def plot_losses(log_path: Path, png: Path) -> None:
     In frozen mode each head keeps the epoch of its own best held-out terms (``best_<head>_step`` in the log), so
     the shipped heads may come from different epochs than the last one plotted: a dotted line marks each kept
     epoch, otherwise the picture suggests the final weights are the ones at the end of the curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed: the plot is only written to a file
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     train_rows = [r for r in rows if "loss" in r]
     val_rows = [r for r in rows if "val_loss" in r]
@@ -49,6 +46,4 @@ def plot_losses(log_path: Path, png: Path) -> None:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("joint loss")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)

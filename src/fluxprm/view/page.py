@@ -144,7 +144,7 @@ def _emit(collected: Collected, out: Path, options: ViewOptions, plan: "_Plan", 
         "notes": [n.to_json() for n in notes], "range": collected.reward_range, "pageSize": options.page_size,
         "prms": sorted({r["prm"] for r in kept_rows if r.get("prm")}),
     }
-    values = {b"title": html.escape(title).encode(), b"css": assets["view.css"].encode(),
+    values = {b"title": html.escape(title).encode("utf-8", "backslashreplace"), b"css": assets["view.css"].encode(),
               b"index": encode_json(index), b"js": assets["view.js"].encode()}
     # Split before filling in: the data may well contain "{{details}}" itself.
     head, tail = (_PLACEHOLDER.sub(lambda m: values[m.group(1)], part)
