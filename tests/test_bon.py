@@ -359,3 +359,14 @@ def test_missing_scores_file_is_named_by_its_option(tmp_path) -> None:
     res = CliRunner().invoke(app, ["bon", str(inp), "--scores", str(tmp_path), "-o", str(tmp_path / "b")])
     assert res.exit_code == 2
     assert res.output.strip() == f"error: --scores {tmp_path} is a directory; give the scores file"
+
+
+def test_a_correctness_field_that_is_no_flag_is_named_in_a_note(tmp_path: Path) -> None:
+    """A pool whose ``correct`` held "maybe" evaluated nothing and said only "no gold answers or correctness flags"."""
+    rows = [{"id": "a", "problem": "What is 1+1?", "response": "It is 2. \\boxed{2}", "correct": "maybe", "s": 0.5},
+            {"id": "b", "problem": "What is 1+1?", "response": "It is 3. \\boxed{3}", "correct": "No", "s": 0.4}]
+    src = tmp_path / "pool.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_bon([str(src)], tmp_path / "out", BonOptions(score_field="s"))
+    assert any(n.startswith("1 candidate has a correctness field that is not true/false, 1/0 or yes/no "
+                            "(e.g. 'maybe')") for n in result.notes), result.notes

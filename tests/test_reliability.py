@@ -453,3 +453,44 @@ def test_resume_with_the_input_spelled_another_way_is_refused(prm, tmp_path, mon
         _score(prm, "./in.jsonl", out, resume=True)
     _score(prm, Path("in.jsonl"), out, resume=True)
     assert {r["source"] for r in _lines(out)} == {"in.jsonl"} and len(_lines(out)) == 6
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["select", "in.jsonl", "--score-field", "s", "--top-k", "1", "-o", "f/top.jsonl"], "-o/--out f/top.jsonl"),
+    (["select", "in.jsonl", "--score-field", "s", "--top-k", "1", "-o", "top.jsonl", "--errors", "f/e.jsonl"],
+     "--errors f/e.jsonl"),
+    (["select", "in.jsonl", "--score-field", "s", "--top-k", "1", "-o", "top.jsonl", "--sft", "f/sft.jsonl"],
+     "--sft f/sft.jsonl"),
+    (["select", "in.jsonl", "--score-field", "s", "--top-k", "1", "-o", "top.jsonl", "--report", "f/rep"],
+     "--report f/rep"),
+    (["score", "in.jsonl", "-m", "fluxprm-mini", "-o", "s.jsonl", "--errors", "f/e.jsonl"], "--errors f/e.jsonl"),
+    (["bon", "in.jsonl", "--score-field", "s", "-o", "f/bon"], "-o f/bon"),
+    (["eval", "outcome", "in.jsonl", "--score-field", "s", "-o", "f/ev"], "-o f/ev"),
+    (["train", "in.jsonl", "-o", "f/ckpt"], "-o f/ckpt"),
+    (["view", "in.jsonl", "-o", "f/page.html"], "-o f/page.html"),
+])
+def test_an_output_under_a_file_is_refused_before_any_work_naming_its_flag(tmp_path, monkeypatch, args, flag):
+    """An errors path under a file was found at the first rejected record — after a score run had written its
+    output and checkpoint — and every such path said only "cannot write f: File exists"; --sft said -o/--out."""
+    from typer.testing import CliRunner
+
+    from fluxprm.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "in.jsonl", [_rec(i, s=i / 2, correct=bool(i % 2)) for i in range(2)] + [_rec(2, problem="")])
+    (tmp_path / "f").write_text("a file, not a folder\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = CliRunner().invoke(app, args, prog_name="fluxprm")
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith(f"error: {flag}: f is a file, not a folder"), res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_output_hard_linked_to_an_input_names_the_input(tmp_path):
+    """``-o link.jsonl`` where link.jsonl is a hard link to in.jsonl was refused as "is the input file link.jsonl"."""
+    from fluxprm.jobs import check_outputs
+
+    src = _write(tmp_path / "in.jsonl", [_rec(0)])
+    os.link(src, tmp_path / "link.jsonl")
+    with pytest.raises(OutputPathError, match=r"link.jsonl is the input file .*in.jsonl: writing it would destroy"):
+        check_outputs([str(src)], tmp_path / "link.jsonl", None)

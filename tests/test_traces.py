@@ -435,6 +435,9 @@ def test_steps_override_on_a_generic_record():
     ({"problem": "Q"}, "no response field found (looked for 'response', 'output', 'completion', 'generation', "
                        "'answer_text', 'code'; record has keys: 'problem')"),
     ({"problem": "Q", "response": 3}, "field 'response' must be a string, got int"),
+    # a Parquet row with a gap: the key is there (null), so "no problem field found … has keys: 'problem'" was wrong
+    ({"problem": None, "response": "A"}, "field 'problem' is null: the record has no problem"),
+    ({"question": "Q", "output": None}, "field 'output' is null: the record has no response"),
     ({"problem": "Q", "response": "   "}, "field 'response' is empty"),
     ({"problem": "Q", "response": "<think></think>"}, "field 'response' is empty"),
     ({"problem": "", "response": "A"}, "field 'problem' is empty"),
@@ -565,3 +568,15 @@ def test_all_fixtures_parse_without_exceptions():
 
 def test_trace_id_without_source():
     assert one({"problem": "Q", "response": "A"}, line=3).id == "record:3"
+
+
+@pytest.mark.parametrize("value, correct", [(True, True), (0, False), ("Yes", True), (" false ", False),
+                                            ("NO", False), ("maybe", None), (2, None), (None, None)])
+def test_correctness_flags_as_files_converted_from_csv_spell_them(value, correct):
+    """``"correct": "yes"`` was left in meta: bon then evaluated nothing and said only "no correctness flags"."""
+    from fluxprm.traces import parse_record, truth_value
+
+    assert truth_value(value) is correct
+    [trace] = parse_record({"id": "a", "problem": "p", "response": "r", "correct": value})
+    assert trace.correct is correct
+    assert trace.meta.get("correct") == (value if correct is None else None)  # a flag read is not kept twice

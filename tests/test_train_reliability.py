@@ -310,6 +310,8 @@ def test_numbers_are_read_the_way_users_write_them():
     ("seed: 1\nbatch_size: 0\n", "line 2: batch_size must be >= 1, got 0"),
     ("lora_targets: 5\n", "line 1: lora_targets: expected a list of strings"),
     ("batchsize: 8\n", "unknown training option 'batchsize' (did you mean batch_size?)"),
+    # YAML keeps the last of two equal keys without a word: the run was not the one the file seemed to ask for
+    ("max_steps: 10\nlr: 1e-4\nmax_steps: 20\n", "line 3: option 'max_steps' is given twice (first at line 1)"),
 ])
 def test_config_file_errors_name_the_file_and_line(tmp_path, text, words):
     path = tmp_path / "train.yaml"

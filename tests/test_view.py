@@ -271,11 +271,14 @@ def test_cli_refuses_bad_paths(tmp_path):
     fake_scores(SKY, tmp_path / "s.jsonl")
     runner = CliRunner()
     r = runner.invoke(app, ["view", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "p.html")])
-    assert r.exit_code == 2 and "no such file" in r.output
+    assert r.exit_code == 2 and "input file not found" in r.output
     r = runner.invoke(app, ["view", str(tmp_path / "s.jsonl"), "-o", str(tmp_path / "s.jsonl")])
-    assert r.exit_code == 2 and "one of the inputs" in r.output
+    assert r.exit_code == 2 and "is the input file" in r.output and "would destroy the input" in r.output
     r = runner.invoke(app, ["view", str(tmp_path / "s.jsonl"), "-o", str(tmp_path)])
-    assert r.exit_code == 2 and "directory" in r.output
+    assert r.exit_code == 2 and "is a directory; give a file path" in r.output
+    (tmp_path / "a-file").write_text("")
+    r = runner.invoke(app, ["view", str(tmp_path / "s.jsonl"), "-o", str(tmp_path / "a-file" / "p.html")])
+    assert r.exit_code == 2 and "a-file is a file, not a folder" in r.output, r.output
     (tmp_path / "traces-not-scores.jsonl").write_text(SKY.read_text())
     r = runner.invoke(app, ["view", str(tmp_path / "traces-not-scores.jsonl"), "-o", str(tmp_path / "p.html")])
     assert r.exit_code == 1 and "none of the 7 lines" in r.output and "is a score record" in r.output

@@ -48,7 +48,7 @@ from fluxprm.records import BadRecord, iter_records, json_text
 from fluxprm.scored import ScoreSource, scored_traces, unmatched_source_hint
 from fluxprm.scores import TraceScore, aggregate, join_key, trace_key
 from fluxprm.traces import (CORRECT_FIELDS, GOLD_FIELDS, ID_FIELDS, PROBLEM_FIELDS, RESPONSE_FIELDS, FieldMap,
-                            Trace, iter_traces)
+                            Trace, iter_traces, truth_value)
 
 __all__ = ["BonOptions", "BonResult", "BonError", "Candidate", "Problem", "RULES", "run_bon", "evaluate",
            "generate_candidates", "format_table", "plot_curves", "n_values"]
@@ -180,6 +180,7 @@ class Candidate:
     correct: bool | None = None  # what the evaluation uses
     cls: int | None = None  # answer class inside the problem (None: no answer)
     recovered: bool = False  # rejected by the reader, kept as an unscored candidate
+    unread_flag: Any = None  # a correctness field's value that is no true/false (e.g. "maybe"): said in a note
 
     @property
     def key(self) -> tuple[str, int, int | None]:
@@ -219,14 +220,6 @@ def _answer_text(value: Any) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
 
 
-def _flag(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    return None
-
-
 def _own_id(record_id: str, source: str, line: int, dataset: Any) -> str | None:
     if record_id == f"{Path(source).name or 'record'}:{line}":
         return None  # no id in the record: the FILE:LINE fallback names no problem
@@ -242,16 +235,19 @@ def _candidate(trace: Trace, score: TraceScore | None, options: BonOptions) -> C
         answer = extract_answer(trace.response) or (extract_answer(trace.thinking) if trace.thinking else None)
     flag = trace.correct
     if options.correct_field and options.correct_field in meta:
-        flag = _flag(meta[options.correct_field])
+        flag = truth_value(meta[options.correct_field])
     elif options.correct_field and options.correct_field not in CORRECT_FIELDS + ("score",):
         flag = None  # the named field is absent: no flag (an outcome field the reader took is trace.correct)
+    unread = None if flag is not None else next(
+        (meta[k] for k in ((options.correct_field,) if options.correct_field else CORRECT_FIELDS)
+         if meta.get(k) is not None), None)
     value = score.score if score is not None and _usable(score.score) else None
     steps = score.step_rewards if score is not None else []
     return Candidate(id=trace.id, source=trace.source, line=trace.line, index=index,
                      problem=_collapse(trace.problem), pool=pool,
                      own_id=None if pool else _own_id(trace.id, trace.source, trace.line, meta.get("dataset")),
                      score=value, step_scores={how: aggregate(steps, how) for how in STEP_RULES} if steps else {},
-                     answer=answer, gold=trace.gold, flag=flag)
+                     answer=answer, gold=trace.gold, flag=flag, unread_flag=unread)
 
 
 def _first(data: dict, override: str | None, names: Sequence[str]) -> Any:
@@ -292,9 +288,9 @@ def _recover(bad: BadRecord, data: Any, fields: FieldMap, options: BonOptions) -
     else:
         return None  # no response text at all: not a candidate
     if options.correct_field:
-        flag = _flag(pick(data.get(options.correct_field)))
+        flag = truth_value(pick(data.get(options.correct_field)))
     else:
-        flag = next((f for f in (_flag(pick(data.get(k))) for k in CORRECT_FIELDS) if f is not None), None)
+        flag = next((f for f in (truth_value(pick(data.get(k))) for k in CORRECT_FIELDS) if f is not None), None)
         if flag is None and isinstance(pick(data.get("score")), bool):
             flag = pick(data.get("score"))
     pool = record_id if index is not None else None
@@ -846,6 +842,10 @@ def _bon_into(out: Path, paths: list[str], options: BonOptions, fields: FieldMap
                      + (" (a record field)" if options.score_field else ""))
     rows = evaluate(problems, rules, weight, samples=options.samples, seed=options.seed)
     evaluated = sum(p.evaluable for p in problems)
+    if unread := [c.unread_flag for c in candidates if c.unread_flag is not None]:
+        have = "s have" if len(unread) != 1 else " has"
+        notes.append(f"{len(unread)} candidate{have} a correctness field that is not true/false, 1/0 or yes/no "
+                     f"(e.g. {unread[0]!r}): counted as of unknown correctness")
     if not evaluated:
         notes.append("no gold answers or correctness flags: nothing evaluated; picks only")
     elif evaluated < len(problems):

@@ -142,15 +142,17 @@ class OutputPathError(ValueError):
     """An output path that would destroy an input, is a directory, or cannot be written."""
 
 
-def check_outputs(inputs: Sequence[str], out: Path | None, errors: Path | None) -> None:
+def check_outputs(inputs: Sequence[str], out: Path | None, errors: Path | None, out_flag: str = "-o/--out") -> None:
     """Refuse an output or errors path that is an input (symlinks and other spellings included) or a directory,
     and any file the run writes beside them — the checkpoint and the temporary files renamed over the outputs
     and the checkpoint — that is an input or another of the run's files: replacing one of those would destroy
-    an input, or the errors, without a word."""
+    an input, or the errors, without a word. Refuse too an output whose folder cannot be made or written (a
+    file in its path, no permission): found only when the first record is written, or the first rejected one,
+    it would cost the work done before. ``out_flag`` names the option ``out`` was given to."""
     if out is None:
         return
     checkpoint = out.with_name(out.name + ".progress.json")
-    named: dict[str, Path | None] = {"-o/--out": out, "--errors": errors, "the checkpoint": checkpoint}
+    named: dict[str, Path | None] = {out_flag: out, "--errors": errors, "the checkpoint": checkpoint}
     written = {**named, "the temporary output": out.with_name(out.name + ".tmp"),
                "the temporary checkpoint": checkpoint.with_name(checkpoint.name + ".tmp")}
     if errors is not None:
@@ -160,26 +162,51 @@ def check_outputs(inputs: Sequence[str], out: Path | None, errors: Path | None) 
         if path is None:
             continue
         real = os.path.realpath(path)
-        if real in real_inputs or (path.exists() and any(_same(path, p) for p in inputs)):
-            raise OutputPathError(f"{what} {path} is the input file {real_inputs.get(real, path)}: writing it would "
-                                  "destroy the input; choose another output path")
+        same = real_inputs.get(real) or (next((p for p in inputs if _same(path, p)), None) if path.exists() else None)
+        if same is not None:  # the same path, a symlink to it, or a hard link to the same file
+            raise OutputPathError(f"{what} {path} is the input file {same}: writing it would destroy the input; "
+                                  "choose another output path")
         if what in named and path.is_dir():
             raise OutputPathError(f"{what} {path} is a directory; give a file path")
+        if what in named:
+            _check_writable(what, path)
         if what in named and path.suffix == ".gz":  # it would be plain text under a name every reader takes for gzip
             raise OutputPathError(f"{what} {path}: outputs are plain JSONL (appended and resumed by byte offset), not "
                                   "gzip; drop the .gz and compress the finished file if you need to")
     if errors is not None:
         for what, path in written.items():
             if what != "--errors" and path is not None and os.path.realpath(errors) == os.path.realpath(path):
-                raise OutputPathError(f"--errors {errors} is {what if what != '-o/--out' else 'the output file'}; "
+                raise OutputPathError(f"--errors {errors} is {what if what != out_flag else 'the output file'}; "
                                       "choose another path")
+
+
+def _check_writable(what: str, path: Path, folder: bool = False) -> None:
+    """Refuse the file (or, ``folder=True``, the folder) ``path`` when it cannot be made — a file stands in its
+    path — or written."""
+    if folder and path.is_dir():
+        existing = path
+    else:
+        existing = path.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise OutputPathError(f"{what} {path}: {existing} is a file, not a folder; choose another path")
+    if not folder and path.exists():
+        existing = path
+    if not os.access(existing, os.W_OK):
+        raise OutputPathError(f"{what} {path}: cannot write {'it' if existing == path else f'in {existing}'} "
+                              "(permission denied or a read-only file system)")
 
 
 def check_folder_outputs(readable: Sequence[str], folder: Path, names: Sequence[str] | None, option: str = "-o"
                          ) -> None:
     """Refuse an output folder where the command's own files (``picks.jsonl``, ``metrics.json``, …, and their
     temporary names) would replace a file the command reads — an input, a ``--scores`` file, a config.
-    ``names=None``: every file directly in the folder counts (a checkpoint, whose file names depend on the model)."""
+    ``names=None``: every file directly in the folder counts (a checkpoint, whose file names depend on the model).
+    A folder that is a file, or cannot be made or written, is refused too."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"{option} {folder} is a file; give a folder")
+    _check_writable(option, folder, folder=True)
     here = os.path.realpath(folder)
     for given in readable:
         if names is None and os.path.dirname(os.path.realpath(given)) == here:

@@ -107,8 +107,8 @@ def _read_checkpoint(path: Path, run_id: str | None) -> _State:
         raise ResumeMismatch(f"{path}: not a checkpoint (expected a JSON object){again}")
     if run_id is not None and data.get("run") != run_id:
         raise ResumeMismatch(f"{path}: the inputs, the model or the options differ from the interrupted run (an "
-                             f"input or a model folder is identified by its files' paths as given, sizes and modification "
-                             f"times: a rewritten file is a new one even with the same bytes){again}")
+                             "input or a model folder is identified by its files' paths as given, sizes and "
+                             f"modification times: a rewritten file is a new one even with the same bytes){again}")
     for key in ("done", "out_bytes", "err_bytes"):
         value = data.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -439,7 +439,8 @@ class _Selection:
                     score = self.ranking_score(ts)
                     if score is None:
                         counts.unscored += 1
-                        self._reject(err, causes, BadRecord(item.source, item.line, self._why_unscored(item, ts), item.id,
+                        why = self._why_unscored(item, ts)
+                        self._reject(err, causes, BadRecord(item.source, item.line, why, item.id,
                                                             hint=self.unscored_hint))
                         continue
                     counts.scored += 1
@@ -698,9 +699,9 @@ def _check_paths(inputs: list[str], source: ScoreSource, out: Path, errors: Path
         check_option_file("--scores", s, "the scores file")
     readable = inputs + [str(s) for s in source.scores or []]
     check_outputs(readable, out, errors)
-    for what, path in (("--sft", options.sft), ("the scores file", scores_out)):
+    for flag, path in (("--sft", options.sft), ("--scores-out", scores_out)):
         if path is not None:
-            check_outputs(readable, path, None)
+            check_outputs(readable, path, None, flag)
     written = [p for p in (out, errors, options.sft, scores_out) if p is not None]
     real = [os.path.realpath(p) for p in written]
     if len(set(real)) != len(real):

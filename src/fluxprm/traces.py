@@ -40,7 +40,7 @@ checkpoint formats of :mod:`fluxprm.models`):
 ``plain``
     ``problem``/``question``/… + ``response``/``output``/… with no thinking markers.
 
-Outcome: ``correct``/``is_correct``/``final_answer_correct`` (bool or 0/1) or a bool ``score`` →
+Outcome: ``correct``/``is_correct``/``final_answer_correct`` (bool, 0/1, true/false/yes/no) or a bool ``score`` →
 ``Trace.correct``. Gold: ``gold``/``gt``/``answer``/``final_answer``/``ground_truth``/
 ``ground_truth_answer``/``solution``, first present wins. ``answer`` is always read as the gold
 (GSM8K's ``answer`` is the reference solution, never a model response).
@@ -73,7 +73,7 @@ from typing import Any
 from fluxprm.records import BadRecord, RawRecord, iter_records
 
 __all__ = ["Trace", "TraceError", "FieldMap", "SHAPES", "CHAT_TEMPLATES", "parse_record", "iter_traces",
-           "record_field", "split_thinking", "detect_shape"]
+           "record_field", "truth_value", "split_thinking", "detect_shape"]
 
 # Record shapes (the values of ``Trace.format``). Named "shapes" so they are not confused with the checkpoint
 # formats of ``fluxprm.models.FORMATS``.
@@ -423,6 +423,8 @@ class _Record:
         candidates = tuple(dict.fromkeys(candidates))
         key, value = self.get(role, candidates)
         if key is None:
+            if null := next((k for k in candidates if k in self.data), None):  # present, but null (a Parquet gap)
+                raise TraceError(f"field '{null}' is null: the record has no {role}", field=null)
             looked = ", ".join(repr(k) for k in candidates)
             raise TraceError(f"no {role} field found (looked for {looked}; record has keys: {_keys(self.data)})",
                              field=role, hint=self.hint_for(role))
@@ -541,13 +543,30 @@ def _gold(rec: _Record) -> Any:
     return rec.get("gold", GOLD_FIELDS)[1]
 
 
+_TRUTH_WORDS = {"true": True, "false": False, "yes": True, "no": False}
+
+
+def truth_value(value: Any) -> bool | None:
+    """A correctness flag as records spell it: a bool, 0/1, or true/false/yes/no in any case (files converted
+    from CSV); None for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        return _TRUTH_WORDS.get(value.strip().lower())
+    return None
+
+
 def _correct(rec: _Record) -> bool | None:
-    """Outcome correctness from a bool (or 0/1) field; other values stay in meta untouched."""
+    """Outcome correctness from a correctness field (:func:`truth_value`), or from ``score`` when it is a bool.
+    Other values stay in meta untouched."""
     for key in CORRECT_FIELDS + ("score",):
         value = rec.data.get(key)
-        if isinstance(value, bool) or (key != "score" and value in (0, 1) and isinstance(value, int)):
+        flag = truth_value(value) if key != "score" or isinstance(value, bool) else None
+        if flag is not None:
             rec.used.add(key)
-            return bool(value)
+            return flag
     return None
 
 

@@ -6,7 +6,6 @@ here are only the files and the record-field overrides the traces are read with.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,7 +14,7 @@ import typer
 from fluxprm.cli.common import FIELD_OVERRIDES
 from fluxprm.cli.options import generated_options
 from fluxprm.cli.report import die, print_table, say, warn
-from fluxprm.jobs import not_a_regular_file
+from fluxprm.jobs import InputNotAFile, OutputPathError
 from fluxprm.traces import FieldMap
 from fluxprm.view import ViewOptions, build_page
 
@@ -40,21 +39,9 @@ def view(
     """Write one self-contained HTML page of scored traces: a filterable list, and per trace every thinking and
     response step coloured by its reward (with the teacher rewards where --labels is given). Opens from
     file:// with no network; large inputs are shortened to --max-bytes, and the page says what was left out."""
-    inputs = [scores, *(traces or []), *([labels] if labels else [])]
-    for path in inputs:
-        if not path.exists():
-            die(f"{path}: no such file")
-        if path.is_dir():
-            die(f"{path} is a directory, not a file")
-        if not path.is_file():
-            die(not_a_regular_file("input", path))
-    if out.is_dir():
-        die(f"-o {out} is a directory; name the HTML file to write")
-    if any(os.path.realpath(out) == os.path.realpath(p) for p in inputs):
-        die(f"-o {out} is one of the inputs; it would be overwritten")
     try:
         report = build_page(scores, out, traces or (), labels, options, fields)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, IsADirectoryError, InputNotAFile, OutputPathError) as exc:  # checked before reading
         die(str(exc))
     except OSError as exc:
         die(f"cannot write {exc.filename or out}: {exc.strerror or exc}")

@@ -194,10 +194,14 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     lines: dict[str, int] = {}
     try:  # where each key is, for messages; composing builds no objects
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        for key, _ in getattr(node, "value", []):
-            lines[str(getattr(key, "value", ""))] = key.start_mark.line + 1
     except yaml.YAMLError:
-        pass
+        node = None
+    for key, _ in getattr(node, "value", []):
+        name, line = str(getattr(key, "value", "")), key.start_mark.line + 1
+        if name in lines:  # YAML keeps the last silently: the run would not be the one the file seems to ask for
+            raise ConfigError(f"{path} line {line}: option '{name}' is given twice (first at line {lines[name]}); "
+                              "keep one")
+        lines[name] = line
     return data, lines
 
 

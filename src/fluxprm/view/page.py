@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from fluxprm import __version__
-from fluxprm.jobs import check_inputs
+from fluxprm.jobs import check_inputs, check_outputs
 from fluxprm.traces import FieldMap
 from fluxprm.view.data import Collected, Note, collect, encode_json
 from fluxprm.view.options import ViewOptions
@@ -84,12 +84,15 @@ def build_page(scores: str | os.PathLike, out: str | os.PathLike, traces: Sequen
                fields: FieldMap | None = None) -> ViewReport:
     """Write the viewer page for a scores file (and optionally its traces and labels) to ``out``.
 
-    Raises ``FileNotFoundError`` for a missing input, :class:`~fluxprm.jobs.InputNotAFile` for a pipe, and
-    ``OSError`` when ``out`` cannot be written; every
+    Raises ``FileNotFoundError`` / ``IsADirectoryError`` for a missing or folder input,
+    :class:`~fluxprm.jobs.InputNotAFile` for a pipe, :class:`~fluxprm.jobs.OutputPathError` for an ``out`` that
+    is an input, a folder or in no writable folder (all before reading), and ``OSError`` when writing fails; every
     record-level problem (no trace for a score, no score for a trace, steps that do not match) is a note in
     the report and on the page, never an exception.
     """
-    check_inputs([str(scores), *map(str, traces), *([str(labels)] if labels is not None else [])])
+    inputs = [str(scores), *map(str, traces), *([str(labels)] if labels is not None else [])]
+    check_inputs(inputs)
+    check_outputs(inputs, Path(out), None, "-o")
     collected = collect(str(scores), [str(t) for t in traces], None if labels is None else str(labels),
                         options.steps, fields)
     try:
