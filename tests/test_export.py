@@ -61,3 +61,19 @@ def test_export_of_a_checkpoint_whose_backbone_is_missing_is_one_line(tmp_path):
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-800:]
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "its backbone" in done.stderr
+
+
+def test_export_refuses_an_output_that_is_the_checkpoint_or_a_file_before_loading(tmp_path):
+    """``-o CKPT`` wrote the export's files into the checkpoint itself (exit 0); ``-o a_file`` died in a
+    FileExistsError traceback."""
+    from fluxprm.jobs import OutputPathError
+
+    ckpt = bundled_model_dir("fluxprm-mini")
+    (tmp_path / "a_file").write_text("")
+    for out, words in ((ckpt, "is the checkpoint folder"), (tmp_path / "a_file", "a_file is a file; give a folder"),
+                       (tmp_path / "a_file" / "x", "a_file is a file, not a folder")):
+        with pytest.raises(OutputPathError, match=words):
+            export_qwen_prm(ckpt, out)
+    done = subprocess.run([sys.executable, "-m", "fluxprm", "export", str(ckpt), "-o", str(tmp_path / "a_file")],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: -o ") and "Traceback" not in done.stderr

@@ -153,3 +153,16 @@ def test_an_input_rewritten_during_the_run_stops_it_unfinished_instead_of_exitin
     assert calls == [0] and len(_lines(out)) == 2
     with pytest.raises(ResumeMismatch):
         _run(src, out, resume=True)
+
+
+def test_a_cause_keeps_the_numbers_that_never_vary():
+    """Every digit became N: "targets must be in [0, 1]" read "targets must be in [N, N]", the constants lost."""
+    from fluxprm.jobs import CauseCounter
+
+    counter = CauseCounter()
+    for line, message in enumerate(["targets must be in [0, 1], got 3 (step 2)", "targets must be in [0, 1], got 5",
+                                    "step 3 of 7 is empty", "step 4 of 7 is empty", "step 9 of 12 does not fit"], 1):
+        counter.add(BadRecord("in.jsonl", line, message))
+    shown = {c.cause: c.count for c in counter.summary()}
+    assert shown == {"targets must be in [0, 1], got N": 2, "step N of 7 is empty": 2,
+                     "step 9 of 12 does not fit": 1}

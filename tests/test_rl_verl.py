@@ -281,6 +281,21 @@ def test_compute_score_async_through_verl_against_fluxprm_serve(tokenizer_dir, t
         assert set(out["reward_extra_info"]) >= {"score", "prm", "acc"}
 
 
+def test_compute_score_async_scores_odd_samples_as_compute_score_does(fluxprm_serve, caplog, monkeypatch):
+    """A lone surrogate in a sample raised a raw UnicodeEncodeError (httpx's json=), and a None solution a TypeError;
+    compute_score gives both a PRM part of 0. A missing problem made every PRM part 0 without a word."""
+    for solution, acc in (("Two \ud800 plus two is four, so the answer is \\boxed{4}.", 1.0), (None, 0.0)):
+        out = asyncio.run(fv.compute_score_async("gsm8k", solution, "4", {"question": "What is 2+2?"},
+                                                 url=fluxprm_serve))
+        assert out["prm"] == 0.0 and out["acc"] == acc, (solution, out)
+    monkeypatch.setattr(fv, "_warned_no_problem", False)
+    with caplog.at_level("WARNING", logger="fluxprm.rl.verl"):
+        for _ in range(2):
+            asyncio.run(fv.compute_score_async("gsm8k", "The answer is \\boxed{4}.", "4", {}, url=fluxprm_serve))
+    [warning] = [r.getMessage() for r in caplog.records if "holds no problem text" in r.getMessage()]
+    assert "PRM part of every sample is 0" in warning
+
+
 class _ScriptedServer:
     """A 127.0.0.1 HTTP server answering /get_reward from a script of (status, headers, body): the protocol edges
     (a full queue, a refused key) that a real ``fluxprm serve`` does not produce on demand."""

@@ -274,6 +274,20 @@ def test_bad_requests_get_one_json_error_each(mini):
             results = r.json()["results"]
             assert [("error" in x) for x in results] == [True, False, True]
             assert "response" in results[0]["error"] and results[2]["line"] == 3
+            # a lone surrogate costs only its own trace (it was a 400 for the whole request), and an id beyond 64
+            # bits comes back exact (orjson had made it 1.2345678901234568e+29), as `fluxprm score` keeps both
+            good = dict(records(1)[0], id=123456789012345678901234567890)
+            body = json.dumps({"records": [good, dict(records(1)[0], response="bad \ud800 text")]}).encode()
+            assert b"\\ud800" in body
+            r = c.post("/v1/score", content=body)
+            assert r.status_code == 200, r.text
+            first, second = r.json()["results"]
+            assert first["id"] == "123456789012345678901234567890" and first["score"] is not None
+            assert "lone surrogate" in second["error"] and second["line"] == 2
+            assert_error(c.post("/v1/score", content=b'{"records": [{"problem": "p", "response": NaN}]}'), 400,
+                         "not valid JSON")
+            assert_error(c.post("/v1/score", content=b'{"records": [{"problem": "p", "response": 1e400}]}'), 400,
+                         "infinity")
             # a client that hangs up halfway through its body costs nothing and breaks nothing
             with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as half:
                 half.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sekret\r\n"
@@ -544,3 +558,19 @@ def test_fluxprm_serve_refuses_a_busy_port_in_one_line():
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith(f"error: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("flag", ["--max-body-mb", "--max-wait-ms", "--grade-timeout", "--shutdown-timeout"])
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_a_non_finite_option_value_is_a_usage_error(flag, value):
+    """``--max-body-mb inf`` died in a traceback (int(inf)); ``--max-wait-ms inf`` started a server that never
+    answered a padded batch. No float option means "nan" or "inf"."""
+    from typer.testing import CliRunner
+
+    from fluxprm.cli import app
+    from fluxprm.serve.options import ServeOptions
+
+    res = CliRunner().invoke(app, ["serve", "--port", "0", flag, value], prog_name="fluxprm")
+    assert res.exit_code == 2 and res.stderr.startswith(f"error: Invalid value for {flag}: must be a finite number")
+    with pytest.raises(ValueError, match="must be a finite number"):
+        ServeOptions(**{flag.removeprefix("--").replace("-", "_"): float(value)})

@@ -65,7 +65,7 @@ BAD_RECORDS = [  # (change to a good record, words the rejection must contain)
     ({"step_rewards": [5.0, 0.5, None]}, "step_rewards[0] is 5.0"),
     ({"trajectory_reward": -3.0}, "trajectory_reward is -3.0"),
     ({"trajectory_reward": "high"}, "trajectory_reward must be a number"),
-    ({"correct": "yes"}, "correct must be true, false, 0, 1"),
+    ({"correct": "maybe"}, "correct must be true, false, 0, 1"),
     ({"correct": 2}, "correct must be true, false, 0, 1"),
     ({"thinking_steps": "a string"}, "'thinking_steps' must be a list of strings"),
     ({"response_steps": ["ok", 3]}, "response_steps[1] must be a string"),
@@ -171,7 +171,7 @@ def test_the_checkpoint_records_a_first_error_threshold_chosen_on_held_out_rows(
 
 
 def test_errors_file_can_be_named_and_a_clean_run_leaves_none(base, tmp_path):
-    labels = _write(tmp_path / "labels.jsonl", [_record(1), _record(2, correct="yes"), _record(3)])
+    labels = _write(tmp_path / "labels.jsonl", [_record(1), _record(2, correct="maybe"), _record(3)])
     errors = tmp_path / "elsewhere" / "bad.jsonl"
     summary = train([str(labels)], tmp_path / "a", _cfg(base, tmp_path), errors_path=errors)
     assert summary["rejected"] == 1 and summary["errors"] == str(errors)
@@ -189,7 +189,7 @@ def test_errors_file_can_be_named_and_a_clean_run_leaves_none(base, tmp_path):
 
 
 def test_every_record_rejected_is_an_error_naming_the_commonest_cause(base, tmp_path):
-    labels = _write(tmp_path / "labels.jsonl", [_record(1, correct="yes"), _record(2, trajectory_reward=float("nan")),
+    labels = _write(tmp_path / "labels.jsonl", [_record(1, correct="maybe"), _record(2, trajectory_reward=float("nan")),
                                                 _record(3, trajectory_reward=float("nan"))])
     with pytest.raises(NoTrainingData) as info:
         train([str(labels)], tmp_path / "ckpt", _cfg(base, tmp_path))
@@ -394,3 +394,24 @@ def test_empty_labelled_steps_are_dropped_with_their_labels_unless_one_is_the_er
     assert ex.id == "ok" and ex.response_steps == ["x + 1 = 2.", "So x = 1."] and ex.step_labels == [1.0, 1.0]
     [bad] = errors
     assert bad.line == 2 and "step(s) [2] are empty but labelled bad" in bad.error, bad.error
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"step_rewards": [0.5]}, "field 'step_rewards' is read from label records only"),
+    ({"trajectory_reward": 0.9, "correct": True}, "field 'trajectory_reward' is read from label records only"),
+    ({"step_labels": [1], "correct": float("inf")}, "correct must be true, false, 0, 1 or null, got inf"),
+    ({"step_labels": [1], "is_correct": "maybe"}, "is_correct must be true, false, 0, 1 or null, got 'maybe'"),
+])
+def test_a_trace_record_with_targets_it_cannot_carry_is_rejected_saying_why(tmp_path, extra, words):
+    """A trace-shaped record's step_rewards were dropped and the record rejected as "no training target: …
+    step_rewards … missing"; a correct of inf on one was ignored and the record trained on."""
+    from fluxprm.train.data import load_examples
+
+    path = _write(tmp_path / "t.jsonl", [{"id": "g", "problem": "What is 2+2?", "steps": ["x. y"], **extra},
+                                         {"id": "ok", "problem": "What is 2+2?", "steps": ["x. y"], "step_labels": [1],
+                                          "correct": "yes"}])
+    errors: list = []
+    kept = list(load_examples([path], errors=errors))
+    assert [e.id for e in kept] == ["ok"] and kept[0].correct is True
+    [bad] = errors
+    assert bad.line == 1 and words in bad.error, bad.error

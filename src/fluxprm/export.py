@@ -10,12 +10,14 @@ no trajectory head, so the exported model carries the step rewards only.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from fluxprm.jobs import OutputPathError, check_folder_outputs
 from fluxprm.models.fluxprm_format import FluxPRMConfig, load_fluxprm, resolve_base
 
 __all__ = ["export_qwen_prm", "EXPORT_FORMATS"]
@@ -43,6 +45,11 @@ def export_qwen_prm(checkpoint: Path, out: Path) -> Path:
     checkpoint, out = Path(checkpoint), Path(out)
     config = FluxPRMConfig.load(checkpoint)
     base = resolve_base(config.base, checkpoint)
+    for source, what in ((checkpoint, "the checkpoint"), (base, "its base model")):
+        if os.path.realpath(out) == os.path.realpath(source):
+            raise OutputPathError(f"-o {out} is {what} folder: the export would overwrite its files with another "
+                                  "format's; choose a new folder")
+    check_folder_outputs([], out, (), "-o")  # a file, or a folder that cannot be made or written: before loading
     base_config = json.loads((base / "config.json").read_text())
     reasons = _why_not_qwen_prm(config, base_config)
     if reasons:

@@ -326,19 +326,40 @@ class _Duplicates:
 
 
 class CauseCounter:
-    """Counts rejections by kind, keeping the first example of each (shared by every command that rejects records)."""
+    """Counts rejections by kind, keeping the first example of each (shared by every command that rejects records).
+
+    A kind is its message with every number generalised; a number that is the same in every message of the kind
+    is shown as itself, so "targets must be in [0, 1]" stays readable while "step N of M is empty" generalises.
+    """
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.first: dict[str, BadRecord] = {}
+        self.texts: dict[str, list[str]] = {}  # per kind: the text between its numbers
+        self.numbers: dict[str, list[str | None]] = {}  # per kind: each number while it has not varied, else None
 
     def add(self, bad: BadRecord) -> None:
         key = _cause(bad.error)
         self.counts[key] += 1
         self.first.setdefault(key, bad)
+        head = bad.error.split(" (", 1)[0]
+        seen = _NUMBER.findall(head)
+        if key not in self.numbers:
+            self.texts[key], self.numbers[key] = _NUMBER.split(head), list(seen)
+            return
+        kept = self.numbers[key]
+        for i, (was, now) in enumerate(zip(kept, seen)):
+            if was != now:
+                kept[i] = None
+
+    def shown(self, key: str) -> str:
+        """The kind as printed: its text, with each number that never varied and ``N`` for each that did."""
+        texts, numbers = self.texts[key], self.numbers[key]
+        return "".join(t + (("N" if n is None else n) if i < len(numbers) else "")
+                       for i, (t, n) in enumerate(zip(texts, numbers + [None])))
 
     def summary(self, limit: int = 5) -> list[ErrorCause]:
-        return [ErrorCause(k, n, f"{self.first[k].source}:{self.first[k].line}: {self.first[k].error}",
+        return [ErrorCause(self.shown(k), n, f"{self.first[k].source}:{self.first[k].line}: {self.first[k].error}",
                            self.first[k].hint) for k, n in self.counts.most_common(limit)]
 
 

@@ -171,7 +171,7 @@ def decode_json_line(raw: bytes) -> tuple[Any, str | None]:
     for a readable message ("Expecting ',' delimiter at column 17") and to accept what Python
     itself writes but orjson rejects (``NaN``, ``Infinity``).
     """
-    if _LONG_NUMBER.search(raw):
+    if LONG_NUMBER.search(raw):
         # orjson turns integers beyond 64 bits into floats, so two ids 123…890 and 123…891 would collide;
         # the standard parser keeps every integer exact.
         return _decode_standard(raw)
@@ -181,7 +181,7 @@ def decode_json_line(raw: bytes) -> tuple[Any, str | None]:
         return _decode_standard(raw, fallback=str(fast_error))
 
 
-_LONG_NUMBER = re.compile(rb"\d{19}")  # 19+ digits: possibly an integer beyond 64 bits
+LONG_NUMBER = re.compile(rb"\d{19}")  # 19+ digits: possibly an integer beyond 64 bits (orjson makes it a float)
 
 
 def _decode_standard(raw: bytes, fallback: str | None = None) -> tuple[Any, str | None]:
@@ -291,7 +291,7 @@ def _second_nonblank_line(source: str, gzipped: bool) -> bytes:
 def _decode_document(raw: bytes) -> tuple[Any, str | None]:
     """Like :func:`decode_json_line`, but the message gives line and column in the document."""
     try:
-        if _LONG_NUMBER.search(raw):
+        if LONG_NUMBER.search(raw):
             raise orjson.JSONDecodeError("exact integers", "", 0)  # the standard parser keeps them exact
         return orjson.loads(raw), None
     except orjson.JSONDecodeError:

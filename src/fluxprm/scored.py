@@ -107,8 +107,10 @@ def field_score_problem(trace: Trace, name: str) -> str:
     """Why ``--score-field name`` gives ``trace`` no score (when :func:`field_score` gives None): the field is
     missing or null, or what it holds instead of a finite number."""
     value = _field_number(trace, name)
+    if value is None and name in trace.meta:
+        return f"no score: field '{name}' is null"
     if value is None:
-        return f"no score: the record has no field '{name}'" + (" (it is null)" if name in trace.meta else "")
+        return f"no score: the record has no field '{name}'"
     shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
     return f"no score: field '{name}' is not a finite number (it holds {shown})"
 

@@ -32,4 +32,6 @@ def export(
         folder = export_qwen_prm(checkpoint, out)
     except (ValueError, FileNotFoundError) as exc:  # FileNotFoundError: ModelNotFound, a missing backbone
         die(str(exc))
+    except OSError as exc:  # a disk that fills, a folder that vanishes mid-write
+        die(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
     say(f"exported {checkpoint} as {format} → {folder}")

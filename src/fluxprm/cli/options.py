@@ -22,6 +22,7 @@ options given (``fluxprm score`` lets a model's trained segmentation win over de
 from __future__ import annotations
 
 import inspect
+import math
 import types
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from enum import Enum
@@ -187,6 +188,8 @@ def _build(cls: type, options: list[_Option], kwargs: dict[str, Any], construct:
             except UnicodeDecodeError as exc:
                 raise typer.BadParameter(f"bad backslash escape in {value!r} ({exc.reason})",
                                          param_hint=opt.flag) from None
+        if isinstance(value, float) and not math.isfinite(value):  # `--max-wait-ms inf`: no option means "nan"
+            raise typer.BadParameter(f"must be a finite number, got {value}", param_hint=opt.flag)
         if value is not None and "min" in opt.meta and value < opt.meta["min"]:
             raise typer.BadParameter(f"must be >= {opt.meta['min']}, got {value}", param_hint=opt.flag)
         if value is not None:

@@ -76,6 +76,7 @@ except ImportError as _exc:  # pragma: no cover - exercised only without verl
         f"({type(_exc).__name__}: {_exc})"
     ) from _exc
 
+from fluxprm.records import json_text
 from fluxprm.rl.rewards import (
     DEFAULT_BETA,
     DenseReward,
@@ -138,6 +139,22 @@ def problem_from(extra_info: Mapping[str, Any] | None, raw_prompt: Any = None, d
     return decoded_prompt or ""
 
 
+_warned_no_problem = False
+
+
+def _sample_problem(extra_info: Any) -> str:
+    """:func:`problem_from` for the ``compute_score`` functions, which see no prompt: with no problem key in
+    ``extra_info`` the PRM rejects every sample (an empty problem) and its part is 0 — said once, in the log."""
+    global _warned_no_problem
+    problem = problem_from(extra_info if isinstance(extra_info, Mapping) else None)
+    if not problem and not _warned_no_problem:
+        _warned_no_problem = True
+        logger.warning("fluxprm compute_score: extra_info holds no problem text (keys %s), so the PRM part of every "
+                       "sample is 0; add the question to extra_info in the data preprocessor, or use the fluxprm "
+                       "reward manager, which reads the prompt", ", ".join(_PROBLEM_KEYS))
+    return problem
+
+
 # ----------------------------------------------------------------------------------------- custom_reward_function
 
 def _gold(ground_truth: Any) -> Any:
@@ -162,7 +179,7 @@ def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_
     prm = 0.0
     if beta > 0:  # a part with weight 0 is not computed (β = 0 never loads the PRM)
         rm = shared_model(model, device=device)
-        _, results = rm.score([problem_from(extra_info)], [solution_str])
+        _, results = rm.score([_sample_problem(extra_info)], [solution_str])
         prm = prm_reward(results[0], rm.alpha)
     gold = _gold(ground_truth)
     acc = outcome_reward(solution_str, gold, timeout) if beta < 1 else None
@@ -197,16 +214,18 @@ async def compute_score_async(data_source: Any, solution_str: str, ground_truth:
 
     base = (url or os.environ.get("FLUXPRM_SERVE_URL") or "http://127.0.0.1:8000").rstrip("/")
     key = api_key or os.environ.get("FLUXPRM_API_KEY")
-    problem = problem_from(extra_info)
+    problem = _sample_problem(extra_info)
     gold = _gold(ground_truth)
-    body = {"query": [problem + solution_str], "prompts": [problem], "labels": [gold]}
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    solution = "" if solution_str is None else str(solution_str)  # as compute_score: no text scores 0
+    # json_text, not httpx's json=: a lone surrogate in a sample is sent as its escape, and only that sample fails
+    body = json_text({"query": [problem + solution], "prompts": [problem], "labels": [gold]}).encode("utf-8")
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
     endpoint = f"{base}/get_reward"
     delay = 0.5
     async with httpx.AsyncClient(timeout=timeout) as client:
         for attempt in range(max_retries + 1):
             try:
-                resp = await client.post(endpoint, json=body, headers=headers)
+                resp = await client.post(endpoint, content=body, headers=headers)
             except httpx.HTTPError as exc:
                 raise ServeError(f"cannot reach fluxprm serve at {endpoint} ({type(exc).__name__}: {exc}); start it "
                                  f"with `fluxprm serve` or set reward_kwargs.url / FLUXPRM_SERVE_URL") from exc

@@ -19,7 +19,9 @@ import concurrent.futures
 import contextlib
 import functools
 import hmac
+import json
 import logging
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +33,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from fluxprm.records import LONG_NUMBER, json_text
 from fluxprm.serve.batcher import Closed, DynamicBatcher, Overloaded
 from fluxprm.serve.options import DEFAULT_STEP_TAG, ServeOptions
 from fluxprm.serve.protocols import (RequestError, parse_get_reward, parse_pooling, parse_score_request,
@@ -42,12 +45,50 @@ logger = logging.getLogger("fluxprm.serve")
 
 
 class JSONResponse(Response):
-    """JSON via orjson (fast; NaN and infinities become null, so a response is always valid JSON)."""
+    """JSON via orjson (fast; NaN and infinities become null, so a response is always valid JSON); what orjson
+    refuses — a lone surrogate in an echoed id or error, an integer beyond 64 bits — as ``json`` writes it."""
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except TypeError:
+            return json_text(content, separators=(",", ":")).encode("utf-8")
+
+
+def decode_body(body: bytes) -> Any:
+    """A request body as ``fluxprm score`` would read the same record: orjson, except that an integer beyond 64
+    bits stays exact (orjson makes it a float, so two ids could collide) and a lone surrogate (``"\\ud800"``,
+    valid JSON orjson refuses) is read, so that only its own trace is rejected, not the whole request. NaN,
+    Infinity and numbers beyond float range stay refused: no field of a request means them."""
+    error: Exception | None = None
+    if not LONG_NUMBER.search(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            error = exc
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"the request body is not valid JSON: not UTF-8 (byte 0x{body[exc.start]:02x} at "
+                           f"position {exc.start})") from None
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    def finite(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise ValueError(f"number {literal} is out of range")
+        return value
+
+    try:
+        return json.loads(text, parse_constant=no_constant, parse_float=finite)
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"the request body is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise RequestError(f"the request body is not valid JSON: {error or exc}") from None
 
 
 @dataclass
@@ -219,10 +260,7 @@ def create_app(options: ServeOptions, load: Callable[[], Any], *,
         body = b"".join(chunks)
         if not body.strip():
             raise RequestError("the request body is empty: send a JSON object")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RequestError(f"the request body is not valid JSON: {exc}") from None
+        return decode_body(body)
 
     async def scored(request: Request, batcher: DynamicBatcher, items: list[Any]) -> list[Any]:
         """The results for ``items``, or :class:`_ClientGone` if the client leaves first (its job is withdrawn)."""

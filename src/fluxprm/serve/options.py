@@ -7,6 +7,7 @@ fields, shared with ``fluxprm score`` so the server scores exactly as the offlin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 __all__ = ["ServeOptions", "LOG_LEVELS", "DEFAULT_STEP_TAG"]
@@ -76,6 +77,9 @@ class ServeOptions:
         for name in ("max_batch_tokens", "max_queue", "max_request_traces"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_wait_ms", "max_body_mb", "grade_timeout", "shutdown_timeout"):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.max_wait_ms < 0 or self.max_body_mb <= 0 or self.grade_timeout <= 0:
             raise ValueError("max_wait_ms must be >= 0, max_body_mb and grade_timeout > 0")
         if self.shutdown_timeout is not None and self.shutdown_timeout < 0:

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 
 from fluxprm.records import BadRecord, iter_records
 from fluxprm.steps import StepConfig, prepare
-from fluxprm.traces import TraceError, parse_record
+from fluxprm.traces import CORRECT_FIELDS, TraceError, parse_record, truth_value
 
 __all__ = ["Example", "RecordError", "load_examples", "is_label_record", "check_example"]
 
@@ -115,12 +115,14 @@ def _targets(data: dict[str, Any], name: str, n: int, read: Any) -> list[float |
 
 
 def _correct(value: Any, name: str = "correct") -> bool | None:
-    """Outcome correctness: null, true/false, or 0/1 (``"yes"`` or 2 is refused, not guessed)."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    raise RecordError(f"{name} must be true, false, 0, 1 or null, got {_show(value)}")
+    """Outcome correctness: null, or a flag as the trace reader takes one (true/false, 0/1, "yes"/"no"); anything
+    else ("maybe", 2, inf) is refused, not guessed."""
+    if value is None:
+        return None
+    flag = truth_value(value)
+    if flag is None:
+        raise RecordError(f"{name} must be true, false, 0, 1 or null, got {_show(value)}")
+    return flag
 
 
 def _from_label_record(data: dict[str, Any], source: str, line: int) -> Example:
@@ -194,6 +196,14 @@ def _labels_of_kept_steps(steps: list[str], step_labels: list[float | None], n_r
 def _from_trace_record(data: Any, source: str, line: int, cfg: StepConfig) -> list[Example]:
     out = []
     for trace in parse_record(data, source=source, line=line):
+        for key in ("step_rewards", "trajectory_reward"):  # targets a trace record would silently lose
+            if trace.meta.get(key) is not None:
+                raise RecordError(f"field '{key}' is read from label records only (with 'thinking_steps' and "
+                                  "'response_steps', as `fluxprm label` writes them); this record is a trace, so "
+                                  "its targets would be lost: write it as a label record")
+        for key in CORRECT_FIELDS:  # a flag the reader could not take (2, inf, "maybe") is an error here
+            if trace.meta.get(key) is not None:
+                _correct(trace.meta[key], key)
         inp = prepare(trace, cfg)
         n_think, n_resp = len(inp.thinking_steps), len(inp.response_steps)
         labels: list[float | None] = [None] * n_think
